@@ -1,0 +1,184 @@
+//! EIP-191 `personal_sign` recovery and signing, addresses, EIP-55 checksums.
+
+use k256::ecdsa::{RecoveryId, Signature, SigningKey, VerifyingKey};
+use sha3::{Digest, Keccak256};
+
+/// A 20-byte agent address.
+pub type Address = [u8; 20];
+
+pub fn keccak256(data: &[u8]) -> [u8; 32] {
+    Keccak256::digest(data).into()
+}
+
+/// keccak256("\x19Ethereum Signed Message:\n" + byte length + message).
+pub fn eip191_hash(message: &[u8]) -> [u8; 32] {
+    let mut h = Keccak256::new();
+    h.update(b"\x19Ethereum Signed Message:\n");
+    h.update(message.len().to_string().as_bytes());
+    h.update(message);
+    h.finalize().into()
+}
+
+/// The message each agent signs for the tunnel handshake.
+pub fn tunnel_message(address: &str, nonce: &str, timestamp: u64) -> String {
+    format!("osaurus-tunnel:{address}:{nonce}:{timestamp}")
+}
+
+/// `0x` + 40 hex digits in any case (the checksum is not enforced: the
+/// signature is what proves ownership).
+pub fn parse_address(s: &str) -> Option<Address> {
+    let hex = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X"))?;
+    if hex.len() != 40 {
+        return None;
+    }
+    let mut out = [0u8; 20];
+    hex::decode_to_slice(hex, &mut out).ok()?;
+    Some(out)
+}
+
+/// `0x` + lowercase hex: how the relay registers and reports addresses.
+pub fn to_lower(addr: &Address) -> String {
+    format!("0x{}", hex::encode(addr))
+}
+
+/// EIP-55 mixed-case checksum form.
+pub fn to_checksum(addr: &Address) -> String {
+    let lower = hex::encode(addr);
+    let hash = keccak256(lower.as_bytes());
+    let mut out = String::with_capacity(42);
+    out.push_str("0x");
+    for (i, c) in lower.chars().enumerate() {
+        let nibble = (hash[i / 2] >> (if i % 2 == 0 { 4 } else { 0 })) & 0x0f;
+        out.push(if nibble >= 8 {
+            c.to_ascii_uppercase()
+        } else {
+            c
+        });
+    }
+    out
+}
+
+/// The address of an uncompressed public key: last 20 bytes of its keccak.
+fn address_of(key: &VerifyingKey) -> Address {
+    let point = key.to_encoded_point(false);
+    let hash = keccak256(&point.as_bytes()[1..]);
+    let mut out = [0u8; 20];
+    out.copy_from_slice(&hash[12..]);
+    out
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SigError {
+    /// Not `0x` + 130 hex digits.
+    Malformed,
+    /// `v` not in 0, 1, 27, 28.
+    BadRecoveryId,
+    /// r or s out of range, or no point recovers.
+    Invalid,
+}
+
+/// Recovers the signer of an EIP-191 message from a 65-byte `r||s||v` hex signature.
+/// High-s signatures are accepted (as viem does) by normalising s and flipping parity.
+pub fn recover(message: &[u8], signature_hex: &str) -> Result<Address, SigError> {
+    let hex = signature_hex
+        .strip_prefix("0x")
+        .ok_or(SigError::Malformed)?;
+    if hex.len() != 130 {
+        return Err(SigError::Malformed);
+    }
+    let mut raw = [0u8; 65];
+    hex::decode_to_slice(hex, &mut raw).map_err(|_| SigError::Malformed)?;
+    let parity = match raw[64] {
+        0 | 27 => false,
+        1 | 28 => true,
+        _ => return Err(SigError::BadRecoveryId),
+    };
+    let mut sig = Signature::from_slice(&raw[..64]).map_err(|_| SigError::Invalid)?;
+    let mut odd = parity;
+    if let Some(low) = sig.normalize_s() {
+        sig = low;
+        odd = !odd;
+    }
+    let recid = RecoveryId::new(odd, false);
+    let key = VerifyingKey::recover_from_prehash(&eip191_hash(message), &sig, recid)
+        .map_err(|_| SigError::Invalid)?;
+    Ok(address_of(&key))
+}
+
+/// Why one agent's handshake signature was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthFail {
+    BadAddress,
+    Timestamp,
+    Signature,
+}
+
+/// Checks one agent's signature over the tunnel message built from the
+/// address string exactly as sent; returns the parsed address.
+pub fn verify_agent(
+    address: &str,
+    signature: &str,
+    nonce: &str,
+    timestamp: u64,
+    now_unix: u64,
+    window_secs: u64,
+) -> Result<Address, AuthFail> {
+    let claimed = parse_address(address).ok_or(AuthFail::BadAddress)?;
+    if timestamp.abs_diff(now_unix) > window_secs {
+        return Err(AuthFail::Timestamp);
+    }
+    let msg = tunnel_message(address, nonce, timestamp);
+    match recover(msg.as_bytes(), signature) {
+        Ok(signer) if signer == claimed => Ok(claimed),
+        _ => Err(AuthFail::Signature),
+    }
+}
+
+/// A secp256k1 private key that signs like `personal_sign` (client side, tests).
+#[derive(Clone)]
+pub struct SecretKey(SigningKey);
+
+impl SecretKey {
+    /// From 32 raw bytes; `None` for zero or out-of-range scalars.
+    pub fn from_bytes(bytes: &[u8; 32]) -> Option<Self> {
+        SigningKey::from_slice(bytes).ok().map(SecretKey)
+    }
+
+    /// From `0x`-prefixed or bare hex.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let s = s.trim();
+        let s = s.strip_prefix("0x").unwrap_or(s);
+        let mut b = [0u8; 32];
+        hex::decode_to_slice(s, &mut b).ok()?;
+        Self::from_bytes(&b)
+    }
+
+    pub fn to_hex(&self) -> String {
+        format!("0x{}", hex::encode(self.0.to_bytes()))
+    }
+
+    pub fn address(&self) -> Address {
+        address_of(self.0.verifying_key())
+    }
+
+    /// `0x` + r||s||v hex with v = 27/28, deterministic (RFC 6979).
+    pub fn sign_message(&self, message: &[u8]) -> String {
+        let (sig, recid) = self
+            .0
+            .sign_prehash_recoverable(&eip191_hash(message))
+            .expect("signing a 32-byte prehash cannot fail");
+        let mut raw = [0u8; 65];
+        raw[..64].copy_from_slice(&sig.to_bytes());
+        raw[64] = 27 + recid.to_byte();
+        format!("0x{}", hex::encode(raw))
+    }
+}
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretKey({})", to_checksum(&self.address()))
+    }
+}
+
+#[cfg(test)]
+mod tests;

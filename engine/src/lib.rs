@@ -1,0 +1,4 @@
+pub mod auth;
+pub mod limits;
+pub mod time;
+mod timer;

@@ -1,0 +1,1 @@
+//! Shared helpers for the simulation and end-to-end tests.
