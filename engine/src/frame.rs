@@ -1,0 +1,329 @@
+//! Tunnel wire frames (JSON text messages), encode and parse, both directions.
+
+use serde::de::{MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::fmt;
+
+/// Header name/value pairs, in order; a JSON object of strings on the wire.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Headers(pub Vec<(String, String)>);
+
+impl Headers {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Serialize for Headers {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Headers {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Headers;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of string values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Headers, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
+                while let Some((k, v)) = map.next_entry::<String, String>()? {
+                    out.push((k, v));
+                }
+                Ok(Headers(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentSig {
+    pub address: String,
+    pub signature: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentUrl {
+    pub address: String,
+    pub url: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejected {
+    pub address: String,
+    pub reason: String,
+}
+
+/// Frames the relay sends to a tunnel client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    Challenge {
+        nonce: String,
+    },
+    AuthOk {
+        agents: Vec<AgentUrl>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        rejected: Vec<Rejected>,
+    },
+    AuthError {
+        error: String,
+    },
+    AgentAdded {
+        address: String,
+        url: String,
+    },
+    AgentRemoved {
+        address: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    Request {
+        id: String,
+        method: String,
+        path: String,
+        headers: Headers,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        body: Option<String>,
+    },
+    Ping {
+        ts: u64,
+    },
+    Error {
+        error: String,
+    },
+    Cancel {
+        id: String,
+    },
+}
+
+impl ServerFrame {
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("frames always serialize")
+    }
+
+    /// Client side: `None` for non-JSON or frame types this version does not know.
+    pub fn parse(text: &str) -> Option<ServerFrame> {
+        serde_json::from_str(text).ok()
+    }
+}
+
+/// Frames a tunnel client sends to the relay.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    Auth {
+        agents: Vec<AgentSig>,
+        nonce: String,
+        timestamp: u64,
+    },
+    RequestChallenge,
+    AddAgent {
+        address: String,
+        signature: String,
+        nonce: String,
+        timestamp: u64,
+    },
+    RemoveAgent {
+        address: String,
+    },
+    Pong {
+        ts: u64,
+    },
+    Response {
+        id: String,
+        status: u16,
+        headers: Headers,
+        body: String,
+    },
+    StreamStart {
+        id: String,
+        status: u16,
+        headers: Headers,
+    },
+    StreamChunk {
+        id: String,
+        data: String,
+    },
+    StreamEnd {
+        id: String,
+    },
+}
+
+impl ClientFrame {
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("frames always serialize")
+    }
+}
+
+/// What the relay makes of one text message from a tunnel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Inbound {
+    Frame(ClientFrame),
+    /// A reply frame naming `id` whose other fields are not valid.
+    BadReply { id: String, why: &'static str },
+    /// A JSON object of a type the relay does not handle, or with unusable fields.
+    Unknown,
+    /// Not a JSON object.
+    Invalid,
+}
+
+/// Every field any client frame has, each kept raw so that one bad field does
+/// not hide the frame's `type` and `id`.
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(rename = "type", borrow)]
+    ty: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    status: Option<&'a RawValue>,
+    #[serde(borrow)]
+    headers: Option<&'a RawValue>,
+    #[serde(borrow)]
+    body: Option<&'a RawValue>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow)]
+    agents: Option<&'a RawValue>,
+    #[serde(borrow)]
+    nonce: Option<&'a RawValue>,
+    #[serde(borrow)]
+    timestamp: Option<&'a RawValue>,
+    #[serde(borrow)]
+    address: Option<&'a RawValue>,
+    #[serde(borrow)]
+    signature: Option<&'a RawValue>,
+    #[serde(borrow)]
+    ts: Option<&'a RawValue>,
+}
+
+fn field<'a, T: Deserialize<'a>>(raw: Option<&'a RawValue>) -> Option<T> {
+    raw.and_then(|r| serde_json::from_str(r.get()).ok())
+}
+
+/// Missing or malformed auth fields become values that fail their check
+/// later (empty nonce, timestamp 0), so the engine picks the error code.
+fn lenient_agent(raw: &RawValue) -> AgentSig {
+    #[derive(Deserialize)]
+    struct A {
+        address: Option<String>,
+        signature: Option<String>,
+    }
+    let a: Option<A> = serde_json::from_str(raw.get()).ok();
+    let (address, signature) = a.map_or((None, None), |a| (a.address, a.signature));
+    AgentSig {
+        address: address.unwrap_or_default(),
+        signature: signature.unwrap_or_default(),
+    }
+}
+
+fn status(raw: Option<&RawValue>) -> Result<u16, &'static str> {
+    let n: u64 = field(raw).ok_or("status is not an integer")?;
+    if (200..=599).contains(&n) {
+        Ok(n as u16)
+    } else {
+        Err("status outside 200-599")
+    }
+}
+
+fn headers(raw: Option<&RawValue>) -> Result<Headers, &'static str> {
+    field(raw).ok_or("headers is not an object of strings")
+}
+
+impl Inbound {
+    pub fn parse(text: &str) -> Inbound {
+        let w: Wire = match serde_json::from_str(text) {
+            Ok(w) => w,
+            Err(e) if e.is_data() => return Inbound::Unknown,
+            Err(_) => return Inbound::Invalid,
+        };
+        let Some(ty) = w.ty else {
+            return Inbound::Unknown;
+        };
+        let reply_id: Option<String> = field(w.id);
+        let frame = match (ty.as_ref(), reply_id) {
+            ("auth", _) => ClientFrame::Auth {
+                agents: w
+                    .agents
+                    .and_then(|r| serde_json::from_str::<Vec<&RawValue>>(r.get()).ok())
+                    .map(|v| v.into_iter().map(lenient_agent).collect())
+                    .unwrap_or_default(),
+                nonce: field(w.nonce).unwrap_or_default(),
+                timestamp: field(w.timestamp).unwrap_or(0),
+            },
+            ("request_challenge", _) => ClientFrame::RequestChallenge,
+            ("add_agent", _) => ClientFrame::AddAgent {
+                address: field(w.address).unwrap_or_default(),
+                signature: field(w.signature).unwrap_or_default(),
+                nonce: field(w.nonce).unwrap_or_default(),
+                timestamp: field(w.timestamp).unwrap_or(0),
+            },
+            ("remove_agent", _) => match field(w.address) {
+                Some(address) => ClientFrame::RemoveAgent { address },
+                None => return Inbound::Unknown,
+            },
+            ("pong", _) => ClientFrame::Pong {
+                ts: field(w.ts).unwrap_or(0),
+            },
+            ("response", Some(id)) => {
+                let parsed = status(w.status).and_then(|st| {
+                    let body = match w.body {
+                        None => String::new(),
+                        Some(r) if r.get() == "null" => String::new(),
+                        Some(r) => serde_json::from_str(r.get()).map_err(|_| "body is not a string")?,
+                    };
+                    Ok(ClientFrame::Response {
+                        id: id.clone(),
+                        status: st,
+                        headers: headers(w.headers)?,
+                        body,
+                    })
+                });
+                match parsed {
+                    Ok(f) => f,
+                    Err(why) => return Inbound::BadReply { id, why },
+                }
+            }
+            ("stream_start", Some(id)) => {
+                match status(w.status).and_then(|st| Ok((st, headers(w.headers)?))) {
+                    Ok((status, headers)) => ClientFrame::StreamStart {
+                        id,
+                        status,
+                        headers,
+                    },
+                    Err(why) => return Inbound::BadReply { id, why },
+                }
+            }
+            ("stream_chunk", Some(id)) => match field(w.data) {
+                Some(data) => ClientFrame::StreamChunk { id, data },
+                None => {
+                    return Inbound::BadReply {
+                        id,
+                        why: "data is not a string",
+                    }
+                }
+            },
+            ("stream_end", Some(id)) => ClientFrame::StreamEnd { id },
+            _ => return Inbound::Unknown,
+        };
+        Inbound::Frame(frame)
+    }
+}
+
+#[cfg(test)]
+mod tests;
