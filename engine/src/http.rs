@@ -1,0 +1,224 @@
+//! HTTP rules of the relay: host → agent, header sanitising, CORS, error bodies.
+
+use crate::auth::{parse_address, Address};
+use crate::frame::Headers;
+use crate::limits::ClientIpSource;
+use std::net::IpAddr;
+
+/// A complete response the relay makes or relays.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Response head of a streamed answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResponseHead {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+}
+
+const ACAO: &str = "access-control-allow-origin";
+
+/// `0x<40 hex>.<base_domain>[:port]`, case-insensitive, to the agent address.
+pub fn agent_from_host(host: &str, base_domain: &str) -> Option<Address> {
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        Some(_) => return None,
+        None => host,
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let (label, domain) = host.split_once('.')?;
+    if !domain.eq_ignore_ascii_case(base_domain) {
+        return None;
+    }
+    parse_address(label)
+}
+
+/// The caller's IP per the configured source; falls back to the TCP peer.
+pub fn client_ip(headers: &[(String, String)], peer: IpAddr, source: &ClientIpSource) -> IpAddr {
+    let ClientIpSource::Header(name) = source else {
+        return peer;
+    };
+    let value = headers
+        .iter()
+        .rev()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str());
+    let candidate = match value {
+        Some(v) if name == "x-forwarded-for" => v.rsplit(',').next(),
+        other => other,
+    };
+    candidate
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(peer)
+}
+
+/// Never forwarded to a tunnel: hop-by-hop, proxy-internal, or the caller's secrets.
+fn strip_request_header(name: &str) -> bool {
+    matches!(
+        name,
+        "host"
+            | "cookie"
+            | "proxy-authorization"
+            | "x-forwarded-proto"
+            | "x-forwarded-host"
+            | "x-forwarded-port"
+            | "x-forwarded-for"
+            | "x-real-ip"
+            | "x-agent-address"
+            | "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "expect"
+    ) || name.starts_with("fly-")
+        || name.starts_with("cf-")
+}
+
+/// The request headers a tunnel sees: lowercased names, repeated names joined
+/// with ", ", stripped per the rules, then `x-agent-address` and `x-forwarded-for`.
+pub fn forward_headers(headers: &[(String, String)], agent: &str, ip: IpAddr) -> Headers {
+    let listed_in_connection: Vec<String> = headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("connection"))
+        .flat_map(|(_, v)| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect();
+    let mut out: Vec<(String, String)> = Vec::with_capacity(headers.len() + 2);
+    for (k, v) in headers {
+        let k = k.to_ascii_lowercase();
+        if strip_request_header(&k) || listed_in_connection.contains(&k) {
+            continue;
+        }
+        match out.iter_mut().find(|(ek, _)| *ek == k) {
+            Some((_, ev)) => {
+                ev.push_str(", ");
+                ev.push_str(v);
+            }
+            None => out.push((k, v.clone())),
+        }
+    }
+    out.push(("x-agent-address".into(), agent.to_string()));
+    out.push(("x-forwarded-for".into(), ip.to_string()));
+    Headers(out)
+}
+
+/// RFC 9110 token characters.
+pub fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+        })
+}
+
+/// Visible characters, spaces, tabs and non-ASCII; no CR, LF, NUL or other controls.
+pub fn is_field_value(value: &str) -> bool {
+    value.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+/// Never relayed back to callers: hop-by-hop and framing (the relay frames).
+fn strip_response_header(name: &str) -> bool {
+    matches!(
+        name,
+        "transfer-encoding"
+            | "connection"
+            | "keep-alive"
+            | "upgrade"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "content-length"
+    )
+}
+
+/// Validates and sanitises a tunnel's response headers, adding CORS.
+pub fn response_headers(h: Headers) -> Result<Vec<(String, String)>, &'static str> {
+    let mut out = Vec::with_capacity(h.0.len() + 2);
+    for (k, v) in h.0 {
+        if !is_token(&k) {
+            return Err("invalid header name");
+        }
+        if !is_field_value(&v) {
+            return Err("invalid header value");
+        }
+        let k = k.to_ascii_lowercase();
+        if !strip_response_header(&k) {
+            out.push((k, v));
+        }
+    }
+    if !out.iter().any(|(k, _)| k == ACAO) {
+        out.push((ACAO.into(), "*".into()));
+    }
+    if !out.iter().any(|(k, _)| k == "access-control-expose-headers") {
+        out.push(("access-control-expose-headers".into(), "*".into()));
+    }
+    Ok(out)
+}
+
+/// 204, 205 and 304 carry no body bytes whatever the tunnel sent.
+pub fn status_has_body(status: u16) -> bool {
+    !matches!(status, 204 | 205 | 304)
+}
+
+fn json(status: u16, body: String, cors: bool) -> Response {
+    let mut headers = vec![("content-type".into(), "application/json".into())];
+    if cors {
+        headers.push((ACAO.into(), "*".into()));
+    }
+    Response {
+        status,
+        headers,
+        body: body.into_bytes(),
+    }
+}
+
+/// `{"error":"<code>"}` with CORS: every relay-made error on an agent host.
+pub fn error(status: u16, code: &str) -> Response {
+    json(status, format!(r#"{{"error":"{code}"}}"#), true)
+}
+
+/// A JSON answer of the relay's own endpoints.
+pub fn json_response(status: u16, body: &serde_json::Value) -> Response {
+    json(status, body.to_string(), false)
+}
+
+/// The CORS preflight answer; requested headers are allowed when well-formed
+/// (browser MCP clients send their own), else the reference relay's list.
+pub fn preflight(request_headers: &[(String, String)]) -> Response {
+    let asked = request_headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("access-control-request-headers"))
+        .map(|(_, v)| v.as_str())
+        .filter(|v| {
+            !v.trim().is_empty() && v.split(',').all(|t| is_token(t.trim()))
+        });
+    let allow = match asked {
+        Some(v) => format!("content-type, authorization, x-request-id, {}", v.trim()),
+        None => "content-type, authorization, x-request-id".into(),
+    };
+    let pairs = [
+        (ACAO, "*".to_string()),
+        (
+            "access-control-allow-methods",
+            "GET, POST, PUT, PATCH, DELETE, OPTIONS".into(),
+        ),
+        ("access-control-allow-headers", allow),
+        ("access-control-max-age", "86400".into()),
+    ];
+    Response {
+        status: 204,
+        headers: pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        body: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests;
