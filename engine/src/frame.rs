@@ -175,7 +175,10 @@ impl ClientFrame {
 pub enum Inbound {
     Frame(ClientFrame),
     /// A reply frame naming `id` whose other fields are not valid.
-    BadReply { id: String, why: &'static str },
+    BadReply {
+        id: String,
+        why: &'static str,
+    },
     /// A JSON object of a type the relay does not handle, or with unusable fields.
     Unknown,
     /// Not a JSON object.
@@ -285,7 +288,9 @@ impl Inbound {
                     let body = match w.body {
                         None => String::new(),
                         Some(r) if r.get() == "null" => String::new(),
-                        Some(r) => serde_json::from_str(r.get()).map_err(|_| "body is not a string")?,
+                        Some(r) => {
+                            serde_json::from_str(r.get()).map_err(|_| "body is not a string")?
+                        }
                     };
                     Ok(ClientFrame::Response {
                         id: id.clone(),

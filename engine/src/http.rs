@@ -112,14 +112,16 @@ pub fn forward_headers(headers: &[(String, String)], agent: &str, ip: IpAddr) ->
 /// RFC 9110 token characters.
 pub fn is_token(name: &str) -> bool {
     !name.is_empty()
-        && name.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Visible characters, spaces, tabs and non-ASCII; no CR, LF, NUL or other controls.
 pub fn is_field_value(value: &str) -> bool {
-    value.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 /// Never relayed back to callers: hop-by-hop and framing (the relay frames).
@@ -157,7 +159,10 @@ pub fn response_headers(h: Headers) -> Result<Vec<(String, String)>, &'static st
     if !out.iter().any(|(k, _)| k == ACAO) {
         out.push((ACAO.into(), "*".into()));
     }
-    if !out.iter().any(|(k, _)| k == "access-control-expose-headers") {
+    if !out
+        .iter()
+        .any(|(k, _)| k == "access-control-expose-headers")
+    {
         out.push(("access-control-expose-headers".into(), "*".into()));
     }
     Ok(out)
@@ -197,9 +202,7 @@ pub fn preflight(request_headers: &[(String, String)]) -> Response {
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("access-control-request-headers"))
         .map(|(_, v)| v.as_str())
-        .filter(|v| {
-            !v.trim().is_empty() && v.split(',').all(|t| is_token(t.trim()))
-        });
+        .filter(|v| !v.trim().is_empty() && v.split(',').all(|t| is_token(t.trim())));
     let allow = match asked {
         Some(v) => format!("content-type, authorization, x-request-id, {}", v.trim()),
         None => "content-type, authorization, x-request-id".into(),

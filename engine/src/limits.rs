@@ -92,12 +92,33 @@ const SCALE: u64 = 60_000; // token units per request: refill is per minute, tim
 
 /// A token bucket of `per_min` requests per minute, burst `per_min`.
 #[derive(Clone, Copy, Debug)]
-struct Bucket {
+pub(crate) struct Bucket {
     units: u64,
     last_ms: u64,
 }
 
 impl Bucket {
+    pub fn full(per_min: u32, now_ms: u64) -> Self {
+        Bucket {
+            units: per_min as u64 * SCALE,
+            last_ms: now_ms,
+        }
+    }
+
+    /// Takes one token; `false` means rate limited. 0 per minute is unlimited.
+    pub fn take(&mut self, per_min: u32, now_ms: u64) -> bool {
+        if per_min == 0 {
+            return true;
+        }
+        self.refill(per_min as u64, now_ms);
+        if self.units >= SCALE {
+            self.units -= SCALE;
+            true
+        } else {
+            false
+        }
+    }
+
     fn refill(&mut self, per_min: u64, now_ms: u64) {
         let cap = per_min * SCALE;
         let elapsed = now_ms.saturating_sub(self.last_ms);
@@ -135,21 +156,15 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         if self.per_min == 0 {
             return true;
         }
-        let full = Bucket {
-            units: self.per_min * SCALE,
-            last_ms: now_ms,
-        };
+        let per_min = self.per_min as u32;
         let b = match self.buckets.get_mut(key) {
             Some(b) => b,
-            None => self.buckets.entry(key.clone()).or_insert(full),
+            None => self
+                .buckets
+                .entry(key.clone())
+                .or_insert(Bucket::full(per_min, now_ms)),
         };
-        b.refill(self.per_min, now_ms);
-        if b.units >= SCALE {
-            b.units -= SCALE;
-            true
-        } else {
-            false
-        }
+        b.take(per_min, now_ms)
     }
 
     /// Forgets every key whose bucket has refilled completely.

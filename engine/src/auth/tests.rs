@@ -88,7 +88,10 @@ fn v_values_zero_one_accepted_others_rejected() {
     let want = parse_address(s(v, "address")).unwrap();
     let body = &sig[..130];
     let v_byte = u8::from_str_radix(&sig[130..], 16).unwrap();
-    assert_eq!(recover(msg, &format!("{body}{:02x}", v_byte - 27)), Ok(want));
+    assert_eq!(
+        recover(msg, &format!("{body}{:02x}", v_byte - 27)),
+        Ok(want)
+    );
     // Wrong parity recovers some other key, never the claimed one.
     let flipped = format!("{body}{:02x}", if v_byte == 27 { 28 } else { 27 });
     assert_ne!(recover(msg, &flipped), Ok(want));

@@ -21,19 +21,40 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
     let sig = (text(), text()).prop_map(|(address, signature)| AgentSig { address, signature });
     prop_oneof![
         (proptest::collection::vec(sig, 0..4), text(), any::<u64>()).prop_map(
-            |(agents, nonce, timestamp)| ClientFrame::Auth { agents, nonce, timestamp }
+            |(agents, nonce, timestamp)| ClientFrame::Auth {
+                agents,
+                nonce,
+                timestamp
+            }
         ),
         Just(ClientFrame::RequestChallenge),
-        (text(), text(), text(), any::<u64>()).prop_map(|(address, signature, nonce, timestamp)| {
-            ClientFrame::AddAgent { address, signature, nonce, timestamp }
-        }),
+        (text(), text(), text(), any::<u64>()).prop_map(
+            |(address, signature, nonce, timestamp)| {
+                ClientFrame::AddAgent {
+                    address,
+                    signature,
+                    nonce,
+                    timestamp,
+                }
+            }
+        ),
         text().prop_map(|address| ClientFrame::RemoveAgent { address }),
         any::<u64>().prop_map(|ts| ClientFrame::Pong { ts }),
         (text(), 200u16..600, headers(), text()).prop_map(|(id, status, headers, body)| {
-            ClientFrame::Response { id, status, headers, body }
+            ClientFrame::Response {
+                id,
+                status,
+                headers,
+                body,
+            }
         }),
-        (text(), 200u16..600, headers())
-            .prop_map(|(id, status, headers)| ClientFrame::StreamStart { id, status, headers }),
+        (text(), 200u16..600, headers()).prop_map(|(id, status, headers)| {
+            ClientFrame::StreamStart {
+                id,
+                status,
+                headers,
+            }
+        }),
         (text(), text()).prop_map(|(id, data)| ClientFrame::StreamChunk { id, data }),
         text().prop_map(|id| ClientFrame::StreamEnd { id }),
     ]
@@ -44,15 +65,29 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
     let rj = (text(), text()).prop_map(|(address, reason)| Rejected { address, reason });
     prop_oneof![
         text().prop_map(|nonce| ServerFrame::Challenge { nonce }),
-        (proptest::collection::vec(au, 0..3), proptest::collection::vec(rj, 0..2))
+        (
+            proptest::collection::vec(au, 0..3),
+            proptest::collection::vec(rj, 0..2)
+        )
             .prop_map(|(agents, rejected)| ServerFrame::AuthOk { agents, rejected }),
         text().prop_map(|error| ServerFrame::AuthError { error }),
         (text(), text()).prop_map(|(address, url)| ServerFrame::AgentAdded { address, url }),
         (text(), proptest::option::of(text()))
             .prop_map(|(address, reason)| ServerFrame::AgentRemoved { address, reason }),
-        (text(), text(), text(), headers(), proptest::option::of(text())).prop_map(
-            |(id, method, path, headers, body)| ServerFrame::Request { id, method, path, headers, body }
-        ),
+        (
+            text(),
+            text(),
+            text(),
+            headers(),
+            proptest::option::of(text())
+        )
+            .prop_map(|(id, method, path, headers, body)| ServerFrame::Request {
+                id,
+                method,
+                path,
+                headers,
+                body
+            }),
         any::<u64>().prop_map(|ts| ServerFrame::Ping { ts }),
         text().prop_map(|error| ServerFrame::Error { error }),
         text().prop_map(|id| ServerFrame::Cancel { id }),
@@ -81,7 +116,10 @@ proptest! {
 fn encodes_the_contract_shapes() {
     let f = ServerFrame::Ping { ts: 1709136000 };
     assert_eq!(f.encode(), r#"{"type":"ping","ts":1709136000}"#);
-    let f = ServerFrame::AuthOk { agents: vec![], rejected: vec![] };
+    let f = ServerFrame::AuthOk {
+        agents: vec![],
+        rejected: vec![],
+    };
     assert_eq!(f.encode(), r#"{"type":"auth_ok","agents":[]}"#);
     let f = ServerFrame::Request {
         id: "req_1".into(),
@@ -94,43 +132,98 @@ fn encodes_the_contract_shapes() {
         f.encode(),
         r#"{"type":"request","id":"req_1","method":"GET","path":"/x?y=1","headers":{"a":"b"}}"#
     );
-    assert_eq!(ClientFrame::RequestChallenge.encode(), r#"{"type":"request_challenge"}"#);
+    assert_eq!(
+        ClientFrame::RequestChallenge.encode(),
+        r#"{"type":"request_challenge"}"#
+    );
 }
 
 #[test]
 fn bad_replies_keep_their_id() {
     let cases = [
-        (r#"{"type":"response","id":"r","status":"200","headers":{}}"#, "status is not an integer"),
-        (r#"{"type":"response","id":"r","status":200.5,"headers":{}}"#, "status is not an integer"),
-        (r#"{"type":"response","id":"r","status":0,"headers":{}}"#, "status outside 200-599"),
-        (r#"{"type":"response","id":"r","status":1000,"headers":{}}"#, "status outside 200-599"),
-        (r#"{"type":"response","id":"r","status":-1,"headers":{}}"#, "status is not an integer"),
-        (r#"{"type":"response","id":"r","status":200}"#, "headers is not an object of strings"),
-        (r#"{"type":"response","id":"r","status":200,"headers":[]}"#, "headers is not an object of strings"),
-        (r#"{"type":"response","id":"r","status":200,"headers":{"a":1}}"#, "headers is not an object of strings"),
-        (r#"{"type":"response","id":"r","status":200,"headers":{},"body":5}"#, "body is not a string"),
-        (r#"{"type":"stream_start","id":"r","status":99,"headers":{}}"#, "status outside 200-599"),
-        (r#"{"type":"stream_chunk","id":"r"}"#, "data is not a string"),
+        (
+            r#"{"type":"response","id":"r","status":"200","headers":{}}"#,
+            "status is not an integer",
+        ),
+        (
+            r#"{"type":"response","id":"r","status":200.5,"headers":{}}"#,
+            "status is not an integer",
+        ),
+        (
+            r#"{"type":"response","id":"r","status":0,"headers":{}}"#,
+            "status outside 200-599",
+        ),
+        (
+            r#"{"type":"response","id":"r","status":1000,"headers":{}}"#,
+            "status outside 200-599",
+        ),
+        (
+            r#"{"type":"response","id":"r","status":-1,"headers":{}}"#,
+            "status is not an integer",
+        ),
+        (
+            r#"{"type":"response","id":"r","status":200}"#,
+            "headers is not an object of strings",
+        ),
+        (
+            r#"{"type":"response","id":"r","status":200,"headers":[]}"#,
+            "headers is not an object of strings",
+        ),
+        (
+            r#"{"type":"response","id":"r","status":200,"headers":{"a":1}}"#,
+            "headers is not an object of strings",
+        ),
+        (
+            r#"{"type":"response","id":"r","status":200,"headers":{},"body":5}"#,
+            "body is not a string",
+        ),
+        (
+            r#"{"type":"stream_start","id":"r","status":99,"headers":{}}"#,
+            "status outside 200-599",
+        ),
+        (
+            r#"{"type":"stream_chunk","id":"r"}"#,
+            "data is not a string",
+        ),
     ];
     for (text, why) in cases {
-        assert_eq!(Inbound::parse(text), Inbound::BadReply { id: "r".into(), why }, "{text}");
+        assert_eq!(
+            Inbound::parse(text),
+            Inbound::BadReply {
+                id: "r".into(),
+                why
+            },
+            "{text}"
+        );
     }
 }
 
 #[test]
 fn lenient_fields_and_unknowns() {
     let ok = r#"{"type":"response","id":"r","status":204,"headers":{},"body":null,"extra":[1]}"#;
-    assert!(matches!(Inbound::parse(ok), Inbound::Frame(ClientFrame::Response { status: 204, .. })));
+    assert!(matches!(
+        Inbound::parse(ok),
+        Inbound::Frame(ClientFrame::Response { status: 204, .. })
+    ));
     assert_eq!(Inbound::parse("not json"), Inbound::Invalid);
     assert_eq!(Inbound::parse("[1,2]"), Inbound::Unknown);
     assert_eq!(Inbound::parse(r#"{"type":"hello"}"#), Inbound::Unknown);
     assert_eq!(Inbound::parse(r#"{"type":5}"#), Inbound::Unknown);
-    assert_eq!(Inbound::parse(r#"{"type":"response","status":200}"#), Inbound::Unknown);
+    assert_eq!(
+        Inbound::parse(r#"{"type":"response","status":200}"#),
+        Inbound::Unknown
+    );
     let auth = Inbound::parse(r#"{"type":"auth","agents":[{"address":"a"},7],"timestamp":"x"}"#);
     let want = ClientFrame::Auth {
         agents: vec![
-            AgentSig { address: "a".into(), signature: String::new() },
-            AgentSig { address: String::new(), signature: String::new() },
+            AgentSig {
+                address: "a".into(),
+                signature: String::new(),
+            },
+            AgentSig {
+                address: String::new(),
+                signature: String::new(),
+            },
         ],
         nonce: String::new(),
         timestamp: 0,

@@ -3,7 +3,10 @@ use super::*;
 const A: &str = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266";
 
 fn hv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 #[test]
@@ -11,16 +14,43 @@ fn host_to_agent() {
     let want = parse_address(A);
     let d = "agent.osaurus.ai";
     let cases = [
-        ("0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266.agent.osaurus.ai", want),
-        ("0xF39FD6E51AAD88F6F4CE6AB8827279CFFFB92266.Agent.Osaurus.AI", want),
-        ("0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266.agent.osaurus.ai:8080", want),
-        ("0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266.agent.osaurus.ai.", want),
-        ("0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266.agent.osaurus.ai:", None),
-        ("0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266.agent.osaurus.ai:x", None),
-        ("0xf39fd6e51aad88f6f4ce6ab8827279cfffb9226.agent.osaurus.ai", None),
-        ("f39fd6e51aad88f6f4ce6ab8827279cfffb92266.agent.osaurus.ai", None),
+        (
+            "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266.agent.osaurus.ai",
+            want,
+        ),
+        (
+            "0xF39FD6E51AAD88F6F4CE6AB8827279CFFFB92266.Agent.Osaurus.AI",
+            want,
+        ),
+        (
+            "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266.agent.osaurus.ai:8080",
+            want,
+        ),
+        (
+            "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266.agent.osaurus.ai.",
+            want,
+        ),
+        (
+            "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266.agent.osaurus.ai:",
+            None,
+        ),
+        (
+            "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266.agent.osaurus.ai:x",
+            None,
+        ),
+        (
+            "0xf39fd6e51aad88f6f4ce6ab8827279cfffb9226.agent.osaurus.ai",
+            None,
+        ),
+        (
+            "f39fd6e51aad88f6f4ce6ab8827279cfffb92266.agent.osaurus.ai",
+            None,
+        ),
         ("0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266.evil.ai", None),
-        ("x.0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266.agent.osaurus.ai", None),
+        (
+            "x.0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266.agent.osaurus.ai",
+            None,
+        ),
         ("agent.osaurus.ai", None),
         ("[::1]:8080", None),
         ("", None),
@@ -33,7 +63,10 @@ fn host_to_agent() {
 #[test]
 fn client_ip_sources() {
     let peer: IpAddr = "10.0.0.1".parse().unwrap();
-    let h = hv(&[("fly-client-ip", "203.0.113.7"), ("x-forwarded-for", "1.1.1.1, 198.51.100.2")]);
+    let h = hv(&[
+        ("fly-client-ip", "203.0.113.7"),
+        ("x-forwarded-for", "1.1.1.1, 198.51.100.2"),
+    ]);
     assert_eq!(client_ip(&h, peer, &ClientIpSource::Peer), peer);
     let fly = ClientIpSource::Header("fly-client-ip".into());
     assert_eq!(client_ip(&h, peer, &fly).to_string(), "203.0.113.7");
@@ -96,12 +129,31 @@ fn response_headers_validated_sanitised_and_cors() {
             ("access-control-expose-headers", "*"),
         ])
     );
-    let own = Headers(hv(&[("Access-Control-Allow-Origin", "https://app.example")]));
+    let own = Headers(hv(&[(
+        "Access-Control-Allow-Origin",
+        "https://app.example",
+    )]));
     let out = response_headers(own).unwrap();
-    assert_eq!(out[0], ("access-control-allow-origin".into(), "https://app.example".into()));
+    assert_eq!(
+        out[0],
+        (
+            "access-control-allow-origin".into(),
+            "https://app.example".into()
+        )
+    );
     assert_eq!(out.iter().filter(|(k, _)| k == ACAO).count(), 1);
-    for (k, v) in [("bad name", "v"), ("", "v"), ("x:y", "v"), ("x", "a\r\nb"), ("x", "a\nb"), ("x", "a\0")] {
-        assert!(response_headers(Headers(hv(&[(k, v)]))).is_err(), "{k:?} {v:?}");
+    for (k, v) in [
+        ("bad name", "v"),
+        ("", "v"),
+        ("x:y", "v"),
+        ("x", "a\r\nb"),
+        ("x", "a\nb"),
+        ("x", "a\0"),
+    ] {
+        assert!(
+            response_headers(Headers(hv(&[(k, v)]))).is_err(),
+            "{k:?} {v:?}"
+        );
     }
 }
 
@@ -114,11 +166,23 @@ fn errors_and_preflight_carry_cors() {
     let p = preflight(&[]);
     assert_eq!(p.status, 204);
     assert!(p.body.is_empty());
-    assert!(p.headers.contains(&("access-control-max-age".into(), "86400".into())));
+    assert!(p
+        .headers
+        .contains(&("access-control-max-age".into(), "86400".into())));
     let asked = preflight(&hv(&[("Access-Control-Request-Headers", "mcp-session-id")]));
-    let allow = &asked.headers.iter().find(|(k, _)| k == "access-control-allow-headers").unwrap().1;
+    let allow = &asked
+        .headers
+        .iter()
+        .find(|(k, _)| k == "access-control-allow-headers")
+        .unwrap()
+        .1;
     assert!(allow.ends_with("mcp-session-id"));
     let evil = preflight(&hv(&[("access-control-request-headers", "a b")]));
-    let allow = &evil.headers.iter().find(|(k, _)| k == "access-control-allow-headers").unwrap().1;
+    let allow = &evil
+        .headers
+        .iter()
+        .find(|(k, _)| k == "access-control-allow-headers")
+        .unwrap()
+        .1;
     assert_eq!(allow, "content-type, authorization, x-request-id");
 }

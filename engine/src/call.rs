@@ -1,0 +1,435 @@
+//! One public HTTP call: receiving its body, waiting on the tunnel, streaming.
+
+use crate::auth::{to_lower, Address};
+use crate::frame::{Headers, ServerFrame};
+use crate::http::{self, status_has_body, Response, ResponseHead};
+use crate::input::{CallId, RequestHead, TunnelId};
+use crate::limits::ms;
+use crate::output::{Event, Output};
+use crate::relay::Relay;
+use crate::time::{random_hex, Entropy};
+use crate::timer::TimerKey;
+use std::net::IpAddr;
+
+pub(crate) struct Call {
+    pub agent: Address,
+    /// The call's one live deadline, if any.
+    pub deadline: Option<u64>,
+    pub state: CallState,
+}
+
+pub(crate) enum CallState {
+    /// Head accepted; the body is still arriving.
+    Receiving {
+        method: String,
+        path: String,
+        headers: Headers,
+        body: Vec<u8>,
+    },
+    /// The request frame went to the tunnel; no answer yet.
+    Waiting { tunnel: TunnelId, req: String },
+    /// Head sent to the caller; chunks flow.
+    Streaming {
+        tunnel: TunnelId,
+        req: String,
+        last_activity: u64,
+        /// Chunk bytes handed to the driver and not yet written.
+        queued: u64,
+    },
+}
+
+impl CallState {
+    fn tunnel_req(&self) -> Option<(TunnelId, &str)> {
+        match self {
+            CallState::Waiting { tunnel, req } | CallState::Streaming { tunnel, req, .. } => {
+                Some((*tunnel, req))
+            }
+            CallState::Receiving { .. } => None,
+        }
+    }
+}
+
+impl<E: Entropy> Relay<E> {
+    pub(crate) fn agent_call(
+        &mut self,
+        call: CallId,
+        head: RequestHead,
+        agent: Address,
+        ip: IpAddr,
+    ) {
+        if head.method == "OPTIONS" {
+            return self.respond(call, http::preflight(&head.headers));
+        }
+        if !self.agent_rl.check(&agent, self.now.mono_ms) {
+            return self.respond(call, http::error(429, "rate_limited"));
+        }
+        if !self.agents.contains_key(&agent) {
+            return self.respond(call, http::error(502, "agent_offline"));
+        }
+        if head
+            .content_length
+            .is_some_and(|n| n > self.cfg.max_body_bytes)
+        {
+            return self.respond(call, http::error(413, "body_too_large"));
+        }
+        let headers = http::forward_headers(&head.headers, &to_lower(&agent), ip);
+        let capacity = head
+            .content_length
+            .unwrap_or(0)
+            .min(self.cfg.max_body_bytes) as usize;
+        let state = CallState::Receiving {
+            method: head.method,
+            path: head.target,
+            headers,
+            body: Vec::with_capacity(capacity.min(1 << 20)),
+        };
+        self.calls.insert(
+            call,
+            Call {
+                agent,
+                deadline: None,
+                state,
+            },
+        );
+        if !head.body_follows {
+            self.dispatch(call);
+        }
+    }
+
+    pub(crate) fn on_body(&mut self, call: CallId, chunk: &[u8]) {
+        let max = self.cfg.max_body_bytes;
+        let Some(Call {
+            state: CallState::Receiving { body, .. },
+            ..
+        }) = self.calls.get_mut(&call)
+        else {
+            return;
+        };
+        if body.len() as u64 + chunk.len() as u64 > max {
+            self.calls.remove(&call);
+            return self.respond(call, http::error(413, "body_too_large"));
+        }
+        body.extend_from_slice(chunk);
+    }
+
+    pub(crate) fn on_body_end(&mut self, call: CallId) {
+        if matches!(
+            self.calls.get(&call),
+            Some(Call {
+                state: CallState::Receiving { .. },
+                ..
+            })
+        ) {
+            self.dispatch(call);
+        }
+    }
+
+    /// Sends the complete request to the agent's current tunnel.
+    fn dispatch(&mut self, call: CallId) {
+        let Some(c) = self.calls.remove(&call) else {
+            return;
+        };
+        let CallState::Receiving {
+            method,
+            path,
+            headers,
+            body,
+        } = c.state
+        else {
+            return;
+        };
+        let Some(tunnel) = self.agents.get(&c.agent).copied() else {
+            return self.respond(call, http::error(502, "agent_offline"));
+        };
+        let body = match String::from_utf8(body) {
+            Ok(b) if b.is_empty() => None,
+            Ok(b) => Some(b),
+            Err(_) => return self.respond(call, http::error(415, "body_not_utf8")),
+        };
+        let queued = self.tunnels.get(&tunnel).map_or(0, |t| t.queued);
+        let limit = self.cfg.max_tunnel_buffer;
+        if limit != 0 && queued > limit {
+            return self.respond(call, http::error(502, "tunnel_send_failed"));
+        }
+        let req = loop {
+            let id = format!("req_{}", random_hex(&mut self.rng, 8));
+            if !self.req_ids.contains_key(&id) {
+                break id;
+            }
+        };
+        let frame = ServerFrame::Request {
+            id: req.clone(),
+            method,
+            path,
+            headers,
+            body,
+        };
+        self.send(tunnel, &frame);
+        self.counters.total_requests_relayed += 1;
+        if let Some(t) = self.tunnels.get_mut(&tunnel) {
+            t.calls.insert(call);
+        }
+        self.req_ids.insert(req.clone(), call);
+        let at = self.now.mono_ms + ms(self.cfg.response_timeout);
+        self.timers.set(at, TimerKey::Call(call.0));
+        let state = CallState::Waiting { tunnel, req };
+        self.calls.insert(
+            call,
+            Call {
+                agent: c.agent,
+                deadline: Some(at),
+                state,
+            },
+        );
+    }
+
+    /// Removes a call and everything pointing at it; returns it.
+    fn forget(&mut self, call: CallId) -> Option<Call> {
+        let c = self.calls.remove(&call)?;
+        if let Some(at) = c.deadline {
+            self.timers.cancel(at, TimerKey::Call(call.0));
+        }
+        if let Some((tunnel, req)) = c.state.tunnel_req() {
+            self.req_ids.remove(req);
+            if let Some(t) = self.tunnels.get_mut(&tunnel) {
+                t.calls.remove(&call);
+            }
+        }
+        Some(c)
+    }
+
+    /// Ends a call with an error: a JSON error if nothing was sent yet,
+    /// else a cut-short stream.
+    pub(crate) fn fail_call(&mut self, call: CallId, code: &'static str) {
+        let Some(c) = self.forget(call) else {
+            return;
+        };
+        match c.state {
+            CallState::Streaming { .. } => self.emit(Output::AbortStream { call }),
+            _ => {
+                let status = if code == "gateway_timeout" { 504 } else { 502 };
+                self.respond(call, http::error(status, code));
+            }
+        }
+    }
+
+    fn cancel_upstream(&mut self, tunnel: TunnelId, req: String) {
+        self.send(tunnel, &ServerFrame::Cancel { id: req });
+    }
+
+    pub(crate) fn on_call_gone(&mut self, call: CallId) {
+        if let Some(c) = self.forget(call) {
+            if let Some((tunnel, req)) = c.state.tunnel_req() {
+                let req = req.to_string();
+                self.cancel_upstream(tunnel, req);
+            }
+        }
+    }
+
+    pub(crate) fn on_call_drained(&mut self, call: CallId, bytes: u64) {
+        if let Some(Call {
+            state: CallState::Streaming { queued, .. },
+            ..
+        }) = self.calls.get_mut(&call)
+        {
+            *queued = queued.saturating_sub(bytes);
+        }
+    }
+
+    pub(crate) fn on_call_timer(&mut self, call: CallId) {
+        let idle = ms(self.cfg.stream_idle_timeout);
+        let now = self.now.mono_ms;
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        c.deadline = None;
+        match &c.state {
+            CallState::Streaming { last_activity, .. } if last_activity + idle > now => {
+                // Chunks arrived since this deadline was set: re-arm, lazily.
+                let at = last_activity + idle;
+                c.deadline = Some(at);
+                self.timers.set(at, TimerKey::Call(call.0));
+            }
+            CallState::Streaming { tunnel, req, .. } | CallState::Waiting { tunnel, req } => {
+                let (tunnel, req) = (*tunnel, req.clone());
+                let code = if matches!(c.state, CallState::Waiting { .. }) {
+                    self.counters.gateway_timeouts += 1;
+                    "gateway_timeout"
+                } else {
+                    "stream_idle_timeout"
+                };
+                self.fail_call(call, code);
+                self.cancel_upstream(tunnel, req);
+            }
+            CallState::Receiving { .. } => {}
+        }
+    }
+
+    /// The call `req` names, if it is live on `tunnel`; else counts the frame.
+    fn owned_call(&mut self, tunnel: TunnelId, req: &str) -> Option<CallId> {
+        let found = self.req_ids.get(req).copied().filter(|c| {
+            self.calls
+                .get(c)
+                .and_then(|c| c.state.tunnel_req())
+                .is_some_and(|(t, _)| t == tunnel)
+        });
+        if found.is_none() {
+            self.counters.invalid_frames += 1;
+        }
+        found
+    }
+
+    fn is_waiting(&self, call: CallId) -> bool {
+        matches!(
+            self.calls.get(&call),
+            Some(Call {
+                state: CallState::Waiting { .. },
+                ..
+            })
+        )
+    }
+
+    /// The tunnel answered `call` with something invalid: 502 (or a cut
+    /// stream) for the caller, `cancel` for the tunnel.
+    pub(crate) fn on_bad_reply(&mut self, tunnel: TunnelId, req: &str, why: &'static str) {
+        let Some(call) = self.owned_call(tunnel, req) else {
+            return;
+        };
+        self.counters.bad_host_responses += 1;
+        self.event(Event::BadHostResponse { tunnel, why });
+        self.fail_call(call, "bad_host_response");
+        self.cancel_upstream(tunnel, req.to_string());
+    }
+
+    pub(crate) fn on_response(
+        &mut self,
+        tunnel: TunnelId,
+        req: &str,
+        status: u16,
+        headers: Headers,
+        body: String,
+    ) {
+        let Some(call) = self.owned_call(tunnel, req) else {
+            return;
+        };
+        if !self.is_waiting(call) {
+            return self.on_bad_reply(tunnel, req, "response after stream_start");
+        }
+        let headers = match http::response_headers(headers) {
+            Ok(h) => h,
+            Err(why) => return self.on_bad_reply(tunnel, req, why),
+        };
+        self.forget(call);
+        let body = if status_has_body(status) {
+            body.into_bytes()
+        } else {
+            Vec::new()
+        };
+        self.respond(
+            call,
+            Response {
+                status,
+                headers,
+                body,
+            },
+        );
+    }
+
+    pub(crate) fn on_stream_start(
+        &mut self,
+        tunnel: TunnelId,
+        req: &str,
+        status: u16,
+        headers: Headers,
+    ) {
+        let Some(call) = self.owned_call(tunnel, req) else {
+            return;
+        };
+        if !self.is_waiting(call) {
+            return self.on_bad_reply(tunnel, req, "second stream_start");
+        }
+        let headers = match http::response_headers(headers) {
+            Ok(h) => h,
+            Err(why) => return self.on_bad_reply(tunnel, req, why),
+        };
+        if !status_has_body(status) {
+            // No body may follow: answer now, ignore the rest of the stream.
+            self.forget(call);
+            return self.respond(
+                call,
+                Response {
+                    status,
+                    headers,
+                    body: Vec::new(),
+                },
+            );
+        }
+        let now = self.now.mono_ms;
+        let idle = ms(self.cfg.stream_idle_timeout);
+        if let Some(c) = self.calls.get_mut(&call) {
+            if let Some(at) = c.deadline.take() {
+                self.timers.cancel(at, TimerKey::Call(call.0));
+            }
+            c.deadline = Some(now + idle);
+            self.timers.set(now + idle, TimerKey::Call(call.0));
+            c.state = CallState::Streaming {
+                tunnel,
+                req: req.to_string(),
+                last_activity: now,
+                queued: 0,
+            };
+        }
+        self.emit(Output::StartStream {
+            call,
+            head: ResponseHead { status, headers },
+        });
+    }
+
+    pub(crate) fn on_stream_chunk(&mut self, tunnel: TunnelId, req: &str, data: String) {
+        let Some(call) = self.owned_call(tunnel, req) else {
+            return;
+        };
+        if data.len() as u64 > self.cfg.max_chunk_bytes {
+            return self.on_bad_reply(tunnel, req, "stream_chunk over the size limit");
+        }
+        let (now, cap) = (self.now.mono_ms, self.cfg.max_stream_buffer);
+        let Some(Call {
+            state:
+                CallState::Streaming {
+                    last_activity,
+                    queued,
+                    ..
+                },
+            ..
+        }) = self.calls.get_mut(&call)
+        else {
+            return self.on_bad_reply(tunnel, req, "stream_chunk before stream_start");
+        };
+        *last_activity = now;
+        if data.is_empty() {
+            return;
+        }
+        *queued += data.len() as u64;
+        if cap != 0 && *queued > cap {
+            self.counters.slow_consumer_aborts += 1;
+            self.event(Event::SlowConsumer { tunnel });
+            self.fail_call(call, "slow_consumer");
+            return self.cancel_upstream(tunnel, req.to_string());
+        }
+        self.emit(Output::WriteChunk {
+            call,
+            data: data.into_bytes(),
+        });
+    }
+
+    pub(crate) fn on_stream_end(&mut self, tunnel: TunnelId, req: &str) {
+        let Some(call) = self.owned_call(tunnel, req) else {
+            return;
+        };
+        if self.is_waiting(call) {
+            return self.on_bad_reply(tunnel, req, "stream_end before stream_start");
+        }
+        self.forget(call);
+        self.emit(Output::EndStream { call });
+    }
+}

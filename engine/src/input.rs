@@ -1,0 +1,75 @@
+//! Events the driver feeds into the engine.
+
+use std::net::IpAddr;
+
+/// A tunnel (one authenticated WebSocket), numbered by the engine at upgrade.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TunnelId(pub u64);
+
+/// One HTTP request/response exchange, numbered by the driver (unique for
+/// the engine's lifetime).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CallId(pub u64);
+
+/// A parsed HTTP request head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestHead {
+    pub method: String,
+    /// Path and query as sent (`/v1/chat?stream=true`).
+    pub target: String,
+    pub host: Option<String>,
+    /// Header names as sent; the engine lowercases what it forwards.
+    pub headers: Vec<(String, String)>,
+    /// TCP peer address.
+    pub peer: IpAddr,
+    /// Declared `Content-Length`, if any (lets 413 fire before any body byte).
+    pub content_length: Option<u64>,
+    /// Whether body events and a `CallBodyEnd` follow this head.
+    pub body_follows: bool,
+    /// A well-formed WebSocket upgrade request.
+    pub websocket: bool,
+}
+
+/// One event. Ids the engine does not know (already answered, closed) are
+/// ignored: races between the driver and the engine are normal.
+#[derive(Debug)]
+pub enum Input<'a> {
+    CallHead {
+        call: CallId,
+        head: RequestHead,
+    },
+    CallBody {
+        call: CallId,
+        chunk: &'a [u8],
+    },
+    CallBodyEnd {
+        call: CallId,
+    },
+    /// The caller went away (connection closed or failed).
+    CallGone {
+        call: CallId,
+    },
+    /// `bytes` of streamed data reached the caller's socket.
+    CallDrained {
+        call: CallId,
+        bytes: u64,
+    },
+    TunnelText {
+        tunnel: TunnelId,
+        text: &'a str,
+    },
+    TunnelBinary {
+        tunnel: TunnelId,
+    },
+    /// `bytes` of frames reached the tunnel's socket.
+    TunnelDrained {
+        tunnel: TunnelId,
+        bytes: u64,
+    },
+    /// The tunnel's socket closed or failed.
+    TunnelClosed {
+        tunnel: TunnelId,
+    },
+    /// Begin graceful shutdown.
+    Shutdown,
+}

@@ -1,0 +1,74 @@
+//! Actions the engine asks the driver to carry out, in order.
+
+use crate::http::{Response, ResponseHead};
+use crate::input::{CallId, TunnelId};
+use std::net::IpAddr;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Answer the call with a complete response; the call is over.
+    Respond { call: CallId, response: Response },
+    /// Send the head of a streamed response (chunked); chunks follow.
+    StartStream { call: CallId, head: ResponseHead },
+    /// Write and flush one chunk; report with `CallDrained` once written.
+    WriteChunk { call: CallId, data: Vec<u8> },
+    /// Finish the streamed response cleanly; the call is over.
+    EndStream { call: CallId },
+    /// Cut the streamed response short (close the connection without the
+    /// last chunk) so the caller sees it is incomplete; the call is over.
+    AbortStream { call: CallId },
+    /// Complete the WebSocket handshake of `call`; it becomes `tunnel`.
+    Upgrade { call: CallId, tunnel: TunnelId },
+    /// Send one text frame; report with `TunnelDrained` once written.
+    SendFrame { tunnel: TunnelId, text: String },
+    /// Send a close frame and drop the socket; the engine forgot the tunnel.
+    CloseTunnel {
+        tunnel: TunnelId,
+        code: u16,
+        reason: &'static str,
+    },
+    /// Something worth one log line.
+    Event(Event),
+    /// Shutdown finished: every tunnel was told and closed.
+    ShutdownComplete,
+}
+
+/// Notable events for logs. Never carries secrets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    TunnelUp {
+        tunnel: TunnelId,
+        ip: IpAddr,
+        agents: usize,
+    },
+    TunnelDown {
+        tunnel: TunnelId,
+        agents: usize,
+        reason: &'static str,
+    },
+    AuthFailed {
+        tunnel: TunnelId,
+        ip: IpAddr,
+        reason: &'static str,
+    },
+    AgentAdded {
+        tunnel: TunnelId,
+        address: String,
+    },
+    AgentRemoved {
+        tunnel: TunnelId,
+        address: String,
+        reason: &'static str,
+    },
+    BadHostResponse {
+        tunnel: TunnelId,
+        why: &'static str,
+    },
+    SlowConsumer {
+        tunnel: TunnelId,
+    },
+    ShuttingDown {
+        calls: usize,
+        tunnels: usize,
+    },
+}

@@ -1,0 +1,292 @@
+//! `Relay`: the server-side state machine facade, routing and timers.
+
+use crate::auth::Address;
+use crate::call::Call;
+use crate::http::{self, agent_from_host};
+use crate::input::{CallId, Input, RequestHead, TunnelId};
+use crate::limits::{ms, Config, RateLimiter};
+use crate::output::{Event, Output};
+use crate::stats::{Counters, Stats};
+use crate::time::{Entropy, Now};
+use crate::timer::{TimerKey, Timers};
+use crate::tunnel::Tunnel;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+
+/// How often idle rate-limit buckets are forgotten.
+const SWEEP_MS: u64 = 10_000;
+
+/// The relay's complete protocol state. See the crate docs for the run loop.
+pub struct Relay<E: Entropy> {
+    pub(crate) cfg: Config,
+    pub(crate) rng: E,
+    pub(crate) now: Now,
+    started_ms: u64,
+    pub(crate) out: VecDeque<Output>,
+    pub(crate) timers: Timers,
+    pub(crate) tunnels: HashMap<TunnelId, Tunnel>,
+    next_tunnel: u64,
+    pub(crate) authed_tunnels: usize,
+    /// Which tunnel serves each registered agent.
+    pub(crate) agents: HashMap<Address, TunnelId>,
+    /// Open WebSockets per IP, from the upgrade on.
+    pub(crate) ip_tunnels: HashMap<IpAddr, u32>,
+    pub(crate) calls: HashMap<CallId, Call>,
+    /// Request frame id → call, for calls sent to a tunnel.
+    pub(crate) req_ids: HashMap<String, CallId>,
+    connect_rl: RateLimiter<IpAddr>,
+    stats_rl: RateLimiter<IpAddr>,
+    pub(crate) agent_rl: RateLimiter<Address>,
+    pub(crate) counters: Counters,
+    /// Drain deadline once shutdown began.
+    pub(crate) draining: Option<u64>,
+    stopped: bool,
+}
+
+/// Sizes of everything the engine holds, for invariant checks.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Sizes {
+    pub tunnels: usize,
+    pub agents: usize,
+    pub ip_entries: usize,
+    pub calls: usize,
+    pub req_ids: usize,
+    pub timers: usize,
+    pub limiter_keys: usize,
+    pub queued_outputs: usize,
+}
+
+impl<E: Entropy> Relay<E> {
+    pub fn new(cfg: Config, rng: E, now: Now) -> Self {
+        let mut timers = Timers::default();
+        timers.set(now.mono_ms + SWEEP_MS, TimerKey::Sweep);
+        Relay {
+            connect_rl: RateLimiter::new(cfg.tunnel_connects_per_min),
+            stats_rl: RateLimiter::new(cfg.stats_requests_per_min),
+            agent_rl: RateLimiter::new(cfg.agent_requests_per_min),
+            cfg,
+            rng,
+            now,
+            started_ms: now.mono_ms,
+            out: VecDeque::new(),
+            timers,
+            tunnels: HashMap::new(),
+            next_tunnel: 1,
+            authed_tunnels: 0,
+            agents: HashMap::new(),
+            ip_tunnels: HashMap::new(),
+            calls: HashMap::new(),
+            req_ids: HashMap::new(),
+            counters: Counters::default(),
+            draining: None,
+            stopped: false,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Feeds one event. Drain [`Relay::poll_output`] afterwards.
+    pub fn handle(&mut self, now: Now, input: Input<'_>) {
+        self.set_now(now);
+        match input {
+            Input::CallHead { call, head } => self.on_head(call, head),
+            Input::CallBody { call, chunk } => self.on_body(call, chunk),
+            Input::CallBodyEnd { call } => self.on_body_end(call),
+            Input::CallGone { call } => self.on_call_gone(call),
+            Input::CallDrained { call, bytes } => self.on_call_drained(call, bytes),
+            Input::TunnelText { tunnel, text } => self.on_text(tunnel, text),
+            Input::TunnelBinary { tunnel } => self.on_binary(tunnel),
+            Input::TunnelDrained { tunnel, bytes } => {
+                if let Some(t) = self.tunnels.get_mut(&tunnel) {
+                    t.queued = t.queued.saturating_sub(bytes);
+                }
+            }
+            Input::TunnelClosed { tunnel } => self.drop_tunnel(tunnel, "closed by peer", None),
+            Input::Shutdown => self.begin_shutdown(),
+        }
+        self.maybe_finish_shutdown();
+    }
+
+    /// Runs every deadline due at `now`. Spurious calls are no-ops.
+    pub fn handle_timeout(&mut self, now: Now) {
+        self.set_now(now);
+        while let Some(key) = self.timers.pop_due(self.now.mono_ms) {
+            match key {
+                TimerKey::Tunnel(id) => self.on_tunnel_timer(TunnelId(id)),
+                TimerKey::Call(id) => self.on_call_timer(CallId(id)),
+                TimerKey::Sweep => {
+                    let t = self.now.mono_ms;
+                    self.connect_rl.sweep(t);
+                    self.stats_rl.sweep(t);
+                    self.agent_rl.sweep(t);
+                    self.timers.set(t + SWEEP_MS, TimerKey::Sweep);
+                }
+                TimerKey::Drain => self.finish_shutdown(),
+            }
+        }
+        self.maybe_finish_shutdown();
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// The earliest deadline (monotonic ms): call `handle_timeout` then.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.timers.next()
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            uptime_seconds: (self.now.mono_ms - self.started_ms) / 1000,
+            active_tunnels: self.authed_tunnels,
+            active_agents: self.agents.len(),
+            active_calls: self.calls.len(),
+            counters: self.counters.clone(),
+        }
+    }
+
+    pub fn sizes(&self) -> Sizes {
+        Sizes {
+            tunnels: self.tunnels.len(),
+            agents: self.agents.len(),
+            ip_entries: self.ip_tunnels.len(),
+            calls: self.calls.len(),
+            req_ids: self.req_ids.len(),
+            timers: self.timers.len(),
+            limiter_keys: self.connect_rl.len() + self.stats_rl.len() + self.agent_rl.len(),
+            queued_outputs: self.out.len(),
+        }
+    }
+
+    /// The tunnel currently serving `agent`, if any.
+    pub fn agent_tunnel(&self, agent: &Address) -> Option<TunnelId> {
+        self.agents.get(agent).copied()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.is_some()
+    }
+
+    fn set_now(&mut self, now: Now) {
+        // A clock that steps back must not re-fire or stretch deadlines.
+        self.now = Now {
+            mono_ms: now.mono_ms.max(self.now.mono_ms),
+            unix_secs: now.unix_secs,
+        };
+    }
+
+    pub(crate) fn emit(&mut self, o: Output) {
+        self.out.push_back(o);
+    }
+
+    pub(crate) fn event(&mut self, e: Event) {
+        self.out.push_back(Output::Event(e));
+    }
+
+    pub(crate) fn respond(&mut self, call: CallId, response: http::Response) {
+        self.emit(Output::Respond { call, response });
+    }
+
+    fn on_head(&mut self, call: CallId, head: RequestHead) {
+        if self.calls.contains_key(&call) {
+            return;
+        }
+        let path = head.target.split('?').next().unwrap_or("");
+        let ip = http::client_ip(&head.headers, head.peer, &self.cfg.client_ip);
+        match path {
+            "/health" => self.health(call),
+            "/stats" => {
+                if self.stats_rl.check(&ip, self.now.mono_ms) {
+                    let body = self.stats().to_json();
+                    self.respond(call, http::json_response(200, &body));
+                } else {
+                    self.respond(call, http::error(429, "rate_limited"));
+                }
+            }
+            "/tunnel/connect" => self.connect(call, &head, ip),
+            _ => match head
+                .host
+                .as_deref()
+                .and_then(|h| agent_from_host(h, &self.cfg.base_domain))
+            {
+                Some(agent) => self.agent_call(call, head, agent, ip),
+                None => self.respond(call, http::error(400, "invalid_subdomain")),
+            },
+        }
+    }
+
+    fn health(&mut self, call: CallId) {
+        let r = if self.draining.is_some() {
+            http::json_response(503, &serde_json::json!({"status": "shutting_down"}))
+        } else {
+            let n = self.authed_tunnels;
+            http::json_response(200, &serde_json::json!({"status": "ok", "tunnels": n}))
+        };
+        self.respond(call, r);
+    }
+
+    fn connect(&mut self, call: CallId, head: &RequestHead, ip: IpAddr) {
+        let cap = self.cfg.max_tunnels_per_ip;
+        let open = self.ip_tunnels.get(&ip).copied().unwrap_or(0);
+        let r = if self.draining.is_some() {
+            http::error(503, "relay_restarting")
+        } else if !head.websocket {
+            http::error(400, "websocket_required")
+        } else if !self.connect_rl.check(&ip, self.now.mono_ms) {
+            http::error(429, "rate_limited")
+        } else if cap != 0 && open >= cap {
+            http::error(429, "too_many_connections")
+        } else {
+            let id = TunnelId(self.next_tunnel);
+            self.next_tunnel += 1;
+            *self.ip_tunnels.entry(ip).or_insert(0) += 1;
+            self.emit(Output::Upgrade { call, tunnel: id });
+            self.open_tunnel(id, ip);
+            return;
+        };
+        self.respond(call, r);
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.draining.is_some() {
+            return;
+        }
+        let at = self.now.mono_ms + ms(self.cfg.drain_timeout);
+        self.draining = Some(at);
+        self.timers.set(at, TimerKey::Drain);
+        let (calls, tunnels) = (self.calls.len(), self.tunnels.len());
+        self.event(Event::ShuttingDown { calls, tunnels });
+    }
+
+    fn maybe_finish_shutdown(&mut self) {
+        if self.draining.is_some() && !self.stopped && self.calls.is_empty() {
+            self.finish_shutdown();
+        }
+    }
+
+    /// Tells every tunnel the relay restarts, closes it with 1012, and stops.
+    fn finish_shutdown(&mut self) {
+        let Some(at) = self.draining else {
+            return;
+        };
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        self.timers.cancel(at, TimerKey::Drain);
+        let mut ids: Vec<TunnelId> = self.tunnels.keys().copied().collect();
+        ids.sort();
+        let bye = crate::frame::ServerFrame::Error {
+            error: "relay_restarting".into(),
+        }
+        .encode();
+        for id in ids {
+            self.send_text(id, bye.clone());
+            self.drop_tunnel(id, "relay restarting", Some((1012, "relay restarting")));
+        }
+        self.emit(Output::ShutdownComplete);
+    }
+}

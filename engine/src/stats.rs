@@ -1,0 +1,43 @@
+//! Counters behind `/health` and `/stats`.
+
+/// Monotonic counters; gauges are computed from the live state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub total_requests_relayed: u64,
+    pub total_tunnel_connections: u64,
+    pub bad_host_responses: u64,
+    /// Non-JSON, unknown or unmatched frames from tunnels.
+    pub invalid_frames: u64,
+    pub slow_consumer_aborts: u64,
+    pub gateway_timeouts: u64,
+    pub auth_failures: u64,
+}
+
+/// A snapshot for `/stats`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stats {
+    pub uptime_seconds: u64,
+    pub active_tunnels: usize,
+    pub active_agents: usize,
+    pub active_calls: usize,
+    pub counters: Counters,
+}
+
+impl Stats {
+    pub fn to_json(&self) -> serde_json::Value {
+        let c = &self.counters;
+        serde_json::json!({
+            "uptime_seconds": self.uptime_seconds,
+            "active_tunnels": self.active_tunnels,
+            "active_agents": self.active_agents,
+            "active_calls": self.active_calls,
+            "total_requests_relayed": c.total_requests_relayed,
+            "total_tunnel_connections": c.total_tunnel_connections,
+            "bad_host_responses": c.bad_host_responses,
+            "invalid_frames": c.invalid_frames,
+            "slow_consumer_aborts": c.slow_consumer_aborts,
+            "gateway_timeouts": c.gateway_timeouts,
+            "auth_failures": c.auth_failures,
+        })
+    }
+}

@@ -1,0 +1,465 @@
+//! One tunnel: handshake, agents, keepalive, and the frames it sends.
+
+use crate::auth::{self, to_lower, Address};
+use crate::frame::{AgentSig, AgentUrl, ClientFrame, Inbound, Rejected, ServerFrame};
+use crate::input::{CallId, TunnelId};
+use crate::limits::{ms, Bucket, DuplicatePolicy};
+use crate::output::{Event, Output};
+use crate::relay::Relay;
+use crate::time::{random_hex, Entropy};
+use crate::timer::TimerKey;
+use std::collections::{HashSet, VecDeque};
+use std::net::IpAddr;
+
+pub(crate) struct Tunnel {
+    pub ip: IpAddr,
+    /// The challenge nonce while the handshake is pending; `None` once authenticated.
+    pub challenge: Option<String>,
+    pub agents: Vec<Address>,
+    /// Mid-session nonces with the time they were issued.
+    pub pending: VecDeque<(String, u64)>,
+    pub control: Bucket,
+    pub missed_pings: u32,
+    pub deadline: u64,
+    /// Frame bytes handed to the driver and not yet written.
+    pub queued: u64,
+    pub calls: HashSet<CallId>,
+}
+
+impl Tunnel {
+    pub fn authed(&self) -> bool {
+        self.challenge.is_none()
+    }
+}
+
+/// Auth errors that close the handshake, with their close codes.
+const MALFORMED: u16 = 4000;
+const AUTH_FAILED: u16 = 4001;
+
+impl<E: Entropy> Relay<E> {
+    pub(crate) fn url(&self, addr: &str) -> String {
+        format!("https://{addr}.{}", self.cfg.base_domain)
+    }
+
+    pub(crate) fn send_text(&mut self, id: TunnelId, text: String) {
+        if let Some(t) = self.tunnels.get_mut(&id) {
+            t.queued = t.queued.saturating_add(text.len() as u64);
+            self.out.push_back(Output::SendFrame { tunnel: id, text });
+        }
+    }
+
+    pub(crate) fn send(&mut self, id: TunnelId, frame: &ServerFrame) {
+        self.send_text(id, frame.encode());
+    }
+
+    fn set_tunnel_timer(&mut self, id: TunnelId, at: u64) {
+        if let Some(t) = self.tunnels.get_mut(&id) {
+            self.timers.cancel(t.deadline, TimerKey::Tunnel(id.0));
+            t.deadline = at;
+            self.timers.set(at, TimerKey::Tunnel(id.0));
+        }
+    }
+
+    pub(crate) fn open_tunnel(&mut self, id: TunnelId, ip: IpAddr) {
+        let nonce = random_hex(&mut self.rng, 32);
+        let deadline = self.now.mono_ms + ms(self.cfg.auth_timeout);
+        self.tunnels.insert(
+            id,
+            Tunnel {
+                ip,
+                challenge: Some(nonce.clone()),
+                agents: Vec::new(),
+                pending: VecDeque::new(),
+                control: Bucket::full(self.cfg.control_frames_per_min, self.now.mono_ms),
+                missed_pings: 0,
+                deadline,
+                queued: 0,
+                calls: HashSet::new(),
+            },
+        );
+        self.timers.set(deadline, TimerKey::Tunnel(id.0));
+        self.send(id, &ServerFrame::Challenge { nonce });
+    }
+
+    /// Forgets a tunnel: its agents, its calls (502 or aborted), its IP slot.
+    pub(crate) fn drop_tunnel(
+        &mut self,
+        id: TunnelId,
+        reason: &'static str,
+        close: Option<(u16, &'static str)>,
+    ) {
+        let Some(t) = self.tunnels.remove(&id) else {
+            return;
+        };
+        self.timers.cancel(t.deadline, TimerKey::Tunnel(id.0));
+        if let Some(n) = self.ip_tunnels.get_mut(&t.ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.ip_tunnels.remove(&t.ip);
+            }
+        }
+        for a in &t.agents {
+            if self.agents.get(a) == Some(&id) {
+                self.agents.remove(a);
+            }
+        }
+        let mut calls: Vec<CallId> = t.calls.into_iter().collect();
+        calls.sort();
+        for c in calls {
+            self.fail_call(c, "tunnel_closed");
+        }
+        if t.challenge.is_none() {
+            self.authed_tunnels -= 1;
+            let agents = t.agents.len();
+            self.event(Event::TunnelDown {
+                tunnel: id,
+                agents,
+                reason,
+            });
+        }
+        if let Some((code, reason)) = close {
+            self.emit(Output::CloseTunnel {
+                tunnel: id,
+                code,
+                reason,
+            });
+        }
+    }
+
+    fn auth_error(&mut self, id: TunnelId, error: &'static str, code: u16) {
+        let ip = self.tunnels.get(&id).map(|t| t.ip);
+        self.counters.auth_failures += 1;
+        if let Some(ip) = ip {
+            self.event(Event::AuthFailed {
+                tunnel: id,
+                ip,
+                reason: error,
+            });
+        }
+        self.send(
+            id,
+            &ServerFrame::AuthError {
+                error: error.into(),
+            },
+        );
+        self.drop_tunnel(id, error, Some((code, error)));
+    }
+
+    fn error_frame(&mut self, id: TunnelId, error: &str) {
+        self.send(
+            id,
+            &ServerFrame::Error {
+                error: error.into(),
+            },
+        );
+    }
+
+    pub(crate) fn on_tunnel_timer(&mut self, id: TunnelId) {
+        let Some(t) = self.tunnels.get_mut(&id) else {
+            return;
+        };
+        if !t.authed() {
+            return self.auth_error(id, "auth_timeout", AUTH_FAILED);
+        }
+        let max = self.cfg.max_missed_pings;
+        if max != 0 && t.missed_pings >= max {
+            return self.drop_tunnel(id, "keepalive timeout", Some((1000, "keepalive timeout")));
+        }
+        t.missed_pings += 1;
+        let ts = self.now.unix_secs;
+        self.send(id, &ServerFrame::Ping { ts });
+        let at = self.now.mono_ms + ms(self.cfg.ping_interval).max(1);
+        self.set_tunnel_timer(id, at);
+    }
+
+    pub(crate) fn on_binary(&mut self, id: TunnelId) {
+        match self.tunnels.get(&id) {
+            Some(t) if !t.authed() => self.auth_error(id, "invalid_json", MALFORMED),
+            Some(_) => self.counters.invalid_frames += 1,
+            None => {}
+        }
+    }
+
+    pub(crate) fn on_text(&mut self, id: TunnelId, text: &str) {
+        let Some(t) = self.tunnels.get(&id) else {
+            return;
+        };
+        let inbound = Inbound::parse(text);
+        if !t.authed() {
+            return match inbound {
+                Inbound::Frame(ClientFrame::Auth {
+                    agents,
+                    nonce,
+                    timestamp,
+                }) => self.on_auth(id, agents, nonce, timestamp),
+                Inbound::Invalid => self.auth_error(id, "invalid_json", MALFORMED),
+                _ => self.auth_error(id, "expected_auth_frame", MALFORMED),
+            };
+        }
+        match inbound {
+            Inbound::Frame(f) => self.on_frame(id, f),
+            Inbound::BadReply { id: req, why } => self.on_bad_reply(id, &req, why),
+            Inbound::Unknown | Inbound::Invalid => self.counters.invalid_frames += 1,
+        }
+    }
+
+    fn on_frame(&mut self, id: TunnelId, f: ClientFrame) {
+        match f {
+            ClientFrame::Pong { .. } => {
+                if let Some(t) = self.tunnels.get_mut(&id) {
+                    t.missed_pings = 0;
+                }
+            }
+            ClientFrame::RequestChallenge => self.on_request_challenge(id),
+            ClientFrame::AddAgent {
+                address,
+                signature,
+                nonce,
+                timestamp,
+            } => self.on_add_agent(id, address, signature, nonce, timestamp),
+            ClientFrame::RemoveAgent { address } => self.on_remove_agent(id, &address),
+            ClientFrame::Response {
+                id: req,
+                status,
+                headers,
+                body,
+            } => self.on_response(id, &req, status, headers, body),
+            ClientFrame::StreamStart {
+                id: req,
+                status,
+                headers,
+            } => self.on_stream_start(id, &req, status, headers),
+            ClientFrame::StreamChunk { id: req, data } => self.on_stream_chunk(id, &req, data),
+            ClientFrame::StreamEnd { id: req } => self.on_stream_end(id, &req),
+            ClientFrame::Auth { .. } => self.counters.invalid_frames += 1,
+        }
+    }
+
+    fn on_auth(&mut self, id: TunnelId, agents: Vec<AgentSig>, nonce: String, ts: u64) {
+        let expected = self.tunnels.get_mut(&id).and_then(|t| t.challenge.take());
+        if let Some(t) = self.tunnels.get_mut(&id) {
+            // Consumed: the handshake either succeeds now or the socket closes.
+            t.challenge = Some(String::new());
+        }
+        if expected.as_deref() != Some(nonce.as_str()) || nonce.is_empty() {
+            return self.auth_error(id, "invalid_nonce", AUTH_FAILED);
+        }
+        if agents.is_empty() {
+            return self.auth_error(id, "no_agents", MALFORMED);
+        }
+        let max = self.cfg.max_agents_per_tunnel as usize;
+        if max != 0 && agents.len() > max {
+            return self.auth_error(id, "too_many_agents", MALFORMED);
+        }
+        let window = self.cfg.timestamp_window.as_secs();
+        let mut verified: Vec<(Address, &str)> = Vec::with_capacity(agents.len());
+        for a in &agents {
+            let ok = auth::verify_agent(
+                &a.address,
+                &a.signature,
+                &nonce,
+                ts,
+                self.now.unix_secs,
+                window,
+            );
+            match ok {
+                Ok(addr) if !verified.iter().any(|(v, _)| *v == addr) => {
+                    verified.push((addr, &a.address))
+                }
+                Ok(_) => {}
+                Err(_) => return self.auth_error(id, "signature_verification_failed", AUTH_FAILED),
+            }
+        }
+        let mut accepted = Vec::new();
+        let mut rejected = Vec::new();
+        for (addr, _) in verified {
+            let lower = to_lower(&addr);
+            match self.agents.get(&addr).copied() {
+                Some(other)
+                    if other != id && self.cfg.duplicate_policy == DuplicatePolicy::Reject =>
+                {
+                    rejected.push(Rejected {
+                        address: lower,
+                        reason: "already_registered".into(),
+                    });
+                    continue;
+                }
+                Some(other) if other != id => self.supersede(other, addr),
+                _ => {}
+            }
+            self.register(id, addr);
+            accepted.push(AgentUrl {
+                url: self.url(&lower),
+                address: lower,
+            });
+        }
+        let at = self.now.mono_ms + ms(self.cfg.ping_interval).max(1);
+        let Some(t) = self.tunnels.get_mut(&id) else {
+            return;
+        };
+        t.challenge = None;
+        let ip = t.ip;
+        self.authed_tunnels += 1;
+        self.counters.total_tunnel_connections += 1;
+        self.set_tunnel_timer(id, at);
+        let n = accepted.len();
+        self.send(
+            id,
+            &ServerFrame::AuthOk {
+                agents: accepted,
+                rejected,
+            },
+        );
+        self.event(Event::TunnelUp {
+            tunnel: id,
+            ip,
+            agents: n,
+        });
+    }
+
+    fn register(&mut self, id: TunnelId, addr: Address) {
+        self.agents.insert(addr, id);
+        if let Some(t) = self.tunnels.get_mut(&id) {
+            if !t.agents.contains(&addr) {
+                t.agents.push(addr);
+            }
+        }
+    }
+
+    /// Takeover: `addr` leaves tunnel `old`, which closes once it holds no agent.
+    fn supersede(&mut self, old: TunnelId, addr: Address) {
+        self.agents.remove(&addr);
+        let Some(t) = self.tunnels.get_mut(&old) else {
+            return;
+        };
+        t.agents.retain(|a| *a != addr);
+        let empty = t.agents.is_empty();
+        let address = to_lower(&addr);
+        self.send(
+            old,
+            &ServerFrame::AgentRemoved {
+                address: address.clone(),
+                reason: Some("superseded".into()),
+            },
+        );
+        self.event(Event::AgentRemoved {
+            tunnel: old,
+            address,
+            reason: "superseded",
+        });
+        if empty {
+            self.drop_tunnel(old, "superseded", Some((1000, "superseded")));
+        }
+    }
+
+    fn take_control_token(&mut self, id: TunnelId) -> bool {
+        let (per_min, now) = (self.cfg.control_frames_per_min, self.now.mono_ms);
+        let ok = self
+            .tunnels
+            .get_mut(&id)
+            .is_some_and(|t| t.control.take(per_min, now));
+        if !ok {
+            self.error_frame(id, "rate_limited");
+        }
+        ok
+    }
+
+    fn on_request_challenge(&mut self, id: TunnelId) {
+        if !self.take_control_token(id) {
+            return;
+        }
+        let nonce = random_hex(&mut self.rng, 32);
+        let (now, max) = (self.now.mono_ms, self.cfg.max_pending_nonces.max(1));
+        if let Some(t) = self.tunnels.get_mut(&id) {
+            while t.pending.len() >= max {
+                t.pending.pop_front();
+            }
+            t.pending.push_back((nonce.clone(), now));
+        }
+        self.send(id, &ServerFrame::Challenge { nonce });
+    }
+
+    fn on_add_agent(&mut self, id: TunnelId, address: String, sig: String, nonce: String, ts: u64) {
+        if !self.take_control_token(id) {
+            return;
+        }
+        let (now, ttl) = (self.now.mono_ms, ms(self.cfg.nonce_ttl));
+        let Some(t) = self.tunnels.get_mut(&id) else {
+            return;
+        };
+        let fresh = match t
+            .pending
+            .iter()
+            .position(|(n, _)| *n == nonce && !nonce.is_empty())
+        {
+            Some(i) => t
+                .pending
+                .remove(i)
+                .is_some_and(|(_, at)| now <= at.saturating_add(ttl)),
+            None => false,
+        };
+        if !fresh {
+            return self.error_frame(id, "invalid_nonce");
+        }
+        let window = self.cfg.timestamp_window.as_secs();
+        let addr = match auth::verify_agent(&address, &sig, &nonce, ts, self.now.unix_secs, window)
+        {
+            Ok(a) => a,
+            Err(_) => return self.error_frame(id, "invalid_signature"),
+        };
+        let holds = t.agents.contains(&addr);
+        let max = self.cfg.max_agents_per_tunnel as usize;
+        if !holds && max != 0 && t.agents.len() >= max {
+            return self.error_frame(id, "max_agents_reached");
+        }
+        match self.agents.get(&addr).copied() {
+            Some(other) if other != id && self.cfg.duplicate_policy == DuplicatePolicy::Reject => {
+                return self.error_frame(id, "address_already_registered");
+            }
+            Some(other) if other != id => self.supersede(other, addr),
+            _ => {}
+        }
+        self.register(id, addr);
+        let lower = to_lower(&addr);
+        self.send(
+            id,
+            &ServerFrame::AgentAdded {
+                url: self.url(&lower),
+                address: lower.clone(),
+            },
+        );
+        self.event(Event::AgentAdded {
+            tunnel: id,
+            address: lower,
+        });
+    }
+
+    fn on_remove_agent(&mut self, id: TunnelId, address: &str) {
+        let Some(addr) = auth::parse_address(address) else {
+            return;
+        };
+        let Some(t) = self.tunnels.get_mut(&id) else {
+            return;
+        };
+        if !t.agents.contains(&addr) {
+            return;
+        }
+        t.agents.retain(|a| *a != addr);
+        if self.agents.get(&addr) == Some(&id) {
+            self.agents.remove(&addr);
+        }
+        let lower = to_lower(&addr);
+        self.send(
+            id,
+            &ServerFrame::AgentRemoved {
+                address: lower.clone(),
+                reason: None,
+            },
+        );
+        self.event(Event::AgentRemoved {
+            tunnel: id,
+            address: lower,
+            reason: "removed",
+        });
+    }
+}
