@@ -1,0 +1,586 @@
+//! Public calls through the engine: routing, errors, relay, streams, timeouts.
+
+use osaurus_relay_engine::frame::{ClientFrame, Headers, ServerFrame};
+use osaurus_relay_engine::{Config, Input, Output};
+use osaurus_relay_tests::harness::*;
+
+fn hv(pairs: &[(&str, &str)]) -> Headers {
+    Headers(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+#[test]
+fn contract_error_table_on_agent_hosts() {
+    let mut h = H::default();
+    let (a, off) = (key(1), key(2));
+    h.connect(&[&a]);
+    let (c, out) = h.request(H::head("GET", "/", "0x1234.relay.test"), b"");
+    assert_eq!(
+        response(&out, c),
+        Some((400, r#"{"error":"invalid_subdomain"}"#.into()))
+    );
+    let (c, out) = h.get(&off, "/");
+    assert_eq!(
+        response(&out, c),
+        Some((502, r#"{"error":"agent_offline"}"#.into()))
+    );
+    assert_eq!(header(&out, c, "access-control-allow-origin"), Some("*"));
+    let mut big = H::head("POST", "/", &host_of(&a));
+    big.content_length = Some(10 * 1024 * 1024 + 1);
+    big.body_follows = true;
+    let (c, out) = h.request(big, b"");
+    assert_eq!(
+        response(&out, c),
+        Some((413, r#"{"error":"body_too_large"}"#.into()))
+    );
+    assert_eq!(header(&out, c, "access-control-allow-origin"), Some("*"));
+    let (c, out) = h.request(H::head("OPTIONS", "/v1/chat", &host_of(&off)), b"");
+    assert_eq!(response(&out, c), Some((204, String::new())));
+    assert_eq!(
+        header(&out, c, "access-control-allow-methods"),
+        Some("GET, POST, PUT, PATCH, DELETE, OPTIONS")
+    );
+}
+
+#[test]
+fn per_agent_rate_limit_comes_before_lookup() {
+    let mut h = H::default();
+    let off = key(2);
+    for _ in 0..100 {
+        let (c, out) = h.get(&off, "/");
+        assert_eq!(response(&out, c).unwrap().0, 502);
+    }
+    let (c, out) = h.get(&off, "/");
+    assert_eq!(
+        response(&out, c),
+        Some((429, r#"{"error":"rate_limited"}"#.into()))
+    );
+    assert_eq!(header(&out, c, "access-control-allow-origin"), Some("*"));
+    // Preflight is answered before the limit.
+    let (c, out) = h.request(H::head("OPTIONS", "/", &host_of(&off)), b"");
+    assert_eq!(response(&out, c).unwrap().0, 204);
+    h.advance(600);
+    let (c, out) = h.get(&off, "/");
+    assert_eq!(
+        response(&out, c).unwrap().0,
+        502,
+        "one token back after 0.6 s"
+    );
+}
+
+#[test]
+fn buffered_relay_round_trip() {
+    let mut h = H::default();
+    let a = key(1);
+    let t = h.connect(&[&a]);
+    let mut head = H::head("POST", "/v1/chat?stream=false", &host_of(&a).to_uppercase());
+    head.headers.extend([
+        ("Content-Type".into(), "application/json".into()),
+        ("Cookie".into(), "secret".into()),
+        ("Authorization".into(), "Bearer osk-v1.k".into()),
+    ]);
+    let (c, out) = h.request(head, br#"{"message":"hello"}"#);
+    let fs = frames(&out, t);
+    let [ServerFrame::Request {
+        id,
+        method,
+        path,
+        headers,
+        body,
+    }] = fs.as_slice()
+    else {
+        panic!("{fs:?}");
+    };
+    assert!(id.starts_with("req_"));
+    assert_eq!(
+        (method.as_str(), path.as_str()),
+        ("POST", "/v1/chat?stream=false")
+    );
+    assert_eq!(body.as_deref(), Some(r#"{"message":"hello"}"#));
+    assert_eq!(
+        headers,
+        &hv(&[
+            ("content-type", "application/json"),
+            ("authorization", "Bearer osk-v1.k"),
+            ("x-agent-address", &lower(&a)),
+            ("x-forwarded-for", "198.51.100.9"),
+        ])
+    );
+    let out = h.reply(t, id, 201, r#"{"reply":"hi"}"#);
+    assert_eq!(response(&out, c), Some((201, r#"{"reply":"hi"}"#.into())));
+    assert_eq!(header(&out, c, "content-type"), Some("text/plain"));
+    assert_eq!(header(&out, c, "access-control-allow-origin"), Some("*"));
+    assert_eq!(h.relay.sizes().calls, 0);
+    assert_eq!(h.relay.stats().counters.total_requests_relayed, 1);
+    // A late duplicate answer is ignored.
+    assert!(h.reply(t, id, 200, "again").is_empty());
+}
+
+#[test]
+fn streaming_relay_and_out_of_order_answers() {
+    let mut h = H::default();
+    let a = key(1);
+    let t = h.connect(&[&a]);
+    let (c1, o1) = h.get(&a, "/sse");
+    let (c2, o2) = h.get(&a, "/json");
+    let (r1, r2) = (request_id(&o1), request_id(&o2));
+    assert_ne!(r1, r2);
+    let start = ClientFrame::StreamStart {
+        id: r1.clone(),
+        status: 200,
+        headers: hv(&[("content-type", "text/event-stream")]),
+    };
+    let out = h.send(t, &start);
+    assert!(
+        matches!(&out[..], [Output::StartStream { call, head }] if *call == c1 && head.status == 200)
+    );
+    let out = h.reply(t, &r2, 200, "second first");
+    assert_eq!(response(&out, c2), Some((200, "second first".into())));
+    let out = h.send(
+        t,
+        &ClientFrame::StreamChunk {
+            id: r1.clone(),
+            data: "data: a\n\n".into(),
+        },
+    );
+    assert_eq!(
+        out,
+        vec![Output::WriteChunk {
+            call: c1,
+            data: b"data: a\n\n".to_vec()
+        }]
+    );
+    let out = h.send(t, &ClientFrame::StreamEnd { id: r1 });
+    assert_eq!(out, vec![Output::EndStream { call: c1 }]);
+    assert_eq!(h.relay.sizes().calls, 0);
+    assert_eq!(h.relay.sizes().req_ids, 0);
+}
+
+#[test]
+fn gateway_timeout_then_nothing_follows() {
+    let mut h = H::default();
+    let a = key(1);
+    let t = h.connect(&[&a]);
+    let (c, out) = h.get(&a, "/slow");
+    let id = request_id(&out);
+    assert!(h
+        .advance(2_999)
+        .iter()
+        .all(|o| !matches!(o, Output::Respond { .. })));
+    let out = h.advance(1);
+    assert_eq!(
+        response(&out, c),
+        Some((504, r#"{"error":"gateway_timeout"}"#.into()))
+    );
+    assert_eq!(header(&out, c, "access-control-allow-origin"), Some("*"));
+    let cancels: Vec<_> = frames(&out, t)
+        .into_iter()
+        .filter(|f| matches!(f, ServerFrame::Cancel { .. }))
+        .collect();
+    assert_eq!(cancels, vec![ServerFrame::Cancel { id: id.clone() }]);
+    assert!(h.reply(t, &id, 200, "late").is_empty());
+}
+
+#[test]
+fn stream_idle_timeout_cuts_the_stream() {
+    let mut h = H::default();
+    let a = key(1);
+    let t = h.connect(&[&a]);
+    let (c, out) = h.get(&a, "/sse");
+    let id = request_id(&out);
+    h.send(
+        t,
+        &ClientFrame::StreamStart {
+            id: id.clone(),
+            status: 200,
+            headers: hv(&[]),
+        },
+    );
+    h.advance(2_000);
+    h.send(
+        t,
+        &ClientFrame::StreamChunk {
+            id: id.clone(),
+            data: "x".into(),
+        },
+    );
+    let out = h.advance(2_999);
+    assert!(
+        !out.contains(&Output::AbortStream { call: c }),
+        "a chunk resets the idle clock"
+    );
+    let out = h.advance(1);
+    assert!(out.contains(&Output::AbortStream { call: c }));
+    assert_eq!(frames(&out, t), vec![ServerFrame::Cancel { id }]);
+}
+
+#[test]
+fn tunnel_loss_fails_waiting_calls_and_cuts_streams() {
+    let mut h = H::default();
+    let (a, other) = (key(1), key(2));
+    let t = h.connect(&[&a]);
+    let t2 = h.connect(&[&other]);
+    let (waiting, _) = h.get(&a, "/");
+    let (streaming, out) = h.get(&a, "/sse");
+    let (unrelated, out2) = h.get(&other, "/");
+    h.send(
+        t,
+        &ClientFrame::StreamStart {
+            id: request_id(&out),
+            status: 200,
+            headers: hv(&[]),
+        },
+    );
+    let out = h.step(Input::TunnelClosed { tunnel: t });
+    assert_eq!(
+        response(&out, waiting),
+        Some((502, r#"{"error":"tunnel_closed"}"#.into()))
+    );
+    assert!(out.contains(&Output::AbortStream { call: streaming }));
+    assert_eq!(h.relay.agent_tunnel(&a.address()), None);
+    let out = h.reply(t2, &request_id(&out2), 200, "fine");
+    assert_eq!(
+        response(&out, unrelated),
+        Some((200, "fine".into())),
+        "other tunnels undisturbed"
+    );
+    let (c, out) = h.get(&a, "/");
+    assert_eq!(response(&out, c).unwrap().0, 502);
+}
+
+#[test]
+fn caller_gone_sends_cancel() {
+    let mut h = H::default();
+    let a = key(1);
+    let t = h.connect(&[&a]);
+    let (c, out) = h.get(&a, "/");
+    let id = request_id(&out);
+    let out = h.step(Input::CallGone { call: c });
+    assert_eq!(frames(&out, t), vec![ServerFrame::Cancel { id }]);
+    assert_eq!(h.relay.sizes().calls, 0);
+}
+
+#[test]
+fn body_limit_is_exact_for_streamed_bodies() {
+    let mut h = H::default();
+    let a = key(1);
+    let t = h.connect(&[&a]);
+    let max = 10 * 1024 * 1024;
+    let chunk = vec![b'a'; 1024 * 1024];
+    for (extra, want_413) in [(0usize, false), (1, true)] {
+        let call = h.new_call();
+        let mut head = H::head("POST", "/", &host_of(&a));
+        head.body_follows = true;
+        let mut out = h.step(Input::CallHead { call, head });
+        for _ in 0..10 {
+            out.extend(h.step(Input::CallBody {
+                call,
+                chunk: &chunk,
+            }));
+        }
+        out.extend(h.step(Input::CallBody {
+            call,
+            chunk: &vec![b'a'; extra],
+        }));
+        out.extend(h.step(Input::CallBodyEnd { call }));
+        if want_413 {
+            assert_eq!(
+                response(&out, call),
+                Some((413, r#"{"error":"body_too_large"}"#.into()))
+            );
+            assert!(frames(&out, t).is_empty());
+        } else {
+            let fs = frames(&out, t);
+            let [ServerFrame::Request { body: Some(b), .. }] = fs.as_slice() else {
+                panic!()
+            };
+            assert_eq!(b.len(), max);
+        }
+    }
+    let (c, out) = h.request(H::head("POST", "/", &host_of(&a)), &[0xff, 0xfe]);
+    assert_eq!(
+        response(&out, c),
+        Some((415, r#"{"error":"body_not_utf8"}"#.into()))
+    );
+}
+
+#[test]
+fn bad_host_responses_fail_only_their_call() {
+    let bad = [
+        r#"{"type":"response","id":"ID","status":0,"headers":{}}"#,
+        r#"{"type":"response","id":"ID","status":1000,"headers":{}}"#,
+        r#"{"type":"response","id":"ID","status":"200","headers":{}}"#,
+        r#"{"type":"response","id":"ID","status":200}"#,
+        r#"{"type":"response","id":"ID","status":200,"headers":"x"}"#,
+        r#"{"type":"response","id":"ID","status":200,"headers":{"bad name":"v"}}"#,
+        r#"{"type":"response","id":"ID","status":200,"headers":{"x":"a\r\nb"}}"#,
+        r#"{"type":"response","id":"ID","status":200,"headers":{"":"v"}}"#,
+        r#"{"type":"stream_start","id":"ID","status":99,"headers":{}}"#,
+        r#"{"type":"stream_chunk","id":"ID","data":"early"}"#,
+        r#"{"type":"stream_end","id":"ID"}"#,
+    ];
+    for text in bad {
+        let mut h = H::default();
+        let a = key(1);
+        let t = h.connect(&[&a]);
+        let (victim, out) = h.get(&a, "/");
+        let id = request_id(&out);
+        let (bystander, out2) = h.get(&a, "/");
+        let out = h.text(t, &text.replace("ID", &id));
+        assert_eq!(
+            response(&out, victim),
+            Some((502, r#"{"error":"bad_host_response"}"#.into())),
+            "{text}"
+        );
+        assert_eq!(frames(&out, t), vec![ServerFrame::Cancel { id }], "{text}");
+        let out = h.reply(t, &request_id(&out2), 200, "ok");
+        assert_eq!(
+            response(&out, bystander),
+            Some((200, "ok".into())),
+            "{text}"
+        );
+        assert_eq!(h.relay.stats().counters.bad_host_responses, 1);
+    }
+}
+
+#[test]
+fn no_body_statuses_deliver_no_bytes() {
+    let mut h = H::default();
+    let a = key(1);
+    let t = h.connect(&[&a]);
+    for status in [204u16, 205, 304] {
+        let (c, out) = h.get(&a, "/");
+        let out = h.reply(t, &request_id(&out), status, "dropped");
+        assert_eq!(response(&out, c), Some((status, String::new())));
+        let (c, out) = h.get(&a, "/");
+        let id = request_id(&out);
+        let out = h.send(
+            t,
+            &ClientFrame::StreamStart {
+                id: id.clone(),
+                status,
+                headers: hv(&[]),
+            },
+        );
+        assert_eq!(response(&out, c), Some((status, String::new())));
+        assert!(h
+            .send(
+                t,
+                &ClientFrame::StreamChunk {
+                    id,
+                    data: "x".into()
+                }
+            )
+            .is_empty());
+    }
+}
+
+#[test]
+fn frames_for_another_tunnels_call_are_ignored() {
+    let mut h = H::default();
+    let (a, b) = (key(1), key(2));
+    let ta = h.connect(&[&a]);
+    let tb = h.connect(&[&b]);
+    let (c, out) = h.get(&a, "/");
+    let id = request_id(&out);
+    assert!(h.reply(tb, &id, 200, "hijack").is_empty());
+    assert!(h
+        .text(
+            tb,
+            &format!(r#"{{"type":"response","id":"{id}","status":0}}"#)
+        )
+        .is_empty());
+    let out = h.reply(ta, &id, 200, "real");
+    assert_eq!(response(&out, c), Some((200, "real".into())));
+}
+
+#[test]
+fn slow_consumer_is_cut_at_the_buffer_cap() {
+    let mut h = H::new(Config {
+        max_stream_buffer: 10,
+        ..test_config()
+    });
+    let a = key(1);
+    let t = h.connect(&[&a]);
+    let (c, out) = h.get(&a, "/sse");
+    let id = request_id(&out);
+    h.send(
+        t,
+        &ClientFrame::StreamStart {
+            id: id.clone(),
+            status: 200,
+            headers: hv(&[]),
+        },
+    );
+    let chunk = |h: &mut H| {
+        h.send(
+            t,
+            &ClientFrame::StreamChunk {
+                id: id.clone(),
+                data: "123456".into(),
+            },
+        )
+    };
+    assert_eq!(chunk(&mut h).len(), 1);
+    h.step(Input::CallDrained { call: c, bytes: 6 });
+    assert_eq!(chunk(&mut h).len(), 1, "drained: room again");
+    let out = chunk(&mut h);
+    assert!(out.contains(&Output::AbortStream { call: c }));
+    assert_eq!(frames(&out, t), vec![ServerFrame::Cancel { id }]);
+    assert_eq!(h.relay.stats().counters.slow_consumer_aborts, 1);
+}
+
+#[test]
+fn a_tunnel_that_never_reads_gets_no_more_requests() {
+    let mut h = H::new(Config {
+        max_tunnel_buffer: 2_000,
+        ..test_config()
+    });
+    let a = key(1);
+    let t = h.connect(&[&a]);
+    let body = vec![b'x'; 1_500];
+    let (c, out) = h.request(H::head("POST", "/", &host_of(&a)), &body);
+    assert!(response(&out, c).is_none());
+    let (c, out) = h.request(H::head("POST", "/", &host_of(&a)), &body);
+    assert!(
+        response(&out, c).is_none(),
+        "first over the line still goes"
+    );
+    let (c, out) = h.request(H::head("POST", "/", &host_of(&a)), &body);
+    assert_eq!(
+        response(&out, c),
+        Some((502, r#"{"error":"tunnel_send_failed"}"#.into()))
+    );
+    h.step(Input::TunnelDrained {
+        tunnel: t,
+        bytes: 10_000,
+    });
+    let (c, out) = h.request(H::head("POST", "/", &host_of(&a)), &body);
+    assert!(response(&out, c).is_none());
+}
+
+#[test]
+fn health_stats_and_tunnel_connect_answers() {
+    let mut h = H::default();
+    let (c, out) = h.request(H::head("GET", "/health", "anything"), b"");
+    assert_eq!(
+        response(&out, c),
+        Some((200, r#"{"status":"ok","tunnels":0}"#.into()))
+    );
+    let (c, out) = h.request(H::head("GET", "/stats", "anything"), b"");
+    let (status, body) = response(&out, c).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((status, v["active_tunnels"].as_u64()), (200, Some(0)));
+    for _ in 0..9 {
+        h.request(H::head("GET", "/stats", "x"), b"");
+    }
+    let (c, out) = h.request(H::head("GET", "/stats", "x"), b"");
+    assert_eq!(
+        response(&out, c),
+        Some((429, r#"{"error":"rate_limited"}"#.into()))
+    );
+    let (c, out) = h.request(H::head("GET", "/tunnel/connect", "x"), b"");
+    assert_eq!(
+        response(&out, c),
+        Some((400, r#"{"error":"websocket_required"}"#.into()))
+    );
+    for _ in 0..5 {
+        h.open_from("192.0.2.7");
+    }
+    let mut ws = H::head("GET", "/tunnel/connect", "x");
+    ws.websocket = true;
+    ws.peer = ip("192.0.2.7");
+    let (c, out) = h.request(ws.clone(), b"");
+    assert_eq!(
+        response(&out, c),
+        Some((429, r#"{"error":"rate_limited"}"#.into()))
+    );
+    h.advance(12_000);
+    h.open_from("192.0.2.7");
+}
+
+#[test]
+fn open_websockets_per_ip_are_capped_from_the_upgrade_on() {
+    let mut h = H::new(Config {
+        tunnel_connects_per_min: 0,
+        ..test_config()
+    });
+    let tunnels: Vec<_> = (0..10).map(|_| h.open_from("192.0.2.7").0).collect();
+    let mut ws = H::head("GET", "/tunnel/connect", "x");
+    ws.websocket = true;
+    ws.peer = ip("192.0.2.7");
+    let (c, out) = h.request(ws.clone(), b"");
+    assert_eq!(
+        response(&out, c),
+        Some((429, r#"{"error":"too_many_connections"}"#.into()))
+    );
+    h.open_from("192.0.2.8");
+    h.step(Input::TunnelClosed { tunnel: tunnels[3] });
+    h.open_from("192.0.2.7");
+}
+
+#[test]
+fn graceful_shutdown_drains_then_closes_with_1012() {
+    let mut h = H::default();
+    let a = key(1);
+    let t = h.connect(&[&a]);
+    let (c, out) = h.get(&a, "/");
+    let id = request_id(&out);
+    let out = h.step(Input::Shutdown);
+    assert!(closes(&out).is_empty(), "a call is in flight");
+    let (hc, out) = h.request(H::head("GET", "/health", "x"), b"");
+    assert_eq!(
+        response(&out, hc),
+        Some((503, r#"{"status":"shutting_down"}"#.into()))
+    );
+    let mut ws = H::head("GET", "/tunnel/connect", "x");
+    ws.websocket = true;
+    let (wc, out) = h.request(ws, b"");
+    assert_eq!(
+        response(&out, wc),
+        Some((503, r#"{"error":"relay_restarting"}"#.into()))
+    );
+    let out = h.reply(t, &id, 200, "done");
+    assert_eq!(response(&out, c), Some((200, "done".into())));
+    assert_eq!(
+        frames(&out, t),
+        vec![ServerFrame::Error {
+            error: "relay_restarting".into()
+        }]
+    );
+    assert_eq!(closes(&out), vec![(t, 1012, "relay restarting")]);
+    assert_eq!(out.last(), Some(&Output::ShutdownComplete));
+}
+
+#[test]
+fn shutdown_drain_window_expires() {
+    let mut h = H::default();
+    let a = key(1);
+    let t = h.connect(&[&a]);
+    let (c, _) = h.get(&a, "/");
+    h.step(Input::Shutdown);
+    let out = h.advance(2_000);
+    assert_eq!(
+        response(&out, c),
+        Some((502, r#"{"error":"tunnel_closed"}"#.into()))
+    );
+    assert_eq!(closes(&out), vec![(t, 1012, "relay restarting")]);
+    assert!(out.contains(&Output::ShutdownComplete));
+}
+
+#[test]
+fn rate_limit_state_is_bounded_under_a_flood_of_ips() {
+    let mut h = H::default();
+    for i in 0..5_000u32 {
+        let mut head = H::head("GET", "/stats", "x");
+        head.peer = std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+        h.request(head, b"");
+    }
+    assert_eq!(h.relay.sizes().limiter_keys, 5_000);
+    h.advance(20_000);
+    assert_eq!(h.relay.sizes().limiter_keys, 0);
+}
