@@ -1,0 +1,145 @@
+//! `osaurus-relay serve` settings: each an environment variable and a flag.
+
+use clap::Args;
+use osaurus_relay_engine::{ClientIpSource, Config, DuplicatePolicy};
+use std::net::IpAddr;
+use std::time::Duration;
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (use a unit: 30s, 250ms, 1m)"))
+}
+
+fn policy(s: &str) -> Result<DuplicatePolicy, String> {
+    match s {
+        "takeover" => Ok(DuplicatePolicy::Takeover),
+        "reject" => Ok(DuplicatePolicy::Reject),
+        _ => Err("expected takeover or reject".into()),
+    }
+}
+
+fn header_name(s: &str) -> Result<String, String> {
+    let s = s.trim().to_ascii_lowercase();
+    if osaurus_relay_engine::http::is_token(&s) {
+        Ok(s)
+    } else {
+        Err("not a valid header name".into())
+    }
+}
+
+fn domain(s: &str) -> Result<String, String> {
+    let s = s.trim().trim_end_matches('.').to_ascii_lowercase();
+    let ok = !s.is_empty()
+        && s.split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    if ok {
+        Ok(s)
+    } else {
+        Err("not a domain name".into())
+    }
+}
+
+/// Every setting of the relay server. A rate or count of 0 means unlimited.
+#[derive(Args, Clone, Debug)]
+pub struct ServeArgs {
+    /// TCP port to listen on.
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Agents are served at 0x<address>.<BASE_DOMAIN>.
+    #[arg(long, env = "BASE_DOMAIN", default_value = "agent.osaurus.ai", value_parser = domain)]
+    pub base_domain: String,
+    /// Address to bind.
+    #[arg(long, env = "BIND_ADDR", default_value = "0.0.0.0")]
+    pub bind_addr: IpAddr,
+    /// Header a trusted front proxy sets with the client IP (fly-client-ip, or
+    /// x-forwarded-for whose rightmost entry is used). Unset: the TCP peer.
+    #[arg(long, env = "CLIENT_IP_HEADER", value_parser = header_name)]
+    pub client_ip_header: Option<String>,
+    /// When an agent connects twice: takeover (newest wins) or reject.
+    #[arg(long, env = "DUPLICATE_POLICY", default_value = "takeover", value_parser = policy)]
+    pub duplicate_policy: DuplicatePolicy,
+    #[arg(long, env = "TUNNEL_CONNECTS_PER_MIN", default_value_t = 5)]
+    pub tunnel_connects_per_min: u32,
+    #[arg(long, env = "MAX_TUNNELS_PER_IP", default_value_t = 10)]
+    pub max_tunnels_per_ip: u32,
+    #[arg(long, env = "STATS_REQUESTS_PER_MIN", default_value_t = 10)]
+    pub stats_requests_per_min: u32,
+    #[arg(long, env = "AGENT_REQUESTS_PER_MIN", default_value_t = 100)]
+    pub agent_requests_per_min: u32,
+    #[arg(long, env = "MAX_AGENTS_PER_TUNNEL", default_value_t = 50)]
+    pub max_agents_per_tunnel: u32,
+    /// request_challenge and add_agent frames per tunnel per minute.
+    #[arg(long, env = "CONTROL_FRAMES_PER_MIN", default_value_t = 10)]
+    pub control_frames_per_min: u32,
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_body_bytes: u64,
+    #[arg(long, env = "AUTH_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub auth_timeout: Duration,
+    /// Time a tunnel has to start answering a call (then 504).
+    #[arg(long, env = "RESPONSE_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub response_timeout: Duration,
+    #[arg(long, env = "STREAM_IDLE_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub stream_idle_timeout: Duration,
+    #[arg(long, env = "PING_INTERVAL", default_value = "30s", value_parser = duration)]
+    pub ping_interval: Duration,
+    #[arg(long, env = "MAX_MISSED_PINGS", default_value_t = 3)]
+    pub max_missed_pings: u32,
+    /// Lifetime of a mid-session challenge nonce.
+    #[arg(long, env = "NONCE_TTL", default_value = "30s", value_parser = duration)]
+    pub nonce_ttl: Duration,
+    /// Allowed distance between an auth timestamp and the relay's clock.
+    #[arg(long, env = "TIMESTAMP_WINDOW", default_value = "30s", value_parser = duration)]
+    pub timestamp_window: Duration,
+    /// How long calls in flight may finish after SIGTERM.
+    #[arg(long, env = "DRAIN_TIMEOUT", default_value = "20s", value_parser = duration)]
+    pub drain_timeout: Duration,
+    /// Time a caller has to send a complete request head (slowloris guard).
+    #[arg(long, env = "HEADER_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub header_timeout: Duration,
+    /// Idle keep-alive connections are closed after this long.
+    #[arg(long, env = "IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
+    pub idle_timeout: Duration,
+    /// Largest WebSocket message accepted from a tunnel.
+    #[arg(long, env = "MAX_FRAME_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_frame_bytes: usize,
+}
+
+impl ServeArgs {
+    /// The engine's view of these settings.
+    pub fn engine_config(&self) -> Config {
+        Config {
+            base_domain: self.base_domain.clone(),
+            duplicate_policy: self.duplicate_policy,
+            client_ip: match &self.client_ip_header {
+                Some(h) => ClientIpSource::Header(h.clone()),
+                None => ClientIpSource::Peer,
+            },
+            tunnel_connects_per_min: self.tunnel_connects_per_min,
+            max_tunnels_per_ip: self.max_tunnels_per_ip,
+            stats_requests_per_min: self.stats_requests_per_min,
+            agent_requests_per_min: self.agent_requests_per_min,
+            max_agents_per_tunnel: self.max_agents_per_tunnel,
+            control_frames_per_min: self.control_frames_per_min,
+            max_body_bytes: self.max_body_bytes,
+            auth_timeout: self.auth_timeout,
+            response_timeout: self.response_timeout,
+            stream_idle_timeout: self.stream_idle_timeout,
+            ping_interval: self.ping_interval,
+            max_missed_pings: self.max_missed_pings,
+            nonce_ttl: self.nonce_ttl,
+            timestamp_window: self.timestamp_window,
+            drain_timeout: self.drain_timeout,
+            ..Config::default()
+        }
+    }
+
+    /// Defaults, for tests and embedding.
+    pub fn defaults() -> Self {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct P {
+            #[command(flatten)]
+            a: ServeArgs,
+        }
+        P::parse_from(["osaurus-relay"]).a
+    }
+}

@@ -1,0 +1,434 @@
+//! One caller connection: HTTP/1.1 requests in, engine outputs out.
+
+use crate::core::{CallMsg, Shared};
+use crate::http1::{self, BodyFraming, ChunkedDecoder, Decoded, HeadLimits, ResponseFraming};
+use osaurus_relay_engine::http::{error, status_has_body, Response};
+use osaurus_relay_engine::{CallId, Input, RequestHead};
+use smol::channel::Receiver;
+use smol::future::FutureExt;
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+use smol::net::TcpStream;
+use std::net::{Shutdown, SocketAddr};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Driver-side limits of a caller connection.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnOpts {
+    pub head: HeadLimits,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// Longest wait for progress while reading a body or writing an answer.
+    pub io_timeout: Duration,
+    pub ws: crate::ws::WsOpts,
+}
+
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Runs `fut` until `deadline`; `None` if the deadline came first.
+pub(crate) async fn until<T>(
+    deadline: Instant,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    async { Some(fut.await) }
+        .or(async {
+            async_io::Timer::at(deadline).await;
+            None
+        })
+        .await
+}
+
+/// Appends what one read returns to `buf`; `Ok(0)` is end of stream.
+async fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    let old = buf.len();
+    buf.resize(old + READ_CHUNK, 0);
+    let r = s.read(&mut buf[old..]).await;
+    buf.truncate(old + *r.as_ref().unwrap_or(&0));
+    r
+}
+
+enum HeadRead {
+    Head(http1::RequestHead, usize),
+    /// Closed, or idle too long between requests: close quietly.
+    Gone,
+    Reject(u16, &'static str),
+}
+
+async fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>, o: &ConnOpts) -> HeadRead {
+    let started = !buf.is_empty();
+    let mut deadline = Instant::now()
+        + if started {
+            o.header_timeout
+        } else {
+            o.idle_timeout
+        };
+    let mut started = started;
+    loop {
+        if !buf.is_empty() {
+            if !started {
+                started = true;
+                deadline = Instant::now() + o.header_timeout;
+            }
+            match http1::parse_head(buf, &o.head) {
+                Ok(Some((h, n))) => return HeadRead::Head(h, n),
+                Ok(None) => {}
+                Err(e) => return HeadRead::Reject(e.status(), head_error_code(e.status())),
+            }
+        }
+        match until(deadline, read_more(s, buf)).await {
+            Some(Ok(0)) | Some(Err(_)) => return HeadRead::Gone,
+            Some(Ok(_)) => {}
+            None if started => return HeadRead::Reject(408, "request_timeout"),
+            None => return HeadRead::Gone,
+        }
+    }
+}
+
+fn head_error_code(status: u16) -> &'static str {
+    match status {
+        431 => "headers_too_large",
+        501 => "not_implemented",
+        505 => "http_version_not_supported",
+        _ => "bad_request",
+    }
+}
+
+/// Writes a relay error and closes, reading a little first so the caller sees it.
+async fn reject(s: &mut TcpStream, status: u16, code: &str) {
+    let mut out = Vec::new();
+    let r = error(status, code);
+    http1::write_head(
+        &mut out,
+        r.status,
+        &r.headers,
+        ResponseFraming::Length(r.body.len() as u64),
+        false,
+        1,
+    );
+    out.extend_from_slice(&r.body);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    if until(deadline, s.write_all(&out)).await.is_some() {
+        linger(s).await;
+    }
+}
+
+/// Half-closes, then drains briefly: closing with unread input would reset
+/// the connection and could destroy the answer before the caller reads it.
+async fn linger(s: &mut TcpStream) {
+    let _ = s.shutdown(Shutdown::Write);
+    let deadline = Instant::now() + Duration::from_millis(500);
+    let mut sink = [0u8; 1024];
+    let mut budget = 256 * 1024usize;
+    while let Some(Ok(n)) = until(deadline, s.read(&mut sink)).await {
+        if n == 0 || n >= budget {
+            break;
+        }
+        budget -= n;
+    }
+}
+
+pub(crate) async fn serve(core: Shared, mut s: TcpStream, peer: SocketAddr, o: Rc<ConnOpts>) {
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let (h, n) = match read_head(&mut s, &mut buf, &o).await {
+            HeadRead::Head(h, n) => (h, n),
+            HeadRead::Gone => return,
+            HeadRead::Reject(status, code) => return reject(&mut s, status, code).await,
+        };
+        buf.drain(..n);
+        let (call, rx) = core.borrow_mut().new_call(&s);
+        let next = exchange(&core, &mut s, &mut buf, peer, h, call, &rx, &o).await;
+        core.borrow_mut().end_call(call);
+        match next {
+            Next::KeepAlive => {}
+            Next::Close => return,
+            Next::Linger => return linger(&mut s).await,
+            Next::Reject(status, code) => return reject(&mut s, status, code).await,
+            Next::Upgrade(tunnel, trx, key) => {
+                return crate::ws::accept(core, s, buf, tunnel, trx, &key, &o.ws).await;
+            }
+        }
+    }
+}
+
+enum Next {
+    KeepAlive,
+    Close,
+    Linger,
+    Reject(u16, &'static str),
+    Upgrade(
+        osaurus_relay_engine::TunnelId,
+        Receiver<crate::core::TunnelMsg>,
+        String,
+    ),
+}
+
+enum BodyEnd {
+    Complete,
+    /// The engine answered before the body ended (413, 429...).
+    Answered,
+    Gone,
+    Bad(u16, &'static str),
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn exchange(
+    core: &Shared,
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    peer: SocketAddr,
+    h: http1::RequestHead,
+    call: CallId,
+    rx: &Receiver<CallMsg>,
+    o: &ConnOpts,
+) -> Next {
+    let body_follows = match h.body {
+        BodyFraming::None | BodyFraming::Length(0) => false,
+        BodyFraming::Length(_) | BodyFraming::Chunked => true,
+    };
+    let is_head = h.method == "HEAD";
+    let (keep_alive, minor) = (h.keep_alive, h.minor_version);
+    let ws_key = h.websocket_key.clone();
+    let head = RequestHead {
+        method: h.method,
+        target: h.target,
+        host: h.host,
+        headers: h.headers,
+        peer: peer.ip(),
+        content_length: match h.body {
+            BodyFraming::Length(n) => Some(n),
+            _ => None,
+        },
+        body_follows,
+        websocket: ws_key.is_some(),
+    };
+    core.borrow_mut().handle(Input::CallHead { call, head });
+    let mut answered_early = false;
+    if body_follows {
+        if h.expect_continue && rx.is_empty() {
+            let _ = s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+        }
+        match read_body(core, s, buf, h.body, call, rx, o).await {
+            BodyEnd::Complete => core.borrow_mut().handle(Input::CallBodyEnd { call }),
+            BodyEnd::Answered => answered_early = true,
+            BodyEnd::Gone => {
+                core.borrow_mut().handle(Input::CallGone { call });
+                return Next::Close;
+            }
+            BodyEnd::Bad(status, code) => {
+                core.borrow_mut().handle(Input::CallGone { call });
+                return Next::Reject(status, code);
+            }
+        }
+    }
+    let w = Writer {
+        is_head,
+        keep_alive: keep_alive && !answered_early,
+        minor,
+    };
+    let next = answer(core, s, buf, call, rx, &w, o).await;
+    match next {
+        Next::Upgrade(t, trx, _) => Next::Upgrade(t, trx, ws_key.unwrap_or_default()),
+        Next::KeepAlive if answered_early => Next::Linger,
+        other => other,
+    }
+}
+
+async fn read_body(
+    core: &Shared,
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    framing: BodyFraming,
+    call: CallId,
+    rx: &Receiver<CallMsg>,
+    o: &ConnOpts,
+) -> BodyEnd {
+    let mut remaining = match framing {
+        BodyFraming::Length(n) => Some(n),
+        _ => None,
+    };
+    let mut decoder = ChunkedDecoder::new();
+    loop {
+        if !rx.is_empty() {
+            return BodyEnd::Answered;
+        }
+        let mut need_more = buf.is_empty();
+        if !buf.is_empty() {
+            match remaining.as_mut() {
+                Some(left) => {
+                    let take = (*left).min(buf.len() as u64) as usize;
+                    core.borrow_mut().handle(Input::CallBody {
+                        call,
+                        chunk: &buf[..take],
+                    });
+                    buf.drain(..take);
+                    *left -= take as u64;
+                    if *left == 0 {
+                        return BodyEnd::Complete;
+                    }
+                    need_more = true;
+                }
+                None => match decoder.decode(buf) {
+                    Ok(Decoded::Data { consumed, data }) => {
+                        core.borrow_mut().handle(Input::CallBody {
+                            call,
+                            chunk: &buf[data],
+                        });
+                        buf.drain(..consumed);
+                    }
+                    Ok(Decoded::NeedMore { consumed }) => {
+                        buf.drain(..consumed);
+                        need_more = true;
+                    }
+                    Ok(Decoded::Done { consumed }) => {
+                        buf.drain(..consumed);
+                        return BodyEnd::Complete;
+                    }
+                    Err(_) => return BodyEnd::Bad(400, "bad_chunked_body"),
+                },
+            }
+        }
+        if need_more && !rx.is_empty() {
+            return BodyEnd::Answered;
+        }
+        if need_more {
+            match until(Instant::now() + o.io_timeout, read_more(s, buf)).await {
+                Some(Ok(0)) | Some(Err(_)) => return BodyEnd::Gone,
+                Some(Ok(_)) => {}
+                None => return BodyEnd::Bad(408, "request_timeout"),
+            }
+        }
+    }
+}
+
+struct Writer {
+    is_head: bool,
+    keep_alive: bool,
+    minor: u8,
+}
+
+impl Writer {
+    fn full(&self, r: &Response) -> Vec<u8> {
+        let has_body = status_has_body(r.status);
+        let framing = if has_body {
+            ResponseFraming::Length(r.body.len() as u64)
+        } else {
+            ResponseFraming::NoBody
+        };
+        let mut out = Vec::with_capacity(256 + if self.is_head { 0 } else { r.body.len() });
+        http1::write_head(
+            &mut out,
+            r.status,
+            &r.headers,
+            framing,
+            self.keep_alive,
+            self.minor,
+        );
+        if has_body && !self.is_head {
+            out.extend_from_slice(&r.body);
+        }
+        out
+    }
+
+    fn chunked(&self) -> bool {
+        self.minor >= 1
+    }
+}
+
+enum Event {
+    Msg(Option<CallMsg>),
+    Read(std::io::Result<usize>),
+}
+
+/// Waits for the engine's answer while watching the caller for hang-ups.
+async fn answer(
+    core: &Shared,
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    call: CallId,
+    rx: &Receiver<CallMsg>,
+    w: &Writer,
+    o: &ConnOpts,
+) -> Next {
+    loop {
+        let ev = if buf.len() < o.head.max_head_bytes {
+            let mut probe = s.clone();
+            async { Event::Msg(rx.recv().await.ok()) }
+                .or(async { Event::Read(read_more(&mut probe, buf).await) })
+                .await
+        } else {
+            Event::Msg(rx.recv().await.ok())
+        };
+        let msg = match ev {
+            Event::Read(Ok(0)) | Event::Read(Err(_)) => {
+                // Caller hung up (or half-closed): nothing more can be delivered.
+                core.borrow_mut().handle(Input::CallGone { call });
+                return Next::Close;
+            }
+            Event::Read(Ok(_)) => continue,
+            Event::Msg(None) => return Next::Close,
+            Event::Msg(Some(m)) => m,
+        };
+        let deadline = Instant::now() + o.io_timeout;
+        let ok = match msg {
+            CallMsg::Respond(r) => {
+                let out = w.full(&r);
+                return match until(deadline, s.write_all(&out)).await {
+                    Some(Ok(())) if w.keep_alive => Next::KeepAlive,
+                    _ => Next::Close,
+                };
+            }
+            CallMsg::Start(head) => {
+                let framing = if w.chunked() {
+                    ResponseFraming::Chunked
+                } else {
+                    ResponseFraming::CloseDelimited
+                };
+                let mut out = Vec::with_capacity(256);
+                http1::write_head(
+                    &mut out,
+                    head.status,
+                    &head.headers,
+                    framing,
+                    w.keep_alive && w.chunked(),
+                    w.minor,
+                );
+                until(deadline, s.write_all(&out)).await
+            }
+            CallMsg::Chunk(data) => {
+                let n = data.len() as u64;
+                let r = if w.is_head {
+                    Some(Ok(()))
+                } else if w.chunked() {
+                    let mut out = Vec::with_capacity(data.len() + 16);
+                    http1::write_chunk(&mut out, &data);
+                    until(deadline, s.write_all(&out)).await
+                } else {
+                    until(deadline, s.write_all(&data)).await
+                };
+                core.borrow_mut()
+                    .handle(Input::CallDrained { call, bytes: n });
+                r
+            }
+            CallMsg::End => {
+                if !w.chunked() || w.is_head {
+                    return if w.is_head && w.keep_alive && w.chunked() {
+                        Next::KeepAlive
+                    } else {
+                        Next::Close
+                    };
+                }
+                return match until(deadline, s.write_all(http1::LAST_CHUNK)).await {
+                    Some(Ok(())) if w.keep_alive => Next::KeepAlive,
+                    _ => Next::Close,
+                };
+            }
+            CallMsg::Abort => return Next::Close,
+            CallMsg::Upgrade(t, trx) => return Next::Upgrade(t, trx, String::new()),
+        };
+        if !matches!(ok, Some(Ok(()))) {
+            core.borrow_mut().handle(Input::CallGone { call });
+            return Next::Close;
+        }
+    }
+}

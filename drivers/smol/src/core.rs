@@ -1,0 +1,256 @@
+//! The engine shared by every task of one relay thread, and output dispatch.
+
+use crate::entropy::OsEntropy;
+use osaurus_relay_engine::http::{Response, ResponseHead};
+use osaurus_relay_engine::{CallId, Event, Input, Now, Output, Relay, TunnelId};
+use smol::channel::{unbounded, Receiver, Sender};
+use smol::net::TcpStream;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::Shutdown;
+use std::rc::Rc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tracing::{info, warn};
+
+/// What a call's connection task must do next.
+pub(crate) enum CallMsg {
+    Respond(Response),
+    Start(ResponseHead),
+    Chunk(Vec<u8>),
+    End,
+    Abort,
+    Upgrade(TunnelId, Receiver<TunnelMsg>),
+}
+
+/// What a tunnel's writer must do next.
+pub(crate) enum TunnelMsg {
+    Frame(String),
+    Close(u16, &'static str),
+}
+
+struct Peer<M> {
+    tx: Sender<M>,
+    socket: TcpStream,
+}
+
+pub(crate) struct Core {
+    relay: Relay<OsEntropy>,
+    origin: Instant,
+    calls: HashMap<CallId, Peer<CallMsg>>,
+    tunnels: HashMap<TunnelId, Peer<TunnelMsg>>,
+    next_call: u64,
+    armed: Option<u64>,
+    timer_wake: Sender<()>,
+    done: Sender<()>,
+}
+
+pub(crate) type Shared = Rc<RefCell<Core>>;
+
+impl Core {
+    pub fn new(
+        relay_cfg: osaurus_relay_engine::Config,
+        timer_wake: Sender<()>,
+        done: Sender<()>,
+    ) -> Self {
+        let origin = Instant::now();
+        let now = Now::new(0, unix_now());
+        Core {
+            relay: Relay::new(relay_cfg, OsEntropy::new(), now),
+            origin,
+            calls: HashMap::new(),
+            tunnels: HashMap::new(),
+            next_call: 0,
+            armed: None,
+            timer_wake,
+            done,
+        }
+    }
+
+    pub fn origin(&self) -> Instant {
+        self.origin
+    }
+
+    fn now(&self) -> Now {
+        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Now::new(ms, unix_now())
+    }
+
+    /// Registers a new call of the connection `socket`; its messages arrive on the receiver.
+    pub fn new_call(&mut self, socket: &TcpStream) -> (CallId, Receiver<CallMsg>) {
+        self.next_call += 1;
+        let id = CallId(self.next_call);
+        let (tx, rx) = unbounded();
+        self.calls.insert(
+            id,
+            Peer {
+                tx,
+                socket: socket.clone(),
+            },
+        );
+        (id, rx)
+    }
+
+    pub fn end_call(&mut self, id: CallId) {
+        self.calls.remove(&id);
+    }
+
+    /// Binds the socket to a tunnel whose channel the dispatcher created.
+    pub fn set_tunnel_socket(&mut self, id: TunnelId, socket: &TcpStream) {
+        if let Some(p) = self.tunnels.get_mut(&id) {
+            p.socket = socket.clone();
+        }
+    }
+
+    pub fn end_tunnel(&mut self, id: TunnelId) {
+        self.tunnels.remove(&id);
+    }
+
+    pub fn open_tunnels(&self) -> usize {
+        self.tunnels.len()
+    }
+
+    pub fn handle(&mut self, input: Input<'_>) {
+        let now = self.now();
+        self.relay.handle(now, input);
+        self.pump();
+    }
+
+    pub fn handle_timeout(&mut self) {
+        let now = self.now();
+        self.relay.handle_timeout(now);
+        self.pump();
+    }
+
+    /// The deadline the timer task should sleep until; remembers it as armed.
+    pub fn arm(&mut self) -> Option<u64> {
+        self.armed = self.relay.poll_timeout();
+        self.armed
+    }
+
+    fn pump(&mut self) {
+        while let Some(o) = self.relay.poll_output() {
+            self.dispatch(o);
+        }
+        if let Some(t) = self.relay.poll_timeout() {
+            if self.armed.is_none_or(|a| t < a) {
+                let _ = self.timer_wake.try_send(());
+            }
+        }
+    }
+
+    fn to_call(&mut self, id: CallId, msg: CallMsg) {
+        if let Some(p) = self.calls.get(&id) {
+            let _ = p.tx.try_send(msg);
+        }
+    }
+
+    fn dispatch(&mut self, o: Output) {
+        match o {
+            Output::Respond { call, response } => self.to_call(call, CallMsg::Respond(response)),
+            Output::StartStream { call, head } => self.to_call(call, CallMsg::Start(head)),
+            Output::WriteChunk { call, data } => self.to_call(call, CallMsg::Chunk(data)),
+            Output::EndStream { call } => self.to_call(call, CallMsg::End),
+            Output::AbortStream { call } => {
+                // The writer may be blocked on a caller that does not read: cut it loose.
+                if let Some(p) = self.calls.get(&call) {
+                    let _ = p.socket.shutdown(Shutdown::Both);
+                }
+                self.to_call(call, CallMsg::Abort)
+            }
+            Output::Upgrade { call, tunnel } => {
+                let (tx, rx) = unbounded();
+                if let Some(p) = self.calls.get(&call) {
+                    let socket = p.socket.clone();
+                    self.tunnels.insert(tunnel, Peer { tx, socket });
+                }
+                self.to_call(call, CallMsg::Upgrade(tunnel, rx));
+            }
+            Output::SendFrame { tunnel, text } => {
+                if let Some(p) = self.tunnels.get(&tunnel) {
+                    let _ = p.tx.try_send(TunnelMsg::Frame(text));
+                }
+            }
+            Output::CloseTunnel {
+                tunnel,
+                code,
+                reason,
+            } => {
+                if let Some(p) = self.tunnels.get(&tunnel) {
+                    let _ = p.tx.try_send(TunnelMsg::Close(code, reason));
+                }
+            }
+            Output::Event(e) => log_event(&e),
+            Output::ShutdownComplete => {
+                info!("shutdown complete: tunnels told relay_restarting");
+                let _ = self.done.try_send(());
+            }
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn log_event(e: &Event) {
+    match e {
+        Event::TunnelUp { tunnel, ip, agents } => {
+            info!(tunnel = tunnel.0, %ip, agents, "tunnel up")
+        }
+        Event::TunnelDown {
+            tunnel,
+            agents,
+            reason,
+        } => {
+            info!(tunnel = tunnel.0, agents, reason, "tunnel down")
+        }
+        Event::AuthFailed { tunnel, ip, reason } => {
+            warn!(tunnel = tunnel.0, %ip, reason, "tunnel auth failed")
+        }
+        Event::AgentAdded { tunnel, address } => info!(tunnel = tunnel.0, address, "agent added"),
+        Event::AgentRemoved {
+            tunnel,
+            address,
+            reason,
+        } => {
+            info!(tunnel = tunnel.0, address, reason, "agent removed")
+        }
+        Event::BadHostResponse { tunnel, why } => {
+            warn!(tunnel = tunnel.0, why, "bad answer from tunnel")
+        }
+        Event::SlowConsumer { tunnel } => warn!(tunnel = tunnel.0, "slow caller: stream cut"),
+        Event::ShuttingDown { calls, tunnels } => {
+            info!(calls, tunnels, "shutting down: draining calls")
+        }
+    }
+}
+
+/// Sleeps until the engine's next deadline, re-arming when it moves earlier.
+pub(crate) async fn run_timer(core: Shared, wake: Receiver<()>) {
+    loop {
+        let (deadline, origin) = {
+            let mut c = core.borrow_mut();
+            (c.arm(), c.origin())
+        };
+        let timer = match deadline {
+            Some(ms) => async_io::Timer::at(origin + std::time::Duration::from_millis(ms)),
+            None => async_io::Timer::never(),
+        };
+        let fired = smol::future::race(
+            async {
+                timer.await;
+                true
+            },
+            async {
+                let _ = wake.recv().await;
+                false
+            },
+        )
+        .await;
+        if fired {
+            core.borrow_mut().handle_timeout();
+        }
+    }
+}

@@ -1,0 +1,609 @@
+//! Strict request-head parsing (RFC 9112) on top of `httparse`.
+//!
+//! Request-target forms: origin-form (`/path`) is returned as sent; `*` only
+//! for OPTIONS; absolute-form (`http://host/path`) is accepted for the http and
+//! https schemes and reduced to its path and query, provided its authority
+//! equals the Host header (if there is no Host header, HTTP/1.0 only, the
+//! authority becomes `host`). Authority-form and anything else is rejected.
+
+use std::fmt;
+
+/// Longer methods get 501, as RFC 9112 section 3 suggests.
+pub const MAX_METHOD_LEN: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLimits {
+    pub max_head_bytes: usize,
+    pub max_headers: usize,
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        HeadLimits {
+            max_head_bytes: 16384,
+            max_headers: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    pub method: String,
+    pub target: String,
+    pub minor_version: u8,
+    pub headers: Vec<(String, String)>,
+    pub body: BodyFraming,
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+    pub websocket_key: Option<String>,
+    pub upgrade_requested: bool,
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadError {
+    BadRequest(&'static str),
+    HeadTooLarge,
+    NotImplemented(&'static str),
+    VersionNotSupported,
+}
+
+impl HeadError {
+    pub fn status(&self) -> u16 {
+        self.parts().0
+    }
+
+    pub fn reason(&self) -> &'static str {
+        self.parts().1
+    }
+
+    fn parts(&self) -> (u16, &'static str) {
+        match *self {
+            BadRequest(r) => (400, r),
+            HeadTooLarge => (431, "request header fields too large"),
+            NotImplemented(r) => (501, r),
+            VersionNotSupported => (505, "HTTP version not supported"),
+        }
+    }
+}
+
+impl fmt::Display for HeadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.status(), self.reason())
+    }
+}
+
+impl std::error::Error for HeadError {}
+
+use HeadError::{BadRequest, HeadTooLarge, NotImplemented, VersionNotSupported};
+
+type ParseResult = Result<Option<(RequestHead, usize)>, HeadError>;
+
+/// Parses one request head from the start of `buf`. `Ok(None)`: need more bytes.
+/// On success also returns the head's length; the body (if any) follows it.
+pub fn parse_head(
+    buf: &[u8],
+    limits: &HeadLimits,
+) -> Result<Option<(RequestHead, usize)>, HeadError> {
+    let over_limit = buf.len() > limits.max_head_bytes;
+    // Parsing only up to the limit bounds the work per call.
+    let window = buf.get(..limits.max_head_bytes).unwrap_or(buf);
+    // A header line takes at least 3 bytes, so more slots could never be used.
+    let slots = limits
+        .max_headers
+        .min((limits.max_head_bytes / 3).saturating_add(1));
+    let mut headers = vec![httparse::EMPTY_HEADER; slots];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(window) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if over_limit => return Err(HeadTooLarge),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadTooLarge),
+        Err(httparse::Error::Version) => return version_error(window, over_limit),
+        Err(httparse::Error::HeaderName) => return Err(BadRequest("invalid header name")),
+        Err(httparse::Error::HeaderValue) => return Err(BadRequest("invalid header value")),
+        Err(httparse::Error::NewLine) => return Err(BadRequest("invalid line ending")),
+        Err(_) => return Err(BadRequest("invalid request line")),
+    };
+    // httparse accepts bare LF line endings; a proxy must not (smuggling).
+    let head = window.get(..len).unwrap_or(window);
+    let bare_lf = head
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && i.checked_sub(1).and_then(|j| head.get(j)) != Some(&b'\r'));
+    if bare_lf {
+        return Err(BadRequest("bare LF line ending"));
+    }
+    let method = req.method.ok_or(BadRequest("missing method"))?;
+    let target = req.path.ok_or(BadRequest("missing target"))?;
+    let minor_version = req.version.ok_or(BadRequest("missing version"))?;
+    if method.len() > MAX_METHOD_LEN {
+        return Err(NotImplemented("method too long"));
+    }
+    let mut fields = Vec::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let value = std::str::from_utf8(h.value)
+            .map_err(|_| BadRequest("header value is not UTF-8"))?
+            .trim_matches(|c| c == ' ' || c == '\t');
+        fields.push((h.name.to_ascii_lowercase(), value.to_owned()));
+    }
+    let head = build(method, target, minor_version, fields)?;
+    Ok(Some((head, len)))
+}
+
+/// httparse reports `HTTP/2.0` and `HTTP/1.2` like garbage; tell them apart.
+fn version_error(window: &[u8], over_limit: bool) -> ParseResult {
+    let start = window.iter().position(|&b| b != b'\r' && b != b'\n');
+    let rest = start.and_then(|s| window.get(s..)).unwrap_or(&[]);
+    let end = rest.iter().position(|&b| b == b'\r' || b == b'\n');
+    let line = rest.get(..end.unwrap_or(rest.len())).unwrap_or(&[]);
+    let version = line.rsplit(|&b| b == b' ').next().unwrap_or(&[]);
+    let shaped = version.iter().zip(b"HTTP/d.d").all(|(&c, &p)| match p {
+        b'd' => c.is_ascii_digit(),
+        _ => c == p,
+    });
+    match (shaped, end) {
+        (true, Some(_)) if version.len() == 8 => Err(VersionNotSupported),
+        (true, None) if version.len() < 8 && over_limit => Err(HeadTooLarge),
+        (true, None) if version.len() < 8 => Ok(None),
+        _ => Err(BadRequest("invalid HTTP version")),
+    }
+}
+
+fn build(
+    method: &str,
+    target: &str,
+    minor_version: u8,
+    headers: Vec<(String, String)>,
+) -> Result<RequestHead, HeadError> {
+    let find = |name: &'static str| {
+        headers
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let any_token = |name: &'static str, token: &str| find(name).any(|v| has_token(v, token));
+
+    let lengths: Vec<&str> = find("content-length").collect();
+    let codings: Vec<&str> = find("transfer-encoding").collect();
+    let body = match (lengths.as_slice(), codings.as_slice()) {
+        (_, [_, ..]) if minor_version == 0 => {
+            return Err(BadRequest("transfer-encoding in HTTP/1.0"))
+        }
+        ([_, ..], [_, ..]) => return Err(BadRequest("both content-length and transfer-encoding")),
+        ([], []) => BodyFraming::None,
+        ([cl], []) => BodyFraming::Length(parse_length(cl)?),
+        (_, []) => return Err(BadRequest("multiple content-length headers")),
+        ([], [te]) => transfer_coding(te)?,
+        ([], _) => return Err(BadRequest("multiple transfer-encoding headers")),
+    };
+
+    let hosts: Vec<&str> = find("host").collect();
+    let mut host = match hosts.as_slice() {
+        [] if minor_version == 1 => return Err(BadRequest("missing host header")),
+        [] => None,
+        [h] if valid_authority(h) => Some(h.to_string()),
+        [_] => return Err(BadRequest("invalid host header")),
+        _ => return Err(BadRequest("multiple host headers")),
+    };
+    let target = normalize_target(method, target, &mut host)?;
+
+    let close = any_token("connection", "close");
+    let keep_alive = match minor_version {
+        1 => !close,
+        _ => !close && any_token("connection", "keep-alive"),
+    };
+    let expect_continue =
+        minor_version == 1 && find("expect").any(|v| v.eq_ignore_ascii_case("100-continue"));
+    let upgrade_requested = any_token("upgrade", "websocket");
+    let versions: Vec<&str> = find("sec-websocket-version").collect();
+    let keys: Vec<&str> = find("sec-websocket-key").collect();
+    let websocket_key = match (versions.as_slice(), keys.as_slice()) {
+        (["13"], [key])
+            if upgrade_requested
+                && method == "GET"
+                && minor_version == 1
+                && any_token("connection", "upgrade")
+                // A body on an upgrade request would desync the tunnel.
+                && matches!(body, BodyFraming::None | BodyFraming::Length(0))
+                && valid_websocket_key(key) =>
+        {
+            Some(key.to_string())
+        }
+        _ => None,
+    };
+
+    Ok(RequestHead {
+        method: method.to_owned(),
+        target,
+        minor_version,
+        headers,
+        body,
+        keep_alive,
+        expect_continue,
+        websocket_key,
+        upgrade_requested,
+        host,
+    })
+}
+
+fn parse_length(v: &str) -> Result<u64, HeadError> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(BadRequest("invalid content-length"));
+    }
+    v.parse()
+        .map_err(|_| BadRequest("content-length too large"))
+}
+
+/// Only a lone `chunked` is supported; everything else is refused.
+fn transfer_coding(v: &str) -> Result<BodyFraming, HeadError> {
+    let codings: Vec<&str> = v.split(',').map(trim_ows).collect();
+    if codings.iter().any(|c| !is_token(c.as_bytes())) {
+        return Err(BadRequest("malformed transfer-encoding"));
+    }
+    let is_chunked = |c: &str| c.eq_ignore_ascii_case("chunked");
+    match codings.iter().filter(|c| is_chunked(c)).count() {
+        1 if codings.len() == 1 => Ok(BodyFraming::Chunked),
+        n if n > 1 => Err(BadRequest("chunked applied more than once")),
+        1 if !codings.last().is_some_and(|c| is_chunked(c)) => {
+            Err(BadRequest("chunked is not final"))
+        }
+        _ => Err(NotImplemented("unsupported transfer-coding")),
+    }
+}
+
+fn normalize_target(
+    method: &str,
+    target: &str,
+    host: &mut Option<String>,
+) -> Result<String, HeadError> {
+    // Fragments never belong in a request; non-ASCII must be percent-encoded.
+    if !target.is_ascii() || target.contains('#') {
+        return Err(BadRequest("invalid request target"));
+    }
+    if target.starts_with('/') {
+        return Ok(target.to_owned());
+    }
+    if target == "*" {
+        return match method {
+            "OPTIONS" => Ok(target.to_owned()),
+            _ => Err(BadRequest("asterisk-form only allowed for OPTIONS")),
+        };
+    }
+    let scheme = |p: &str| {
+        let head = target.get(..p.len())?;
+        head.eq_ignore_ascii_case(p)
+            .then(|| target.get(p.len()..))?
+    };
+    let rest = scheme("http://")
+        .or_else(|| scheme("https://"))
+        .ok_or(BadRequest("invalid request target"))?;
+    let split = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(split);
+    if authority.is_empty() || !valid_authority(authority) {
+        return Err(BadRequest("invalid authority in request target"));
+    }
+    match host {
+        Some(h) if !h.eq_ignore_ascii_case(authority) => {
+            return Err(BadRequest("host header does not match request target"))
+        }
+        Some(_) => {}
+        None => *host = Some(authority.to_owned()),
+    }
+    Ok(match path.as_bytes().first() {
+        None => "/".to_owned(),
+        Some(b'?') => format!("/{path}"),
+        Some(_) => path.to_owned(),
+    })
+}
+
+/// uri-host [":" port] characters; userinfo ('@') is deliberately excluded.
+fn valid_authority(h: &str) -> bool {
+    h.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b))
+}
+
+fn trim_ows(s: &str) -> &str {
+    s.trim_matches(|c| c == ' ' || c == '\t')
+}
+
+fn has_token(list: &str, token: &str) -> bool {
+    list.split(',')
+        .any(|t| trim_ows(t).eq_ignore_ascii_case(token))
+}
+
+/// RFC 9110 token (also used for field names by the other modules).
+pub(crate) fn is_token(s: &[u8]) -> bool {
+    let tchar = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+    !s.is_empty() && s.iter().all(tchar)
+}
+
+/// base64 of 16 bytes: 22 alphabet characters and "==".
+fn valid_websocket_key(key: &str) -> bool {
+    let b64 = |c: u8| c.is_ascii_alphanumeric() || c == b'+' || c == b'/';
+    key.len() == 24 && key.ends_with("==") && key.bytes().take(22).all(b64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> ParseResult {
+        parse_head(s.as_bytes(), &HeadLimits::default())
+    }
+
+    /// `|` is CRLF, the blank line is appended; `+` prefixes a POST with Host.
+    fn msg(s: &str) -> String {
+        let s = match s.strip_prefix('+') {
+            Some(h) => format!("POST /u HTTP/1.1|Host: a|{h}"),
+            None => s.to_owned(),
+        };
+        format!("{}\r\n\r\n", s.replace('|', "\r\n"))
+    }
+
+    fn ok(s: &str) -> RequestHead {
+        let m = msg(s);
+        match parse(&m) {
+            Ok(Some((head, len))) if len == m.len() => head,
+            other => panic!("expected a head for {m:?}, got {other:?}"),
+        }
+    }
+
+    fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn limits(max_head_bytes: usize, max_headers: usize) -> HeadLimits {
+        HeadLimits {
+            max_head_bytes,
+            max_headers,
+        }
+    }
+
+    #[test]
+    fn parses_basic_get() {
+        let expected = RequestHead {
+            method: "GET".into(),
+            target: "/v1/chat?stream=true".into(),
+            minor_version: 1,
+            headers: owned(&[("host", "example.com"), ("x-a", "b c")]),
+            body: BodyFraming::None,
+            keep_alive: true,
+            expect_continue: false,
+            websocket_key: None,
+            upgrade_requested: false,
+            host: Some("example.com".into()),
+        };
+        let h = ok("GET /v1/chat?stream=true HTTP/1.1|Host: example.com|X-A:  b c \t");
+        assert_eq!(h, expected);
+        // Leading empty lines are skipped but count as consumed.
+        assert_eq!(ok("|PURGE /x HTTP/1.0").method, "PURGE");
+    }
+
+    const BAD_400: &[&str] = &[
+        "+Content-Length: 5|Transfer-Encoding: chunked",
+        "+Transfer-Encoding: chunked|Content-Length: 5",
+        "+Content-Length: 5, 5",
+        "+Content-Length: 5|Content-Length: 5",
+        "+Content-Length: +5",
+        "+Content-Length: -5",
+        "+Content-Length: 5 5",
+        "+Content-Length: 0x5",
+        "+Content-Length:",
+        "+Content-Length: 18446744073709551616",
+        "+Transfer-Encoding: chunked|Transfer-Encoding: chunked",
+        "+Transfer-Encoding: gzip|Transfer-Encoding: chunked",
+        "+Transfer-Encoding: chunked, chunked",
+        "+Transfer-Encoding: chunked, gzip",
+        "+Transfer-Encoding: , chunked",
+        "+Transfer-Encoding: chunked;q=1",
+        "+Transfer-Encoding: \"chunked\"",
+        "+Transfer-Encoding : chunked",
+        "+Content-Length : 5",
+        "+X-A: a| folded",
+        "+X-A: a|\tfolded",
+        "+X-A: a\rb",
+        "+X-A: a\0b",
+        "+X-A: a\x7fb",
+        "+Host: b",
+        "+X-A: b\nX-B: c",
+        "POST / HTTP/1.0|Transfer-Encoding: chunked",
+        "GET / HTTP/1.1",
+        "GET / HTTP/1.1|Host: a b",
+        "GET / HTTP/1.1|Host: u@a",
+        "GET / HTTP/1.1\nHost: a\n",
+        "GET / http/1.1",
+        "GET / HTTP/1.1x",
+        "GET / HTTP/2",
+        "GET / FOO",
+        "GET  / HTTP/1.1|Host: a",
+        "GET foo HTTP/1.1|Host: a",
+        "GET * HTTP/1.1|Host: a",
+        "CONNECT a:443 HTTP/1.1|Host: a:443",
+        "GET /a#b HTTP/1.1|Host: a",
+        "GET /\u{e9} HTTP/1.1|Host: a",
+        "GET http://b/ HTTP/1.1|Host: a",
+        "GET http:///x HTTP/1.1|Host: a",
+        "GET ftp://a/ HTTP/1.1|Host: a",
+        "G(T / HTTP/1.1|Host: a",
+    ];
+    const BAD_501: &[&str] = &[
+        "+Transfer-Encoding: xchunked",
+        "+Transfer-Encoding: identity",
+        "+Transfer-Encoding: gzip, chunked",
+        "MMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMM / HTTP/1.1|Host: a",
+    ];
+    const BAD_505: &[&str] = &["GET / HTTP/2.0|Host: a", "GET / HTTP/1.2", "GET / HTTP/0.9"];
+
+    #[test]
+    fn rejects_bad_heads() {
+        for (status, cases) in [(400, BAD_400), (501, BAD_501), (505, BAD_505)] {
+            for input in cases {
+                let got = parse(&msg(input)).map(|r| r.is_some());
+                assert_eq!(got.map_err(|e| e.status()), Err(status), "{input:?}");
+            }
+        }
+        let mut latin1 = msg("+X-A: ").into_bytes();
+        latin1.insert(latin1.len() - 4, 0xe9);
+        let err = Err(BadRequest("header value is not UTF-8"));
+        assert_eq!(parse_head(&latin1, &HeadLimits::default()), err);
+        let m32 = ok("M32MMMMMMMMMMMMMMMMMMMMMMMMMMMMM / HTTP/1.0");
+        assert_eq!(m32.method.len(), MAX_METHOD_LEN);
+    }
+
+    /// "head => field=value"
+    const GOOD: &[&str] = &[
+        "+Content-Length: 0 => body=Length(0)",
+        "+Content-Length: 007 => body=Length(7)",
+        "+Content-Length: 18446744073709551615 => body=Length(18446744073709551615)",
+        "+Transfer-Encoding: chunked => body=Chunked",
+        "+Transfer-Encoding:  ChUnKeD \t => body=Chunked",
+        "HEAD / HTTP/1.0 => body=None",
+        "GET / HTTP/1.1|Host: a => keep_alive=true",
+        "+Connection: Close => keep_alive=false",
+        "+Connection: foo, close => keep_alive=false",
+        "+Connection: closed => keep_alive=true",
+        "GET / HTTP/1.0 => keep_alive=false",
+        "GET / HTTP/1.0|Connection: Keep-Alive => keep_alive=true",
+        "GET / HTTP/1.0|Connection: keep-alive, close => keep_alive=false",
+        "+Expect: 100-Continue => expect=true",
+        "+Expect: 200-ok => expect=false",
+        "POST / HTTP/1.0|Expect: 100-continue => expect=false",
+        "GET http://a/x?y HTTP/1.1|Host: a => target=/x?y",
+        "GET HTTPS://A:8443 HTTP/1.1|Host: a:8443 => target=/",
+        "GET http://a?q=1 HTTP/1.1|Host: a => target=/?q=1",
+        "GET http://b/ HTTP/1.0 => target=/",
+        "GET http://b/ HTTP/1.0 => host=b",
+        "GET / HTTP/1.0 => host=-",
+        "OPTIONS * HTTP/1.1|Host: a => target=*",
+        "GET //x HTTP/1.1|Host: [::1]:80 => target=//x",
+        "GET / HTTP/1.1|Host: [::1]:80 => host=[::1]:80",
+    ];
+
+    #[test]
+    fn derived_fields() {
+        for case in GOOD {
+            let (input, expected) = case.split_once(" => ").unwrap();
+            let h = ok(input);
+            let got = match expected.split_once('=').unwrap().0 {
+                "body" => format!("body={:?}", h.body),
+                "keep_alive" => format!("keep_alive={}", h.keep_alive),
+                "expect" => format!("expect={}", h.expect_continue),
+                "target" => format!("target={}", h.target),
+                _ => format!("host={}", h.host.as_deref().unwrap_or("-")),
+            };
+            assert_eq!(got, expected, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn websocket_upgrade() {
+        let valid = "GET /ws HTTP/1.1|Host: a|Upgrade: WebSocket|Connection: keep-alive, Upgrade|\
+            Sec-WebSocket-Version: 13|Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==";
+        let h = ok(valid);
+        let key = Some("dGhlIHNhbXBsZSBub25jZQ==".to_owned());
+        assert_eq!((h.websocket_key, h.upgrade_requested), (key, true));
+        let broken = [
+            ("GET", "POST"),
+            ("1.1", "1.0"),
+            ("Upgrade|", "x|"),
+            ("Version: 13", "Version: 8"),
+            ("Sec-WebSocket-Version: 13|", ""),
+            ("|Sec-WebSocket-Key", "|X"),
+            ("Host: a", "Host: a|Sec-WebSocket-Version: 13"),
+            ("Key: ", "Key: a|Sec-WebSocket-Key: "),
+            ("Host: a", "Host: a|Content-Length: 3"),
+            ("Q==", "QA="),
+            ("Q==", "*=="),
+            ("dGhlIHNhbXBsZSBub25jZQ==", "abc"),
+        ];
+        for (from, to) in broken {
+            let input = valid.replacen(from, to, 1);
+            let h = ok(&input);
+            let got = (h.websocket_key, h.upgrade_requested);
+            assert_eq!(got, (None, true), "{input}");
+        }
+        let h = ok(&valid.replace("Upgrade: WebSocket|", ""));
+        assert_eq!((h.websocket_key, h.upgrade_requested), (None, false));
+    }
+
+    #[test]
+    fn incomplete_at_every_split() {
+        let full = "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc";
+        let head_len = full.len() - 3;
+        for i in 0..head_len {
+            assert_eq!(parse(&full[..i]), Ok(None), "split at {i}");
+        }
+        for i in head_len..=full.len() {
+            let (h, len) = parse(&full[..i]).unwrap().unwrap();
+            assert_eq!((h.body, len), (BodyFraming::Length(3), head_len));
+        }
+        // A bad version is reported once the line shows it.
+        let bad_version = Err(BadRequest("invalid HTTP version"));
+        assert_eq!(parse("GET / HTTP/2"), Ok(None));
+        assert_eq!(parse("GET / HTTP/2."), Ok(None));
+        assert_eq!(parse("GET / HTTP/2.0\r"), Err(VersionNotSupported));
+        assert_eq!(parse("GET / HTTP/x"), bad_version);
+    }
+
+    #[test]
+    fn size_limits() {
+        let check = |s: &str, l| parse_head(s.as_bytes(), &l).map(|r| r.map(|(_, n)| n));
+        let pad = |n: usize| msg(&format!("GET / HTTP/1.1|Host: a|X: {}", "p".repeat(n)));
+        let exact = pad(64 - pad(0).len());
+        assert_eq!(check(&exact, limits(64, 3)), Ok(Some(64)));
+        let big = pad(65 - pad(0).len());
+        assert_eq!(check(&big, limits(64, 3)), Err(HeadTooLarge));
+        assert_eq!(check(&big[..64], limits(64, 3)), Ok(None));
+        assert_eq!(check(&big[..65], limits(64, 3)), Err(HeadTooLarge));
+        let three = msg("GET / HTTP/1.1|Host: a|A: 1|B: 2");
+        assert_eq!(check(&three, limits(64, 3)), Ok(Some(three.len())));
+        let four = msg("GET / HTTP/1.1|Host: a|A: 1|B: 2|C: 3");
+        assert_eq!(check(&four, limits(64, 3)), Err(HeadTooLarge));
+        assert_eq!(check("GET / HTTP/1.1\r\n", limits(0, 0)), Err(HeadTooLarge));
+    }
+
+    #[test]
+    fn pipelined_requests() {
+        let buf = "POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi\
+            GET /b HTTP/1.1\r\nHost: a\r\n\r\nGET /c";
+        let (first, len) = parse(buf).unwrap().unwrap();
+        assert_eq!((&*first.target, first.body), ("/a", BodyFraming::Length(2)));
+        let rest = &buf[len + 2..];
+        let (second, len2) = parse(rest).unwrap().unwrap();
+        assert_eq!((&*second.target, &rest[len2..]), ("/b", "GET /c"));
+        assert_eq!(parse(&rest[len2..]), Ok(None));
+    }
+
+    #[test]
+    fn error_status_and_reason() {
+        let errors = [
+            BadRequest("x"),
+            HeadTooLarge,
+            NotImplemented("y"),
+            VersionNotSupported,
+        ];
+        assert_eq!(errors.map(|e| e.status()), [400, 431, 501, 505]);
+        let reasons = [
+            "x",
+            "request header fields too large",
+            "y",
+            "HTTP version not supported",
+        ];
+        assert_eq!(errors.map(|e| e.reason()), reasons);
+        assert_eq!(
+            HeadTooLarge.to_string(),
+            "431 request header fields too large"
+        );
+    }
+}

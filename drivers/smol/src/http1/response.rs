@@ -1,0 +1,344 @@
+//! Writing response heads and chunks. `write_head` owns the framing and
+//! connection headers so a handler can never produce an ambiguous message.
+
+use std::io::Write;
+
+/// Terminates a chunked body that has no trailers.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseFraming {
+    Length(u64),
+    /// Only for HTTP/1.1 clients; the caller must not pick it for HTTP/1.0.
+    Chunked,
+    /// The body ends when the connection closes (HTTP/1.0 streams).
+    CloseDelimited,
+    /// 1xx/204/304: no body and no length header.
+    NoBody,
+}
+
+/// Writes `HTTP/1.1 <status> <reason>`, the caller's headers, then the framing
+/// and connection headers, then the blank line.
+///
+/// Caller headers named content-length, transfer-encoding or connection are
+/// dropped, as are headers with an invalid name or a control character (CR,
+/// LF, NUL...) in the value. Status codes outside 100..=999 become 500. For
+/// 1xx and 204 no framing header is written whatever `framing` says; 101 gets
+/// `connection: upgrade`, other 1xx no connection header. `CloseDelimited`
+/// always gets `connection: close`.
+pub fn write_head(
+    out: &mut Vec<u8>,
+    status: u16,
+    headers: &[(String, String)],
+    framing: ResponseFraming,
+    keep_alive: bool,
+    minor_version: u8,
+) {
+    let status = if (100..=999).contains(&status) {
+        status
+    } else {
+        500
+    };
+    let _ = write!(out, "HTTP/1.1 {status} {}\r\n", reason_phrase(status));
+    for (name, value) in headers {
+        let owned = ["content-length", "transfer-encoding", "connection"]
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h));
+        if owned || !crate::http1::head::is_token(name.as_bytes()) || !is_field_value(value) {
+            continue;
+        }
+        for part in [name.as_bytes(), b": ", value.as_bytes(), b"\r\n"] {
+            out.extend_from_slice(part);
+        }
+    }
+    // RFC 9110 section 8.6: no Content-Length in 1xx or 204 responses.
+    let framing = match status {
+        100..=199 | 204 => ResponseFraming::NoBody,
+        _ => framing,
+    };
+    match framing {
+        ResponseFraming::Length(n) => {
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
+        ResponseFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        ResponseFraming::CloseDelimited | ResponseFraming::NoBody => {}
+    }
+    let close = !keep_alive || framing == ResponseFraming::CloseDelimited;
+    // Interim responses (other than 101) say nothing about the connection.
+    let connection: &[u8] = match status {
+        101 => b"connection: upgrade\r\n",
+        100..=199 => b"",
+        _ if close => b"connection: close\r\n",
+        _ if minor_version == 0 => b"connection: keep-alive\r\n",
+        _ => b"",
+    };
+    out.extend_from_slice(connection);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Rejects every control character except HTAB, not just CR and LF.
+fn is_field_value(s: &str) -> bool {
+    s.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+/// Appends one chunk; empty data writes nothing (an empty chunk would end the body).
+pub fn write_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    let _ = write!(out, "{:x}\r\n", data.len());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Standard reason phrase, or "" for unregistered codes (the phrase is optional).
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        203 => "Non-Authoritative Information",
+        204 => "No Content",
+        205 => "Reset Content",
+        206 => "Partial Content",
+        300 => "Multiple Choices",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        412 => "Precondition Failed",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        416 => "Range Not Satisfiable",
+        417 => "Expectation Failed",
+        421 => "Misdirected Request",
+        422 => "Unprocessable Content",
+        426 => "Upgrade Required",
+        428 => "Precondition Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(
+        status: u16,
+        headers: &[(&str, &str)],
+        framing: ResponseFraming,
+        keep_alive: bool,
+        minor: u8,
+    ) -> String {
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        let mut out = b"prefix|".to_vec();
+        write_head(&mut out, status, &headers, framing, keep_alive, minor);
+        let text = String::from_utf8(out).unwrap();
+        text.strip_prefix("prefix|")
+            .expect("appends, never clears")
+            .to_owned()
+    }
+
+    #[test]
+    fn framing_and_connection_headers() {
+        use ResponseFraming::*;
+        let cases = [
+            (
+                200,
+                Length(12),
+                true,
+                1,
+                "HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\n",
+            ),
+            (
+                200,
+                Length(0),
+                false,
+                1,
+                "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            ),
+            (
+                200,
+                Chunked,
+                true,
+                1,
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+            ),
+            (
+                200,
+                Length(3),
+                true,
+                0,
+                "HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: keep-alive\r\n\r\n",
+            ),
+            (
+                200,
+                Length(3),
+                false,
+                0,
+                "HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\n",
+            ),
+            (
+                200,
+                CloseDelimited,
+                false,
+                0,
+                "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n",
+            ),
+            (
+                200,
+                CloseDelimited,
+                true,
+                1,
+                "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n",
+            ),
+            (304, NoBody, true, 1, "HTTP/1.1 304 Not Modified\r\n\r\n"),
+            (204, Length(5), true, 1, "HTTP/1.1 204 No Content\r\n\r\n"),
+            (100, Chunked, true, 1, "HTTP/1.1 100 Continue\r\n\r\n"),
+            (100, NoBody, false, 0, "HTTP/1.1 100 Continue\r\n\r\n"),
+            (
+                101,
+                NoBody,
+                true,
+                1,
+                "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\n\r\n",
+            ),
+            (
+                599,
+                Length(1),
+                true,
+                1,
+                "HTTP/1.1 599 \r\ncontent-length: 1\r\n\r\n",
+            ),
+            (
+                42,
+                Length(1),
+                true,
+                1,
+                "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 1\r\n\r\n",
+            ),
+            (
+                1000,
+                NoBody,
+                true,
+                1,
+                "HTTP/1.1 500 Internal Server Error\r\n\r\n",
+            ),
+            (
+                200,
+                Length(u64::MAX),
+                true,
+                1,
+                "HTTP/1.1 200 OK\r\ncontent-length: 18446744073709551615\r\n\r\n",
+            ),
+        ];
+        for (status, framing, keep_alive, minor, expected) in cases {
+            assert_eq!(
+                head(status, &[], framing, keep_alive, minor),
+                expected,
+                "{status} {framing:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn filters_caller_headers() {
+        let headers = [
+            ("Content-Type", "text/plain"),
+            ("Content-Length", "99"),
+            ("transfer-encoding", "chunked"),
+            ("CONNECTION", "keep-alive"),
+            ("X-Split", "a\r\nInjected: yes"),
+            ("X-Lf", "a\nb"),
+            ("X-Nul", "a\0b"),
+            ("Bad Name", "v"),
+            ("Bad:Name", "v"),
+            ("X-Inj\r\nEvil", "v"),
+            ("", "v"),
+            ("X-Tab", "a\tb"),
+            ("Upgrade", "websocket"),
+            ("X-Utf8", "caf\u{e9}"),
+        ];
+        let got = head(101, &headers, ResponseFraming::NoBody, true, 1);
+        let expected =
+            "HTTP/1.1 101 Switching Protocols\r\nContent-Type: text/plain\r\nX-Tab: a\tb\r\n\
+            Upgrade: websocket\r\nX-Utf8: caf\u{e9}\r\nconnection: upgrade\r\n\r\n";
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn chunks() {
+        let big = [7u8; 255];
+        let big_chunk = [&b"ff\r\n"[..], &big, b"\r\n"].concat();
+        let cases: &[(&[u8], &[u8])] = &[
+            (b"", b""),
+            (b"a", b"1\r\na\r\n"),
+            (b"0123456789abcdef", b"10\r\n0123456789abcdef\r\n"),
+            (&big, &big_chunk),
+        ];
+        for &(data, expected) in cases {
+            let mut out = b"x".to_vec();
+            write_chunk(&mut out, data);
+            assert_eq!(out.split_first(), Some((&b'x', expected)));
+        }
+        assert_eq!(LAST_CHUNK, b"0\r\n\r\n");
+    }
+
+    #[test]
+    fn output_round_trips_through_chunked_decoder() {
+        let mut out = Vec::new();
+        for piece in [&b"hello "[..], b"", b"world"] {
+            write_chunk(&mut out, piece);
+        }
+        out.extend_from_slice(LAST_CHUNK);
+        let mut dec = crate::http1::chunked::ChunkedDecoder::new();
+        let (mut rest, mut body) = (out.as_slice(), Vec::new());
+        while let Ok(crate::http1::chunked::Decoded::Data { consumed, data }) = dec.decode(rest) {
+            body.extend_from_slice(&rest[data]);
+            rest = &rest[consumed..];
+        }
+        assert_eq!(body, b"hello world");
+        assert!(dec.is_done());
+    }
+
+    #[test]
+    fn reason_phrases() {
+        let cases = [
+            (200, "OK"),
+            (404, "Not Found"),
+            (431, "Request Header Fields Too Large"),
+            (777, ""),
+        ];
+        for (status, reason) in cases {
+            assert_eq!(reason_phrase(status), reason);
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! The Osaurus relay on smol: the driver that wires the sans-IO engine to sockets.
+
+pub mod config;
+mod conn;
+mod core;
+pub mod entropy;
+pub mod http1;
+pub mod server;
+mod ws;
+
+pub use config::ServeArgs;
+pub use server::{run, RelayHandle};

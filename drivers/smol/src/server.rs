@@ -1,0 +1,142 @@
+//! The relay server: accept loop, graceful shutdown, and an in-process handle for tests.
+
+use crate::config::ServeArgs;
+use crate::conn::{self, ConnOpts};
+use crate::core::{self, Core};
+use crate::http1::HeadLimits;
+use crate::ws::WsOpts;
+use osaurus_relay_engine::Input;
+use smol::channel::{unbounded, Receiver, Sender};
+use smol::future::FutureExt;
+use smol::net::TcpListener;
+use smol::LocalExecutor;
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use tracing::info;
+
+fn conn_opts(a: &ServeArgs) -> ConnOpts {
+    ConnOpts {
+        head: HeadLimits::default(),
+        header_timeout: a.header_timeout,
+        idle_timeout: a.idle_timeout,
+        io_timeout: a.response_timeout.max(Duration::from_secs(1)),
+        ws: WsOpts {
+            max_message: a.max_frame_bytes,
+            write_timeout: a.response_timeout.max(Duration::from_secs(1)),
+        },
+    }
+}
+
+/// Serves on `listener` until `stop` yields, then drains and closes tunnels.
+pub async fn serve(
+    ex: &LocalExecutor<'static>,
+    args: ServeArgs,
+    listener: TcpListener,
+    stop: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let (wake_tx, wake_rx) = unbounded();
+    let (done_tx, done_rx) = unbounded();
+    let core = Rc::new(RefCell::new(Core::new(
+        args.engine_config(),
+        wake_tx,
+        done_tx,
+    )));
+    ex.spawn(core::run_timer(core.clone(), wake_rx)).detach();
+    let opts = Rc::new(conn_opts(&args));
+    info!(addr = %listener.local_addr()?, base_domain = %args.base_domain, "listening");
+    let accept = async {
+        loop {
+            match listener.accept().await {
+                Ok((s, peer)) => {
+                    let _ = s.set_nodelay(true);
+                    ex.spawn(conn::serve(core.clone(), s, peer, opts.clone()))
+                        .detach();
+                }
+                // Out of descriptors and the like: back off instead of spinning.
+                Err(_) => {
+                    async_io::Timer::after(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    };
+    accept.or(stop).await;
+    drop(listener);
+    info!("shutdown requested: no new connections");
+    core.borrow_mut().handle(Input::Shutdown);
+    let _ = done_rx.recv().await;
+    // Give tunnel writers a moment to deliver their close frames.
+    let grace = Instant::now() + Duration::from_secs(2);
+    while core.borrow().open_tunnels() > 0 && Instant::now() < grace {
+        async_io::Timer::after(Duration::from_millis(10)).await;
+    }
+    info!("stopped");
+    Ok(())
+}
+
+/// Binds per `args` and serves until SIGTERM or SIGINT.
+pub fn run(args: ServeArgs) -> std::io::Result<()> {
+    let ex: &'static LocalExecutor<'static> = Box::leak(Box::new(LocalExecutor::new()));
+    smol::block_on(ex.run(async {
+        let listener = TcpListener::bind((args.bind_addr, args.port)).await?;
+        let signals =
+            async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])?;
+        let stop = async move {
+            let mut signals = signals;
+            let _ = smol::stream::StreamExt::next(&mut signals).await;
+        };
+        serve(ex, args, listener, stop).await
+    }))
+}
+
+/// A relay running on its own thread (tests, embedding).
+pub struct RelayHandle {
+    pub addr: SocketAddr,
+    stop: Sender<()>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl RelayHandle {
+    /// Starts a relay bound to `addr` (use port 0 for an OS-chosen port).
+    pub fn spawn(args: ServeArgs, addr: SocketAddr) -> std::io::Result<RelayHandle> {
+        let std_listener = std::net::TcpListener::bind(addr)?;
+        let addr = std_listener.local_addr()?;
+        let (stop_tx, stop_rx): (Sender<()>, Receiver<()>) = unbounded();
+        let thread = std::thread::spawn(move || {
+            let ex: &'static LocalExecutor<'static> = Box::leak(Box::new(LocalExecutor::new()));
+            smol::block_on(ex.run(async {
+                let listener = TcpListener::try_from(std_listener)?;
+                serve(ex, args, listener, async move {
+                    let _ = stop_rx.recv().await;
+                })
+                .await
+            }))
+        });
+        Ok(RelayHandle {
+            addr,
+            stop: stop_tx,
+            thread: Some(thread),
+        })
+    }
+
+    /// Begins graceful shutdown (like SIGTERM).
+    pub fn shutdown(&self) {
+        let _ = self.stop.try_send(());
+    }
+
+    /// Waits for the relay thread to finish.
+    pub fn join(mut self) -> std::io::Result<()> {
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(std::io::Error::other("relay thread panicked")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RelayHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
