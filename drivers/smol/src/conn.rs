@@ -39,11 +39,24 @@ pub(crate) async fn until<T>(
 }
 
 /// Appends what one read returns to `buf`; `Ok(0)` is end of stream.
+/// Cancel-safe: if the future is dropped mid-read, `buf` is left as it was.
 async fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-    let old = buf.len();
-    buf.resize(old + READ_CHUNK, 0);
-    let r = s.read(&mut buf[old..]).await;
-    buf.truncate(old + *r.as_ref().unwrap_or(&0));
+    struct Fill<'a> {
+        buf: &'a mut Vec<u8>,
+        len: usize,
+    }
+    impl Drop for Fill<'_> {
+        fn drop(&mut self) {
+            self.buf.truncate(self.len);
+        }
+    }
+    let len = buf.len();
+    buf.resize(len + READ_CHUNK, 0);
+    let mut fill = Fill { buf, len };
+    let r = s.read(&mut fill.buf[len..]).await;
+    if let Ok(n) = r {
+        fill.len = len + n;
+    }
     r
 }
 
@@ -112,20 +125,21 @@ async fn reject(s: &mut TcpStream, status: u16, code: &str) {
     }
 }
 
-/// Half-closes, then drains briefly: closing with unread input would reset
-/// the connection and could destroy the answer before the caller reads it.
+/// Half-closes, then drains for a while: closing with unread input would
+/// reset the connection and could destroy the answer before the caller reads it.
 async fn linger(s: &mut TcpStream) {
     let _ = s.shutdown(Shutdown::Write);
-    let deadline = Instant::now() + Duration::from_millis(500);
-    let mut sink = [0u8; 1024];
-    let mut budget = 256 * 1024usize;
+    let deadline = Instant::now() + LINGER;
+    let mut sink = vec![0u8; READ_CHUNK];
     while let Some(Ok(n)) = until(deadline, s.read(&mut sink)).await {
-        if n == 0 || n >= budget {
+        if n == 0 {
             break;
         }
-        budget -= n;
     }
 }
+
+/// Longest a rejected caller may keep sending before the connection is dropped.
+const LINGER: Duration = Duration::from_secs(2);
 
 pub(crate) async fn serve(core: Shared, mut s: TcpStream, peer: SocketAddr, o: Rc<ConnOpts>) {
     let mut buf: Vec<u8> = Vec::new();
