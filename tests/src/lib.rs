@@ -1,3 +1,4 @@
 //! Shared helpers for the simulation and end-to-end tests.
 
+pub mod e2e;
 pub mod harness;
