@@ -138,7 +138,7 @@ impl Core {
         }
     }
 
-    fn to_call(&mut self, id: CallId, msg: CallMsg) {
+    fn send_call(&mut self, id: CallId, msg: CallMsg) {
         if let Some(p) = self.calls.get(&id) {
             let _ = p.tx.try_send(msg);
         }
@@ -146,16 +146,16 @@ impl Core {
 
     fn dispatch(&mut self, o: Output) {
         match o {
-            Output::Respond { call, response } => self.to_call(call, CallMsg::Respond(response)),
-            Output::StartStream { call, head } => self.to_call(call, CallMsg::Start(head)),
-            Output::WriteChunk { call, data } => self.to_call(call, CallMsg::Chunk(data)),
-            Output::EndStream { call } => self.to_call(call, CallMsg::End),
+            Output::Respond { call, response } => self.send_call(call, CallMsg::Respond(response)),
+            Output::StartStream { call, head } => self.send_call(call, CallMsg::Start(head)),
+            Output::WriteChunk { call, data } => self.send_call(call, CallMsg::Chunk(data)),
+            Output::EndStream { call } => self.send_call(call, CallMsg::End),
             Output::AbortStream { call } => {
                 // The writer may be blocked on a caller that does not read: cut it loose.
                 if let Some(p) = self.calls.get(&call) {
                     let _ = p.socket.shutdown(Shutdown::Both);
                 }
-                self.to_call(call, CallMsg::Abort)
+                self.send_call(call, CallMsg::Abort)
             }
             Output::Upgrade { call, tunnel } => {
                 let (tx, rx) = unbounded();
@@ -163,7 +163,7 @@ impl Core {
                     let socket = p.socket.clone();
                     self.tunnels.insert(tunnel, Peer { tx, socket });
                 }
-                self.to_call(call, CallMsg::Upgrade(tunnel, rx));
+                self.send_call(call, CallMsg::Upgrade(tunnel, rx));
             }
             Output::SendFrame { tunnel, text } => {
                 if let Some(p) = self.tunnels.get(&tunnel) {
