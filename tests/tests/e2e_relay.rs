@@ -313,3 +313,28 @@ fn graceful_shutdown_drains_then_closes_tunnels_with_1012() {
     });
     relay.join().expect("relay exits cleanly");
 }
+
+#[test]
+fn a_tunnel_that_never_reads_gets_tunnel_send_failed() {
+    let relay = start(|a| a.max_tunnel_buffer = 1024 * 1024);
+    smol::block_on(async {
+        let a = key(1);
+        // Authenticated, then never reads again.
+        let _t = Tunnel::connect(relay.addr, &[&a]).await;
+        let body = vec![b'z'; 1024 * 1024];
+        let mut statuses = Vec::new();
+        for _ in 0..40 {
+            let mut c = Caller::connect(relay.addr).await;
+            c.send(&post(&host_of(&a), "/", &body)).await;
+            // Requests the relay could queue wait for a 504; the one it refuses is answered at once.
+            let r = c.response(false).await;
+            statuses.push(r.status);
+            if r.status == 502 {
+                assert_eq!(r.text(), r#"{"error":"tunnel_send_failed"}"#);
+                break;
+            }
+        }
+        assert_eq!(statuses.last(), Some(&502), "{statuses:?}");
+        assert!(statuses[..statuses.len() - 1].iter().all(|s| *s == 504), "{statuses:?}");
+    });
+}

@@ -98,6 +98,14 @@ pub struct ServeArgs {
     /// Idle keep-alive connections are closed after this long.
     #[arg(long, env = "IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
     pub idle_timeout: Duration,
+    /// Frame bytes queued for a tunnel that does not read before calls to it
+    /// fail with 502 tunnel_send_failed.
+    #[arg(long, env = "MAX_TUNNEL_BUFFER", default_value_t = 64 * 1024 * 1024)]
+    pub max_tunnel_buffer: u64,
+    /// Stream bytes buffered for a caller that reads slower than the tunnel
+    /// sends before the response is cut.
+    #[arg(long, env = "MAX_STREAM_BUFFER", default_value_t = 4 * 1024 * 1024)]
+    pub max_stream_buffer: u64,
     /// Largest WebSocket message accepted from a tunnel.
     #[arg(long, env = "MAX_FRAME_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_frame_bytes: usize,
@@ -128,6 +136,8 @@ impl ServeArgs {
             nonce_ttl: self.nonce_ttl,
             timestamp_window: self.timestamp_window,
             drain_timeout: self.drain_timeout,
+            max_tunnel_buffer: self.max_tunnel_buffer,
+            max_stream_buffer: self.max_stream_buffer,
             ..Config::default()
         }
     }
