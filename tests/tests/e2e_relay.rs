@@ -335,6 +335,9 @@ fn a_tunnel_that_never_reads_gets_tunnel_send_failed() {
             }
         }
         assert_eq!(statuses.last(), Some(&502), "{statuses:?}");
-        assert!(statuses[..statuses.len() - 1].iter().all(|s| *s == 504), "{statuses:?}");
+        assert!(
+            statuses[..statuses.len() - 1].iter().all(|s| *s == 504),
+            "{statuses:?}"
+        );
     });
 }
