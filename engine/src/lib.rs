@@ -52,6 +52,7 @@
 //! The client side of the tunnel protocol lives in the same style in
 //! [`frame`] (both directions of the wire) and [`auth`] (signing).
 
+pub mod agent;
 pub mod auth;
 mod call;
 pub mod frame;
