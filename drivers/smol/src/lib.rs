@@ -1,10 +1,12 @@
 //! The Osaurus relay on smol: the driver that wires the sans-IO engine to sockets.
 
+pub mod client;
 pub mod config;
 mod conn;
 mod core;
 pub mod entropy;
 pub mod http1;
+pub mod keys;
 pub mod server;
 mod ws;
 

@@ -1,5 +1,8 @@
-use clap::{Parser, Subcommand};
-use osaurus_relay::ServeArgs;
+use clap::{Args, Parser, Subcommand};
+use osaurus_relay::client::{self, Local, RelayUrl, TunnelOpts};
+use osaurus_relay::{keys, ServeArgs};
+use osaurus_relay_engine::agent::ClientConfig;
+use std::path::PathBuf;
 
 /// The Osaurus relay: a public URL for each Osaurus agent, over one WebSocket tunnel.
 #[derive(Parser)]
@@ -19,6 +22,56 @@ struct Cli {
 enum Command {
     /// Run the relay server (the default).
     Serve(ServeArgs),
+    /// Expose a local HTTP server through a relay, as the Osaurus app does.
+    Tunnel(TunnelArgs),
+    /// Write a new agent key (mode 0600) and print its address.
+    Keygen {
+        /// Where to write the key.
+        #[arg(long, default_value = "agent.key")]
+        out: PathBuf,
+    },
+    /// Print the address of an agent key.
+    Address { file: PathBuf },
+}
+
+#[derive(Args)]
+struct TunnelArgs {
+    /// The relay to connect to (wss:// or ws://).
+    #[arg(long, env = "RELAY_URL", default_value = "wss://agent.osaurus.ai")]
+    relay: String,
+    /// The local HTTP server to expose (http://host:port).
+    #[arg(long)]
+    to: String,
+    /// An agent key file; repeat for several agents on one tunnel.
+    #[arg(long = "key", required = true)]
+    keys: Vec<PathBuf>,
+    /// Also pass the agent's address to the local server in this header
+    /// (the Osaurus app uses its own X-Osaurus-Agent-Id).
+    #[arg(long)]
+    agent_header: Option<String>,
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("error: {msg}");
+    std::process::exit(2);
+}
+
+fn tunnel(a: TunnelArgs) {
+    let relay = RelayUrl::parse(&a.relay).unwrap_or_else(|e| fail(&e));
+    let local = Local::parse(&a.to, a.agent_header).unwrap_or_else(|e| fail(&e));
+    let keys = a
+        .keys
+        .iter()
+        .map(|p| keys::read(p).unwrap_or_else(|e| fail(&e)))
+        .collect();
+    let opts = TunnelOpts {
+        relay,
+        local,
+        keys,
+        client: ClientConfig::default(),
+    };
+    let ex: &'static smol::LocalExecutor<'static> = Box::leak(Box::new(smol::LocalExecutor::new()));
+    smol::block_on(ex.run(client::run(ex, opts)));
 }
 
 fn main() {
@@ -32,11 +85,23 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let result = match cli.command {
-        Some(Command::Serve(a)) => osaurus_relay::run(a),
-        None => osaurus_relay::run(cli.serve),
+    let serve = match cli.command {
+        None => cli.serve,
+        Some(Command::Serve(a)) => a,
+        Some(Command::Tunnel(a)) => return tunnel(a),
+        Some(Command::Keygen { out }) => {
+            let k = keys::generate();
+            keys::write(&out, &k).unwrap_or_else(|e| fail(&format!("{}: {e}", out.display())));
+            println!("{}", keys::address(&k));
+            return;
+        }
+        Some(Command::Address { file }) => {
+            let k = keys::read(&file).unwrap_or_else(|e| fail(&e));
+            println!("{}", keys::address(&k));
+            return;
+        }
     };
-    if let Err(e) = result {
+    if let Err(e) = osaurus_relay::run(serve) {
         tracing::error!(error = %e, "relay failed");
         std::process::exit(1);
     }
