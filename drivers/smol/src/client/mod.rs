@@ -30,7 +30,7 @@ pub struct TunnelOpts {
 enum Ev {
     Dialed(
         u64,
-        Result<async_tungstenite::WebSocketStream<dial::Conn>, String>,
+        Result<Box<async_tungstenite::WebSocketStream<dial::Conn>>, String>,
     ),
     Text(u64, String),
     Closed(u64),
@@ -73,7 +73,9 @@ pub async fn run(ex: &LocalExecutor<'static>, o: TunnelOpts) {
                     let (g, tx, relay) = (generation, ev_tx.clone(), o.relay.clone());
                     info!(relay = %relay.connect_url(), "connecting");
                     ex.spawn(async move {
-                        let _ = tx.send(Ev::Dialed(g, dial::dial(&relay).await)).await;
+                        let _ = tx
+                            .send(Ev::Dialed(g, dial::dial(&relay).await.map(Box::new)))
+                            .await;
                     })
                     .detach();
                 }
@@ -149,7 +151,7 @@ pub async fn run(ex: &LocalExecutor<'static>, o: TunnelOpts) {
                 client.handle(now(), ClientInput::Disconnected);
             }
             Ev::Dialed(g, Ok(ws)) => {
-                let (mut tx_ws, mut rx_ws) = ws.split();
+                let (mut tx_ws, mut rx_ws) = (*ws).split();
                 let (wtx, wrx) = unbounded::<Message>();
                 let etx = ev_tx.clone();
                 let write_task = ex.spawn(async move {
