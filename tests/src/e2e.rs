@@ -350,3 +350,72 @@ pub fn post(host: &str, path: &str, body: &[u8]) -> Vec<u8> {
     r.extend_from_slice(body);
     r
 }
+
+/// A tunnel client (`osaurus-relay tunnel`) running on its own thread.
+pub struct ClientHandle {
+    pub events: smol::channel::Receiver<osaurus_relay_engine::agent::ClientEvent>,
+    stop: smol::channel::Sender<()>,
+    pub thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ClientHandle {
+    pub fn spawn(relay: SocketAddr, to: &str, keys: &[&SecretKey]) -> ClientHandle {
+        use osaurus_relay::client::{run, Local, RelayUrl, TunnelOpts};
+        let (etx, erx) = smol::channel::unbounded();
+        let (stx, srx) = smol::channel::unbounded::<()>();
+        let client = osaurus_relay_engine::agent::ClientConfig {
+            backoff_base: Duration::from_millis(50),
+            backoff_max: Duration::from_millis(400),
+            ..Default::default()
+        };
+        let opts = TunnelOpts {
+            relay: RelayUrl::parse(&format!("ws://{relay}")).expect("relay url"),
+            local: Local::parse(to, None).expect("local url"),
+            keys: keys.iter().map(|k| (*k).clone()).collect(),
+            client,
+            stdin_commands: false,
+            events: Some(etx),
+        };
+        let thread = std::thread::spawn(move || {
+            let ex: &'static smol::LocalExecutor<'static> =
+                Box::leak(Box::new(smol::LocalExecutor::new()));
+            smol::block_on(ex.run(smol::future::or(run(ex, opts), async {
+                let _ = srx.recv().await;
+            })));
+        });
+        ClientHandle {
+            events: erx,
+            stop: stx,
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits for the next status event matching `want`, skipping others.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        want: impl Fn(&osaurus_relay_engine::agent::ClientEvent) -> bool,
+    ) {
+        within(what, async {
+            loop {
+                let e = self.events.recv().await.expect("client still running");
+                if want(&e) {
+                    return;
+                }
+            }
+        })
+        .await
+    }
+
+    pub async fn online(&self) {
+        use osaurus_relay_engine::agent::ClientEvent;
+        self.wait_for("client online", |e| matches!(e, ClientEvent::Online { .. }))
+            .await
+    }
+}
+
+impl Drop for ClientHandle {
+    fn drop(&mut self) {
+        let _ = self.stop.try_send(());
+    }
+}

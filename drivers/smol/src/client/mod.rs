@@ -25,6 +25,10 @@ pub struct TunnelOpts {
     pub local: Local,
     pub keys: Vec<SecretKey>,
     pub client: ClientConfig,
+    /// Take `add <keyfile>` / `remove <address>` commands from standard input.
+    pub stdin_commands: bool,
+    /// Also deliver every status event here (tests, embedding).
+    pub events: Option<Sender<ClientEvent>>,
 }
 
 enum Ev {
@@ -64,7 +68,9 @@ pub async fn run(ex: &LocalExecutor<'static>, o: TunnelOpts) {
     let mut generation = 0u64;
     let mut writer: Option<(Sender<Message>, Task<()>, Task<()>)> = None;
     let mut inflight: HashMap<String, Inflight> = HashMap::new();
-    spawn_stdin(ex, ev_tx.clone());
+    if o.stdin_commands {
+        spawn_stdin(ex, ev_tx.clone());
+    }
     loop {
         while let Some(out) = client.poll_output() {
             match out {
@@ -100,11 +106,11 @@ pub async fn run(ex: &LocalExecutor<'static>, o: TunnelOpts) {
                         body,
                     };
                     let task = ex.spawn(async move {
-                        let mut events = Vec::new();
-                        l.call(&req, &mut |e| events.push(e)).await;
-                        for e in events {
-                            let _ = tx.send(Ev::Local(rid.clone(), e)).await;
-                        }
+                        // Unbounded: each event reaches the loop as it happens.
+                        l.call(&req, &mut |e| {
+                            let _ = tx.try_send(Ev::Local(rid.clone(), e));
+                        })
+                        .await;
                     });
                     inflight.insert(
                         id,
@@ -121,7 +127,12 @@ pub async fn run(ex: &LocalExecutor<'static>, o: TunnelOpts) {
                         info!(method = %f.method, path = %f.path, "cancelled by the relay");
                     }
                 }
-                ClientOutput::Status(e) => report(&e),
+                ClientOutput::Status(e) => {
+                    report(&e);
+                    if let Some(tx) = &o.events {
+                        let _ = tx.try_send(e);
+                    }
+                }
                 ClientOutput::Stopped => {
                     warn!("no agents left to serve: stopping");
                     return;

@@ -1,0 +1,153 @@
+//! A local HTTP server owned by a test: the thing a tunnel client exposes.
+
+use osaurus_relay::http1::{parse_head, BodyFraming, HeadLimits};
+use smol::channel::{unbounded, Receiver, Sender};
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+use smol::net::{TcpListener, TcpStream};
+use std::net::SocketAddr;
+
+/// Routes: `GET /hello` → "hello from <name>"; `POST /echo` → the body; `GET /sse` → one SSE
+/// event per string the test sends on `sse`, ending on an empty one;
+/// `GET /hang` → never answers, and reports on `hang_closed` when the caller drops it.
+pub struct Origin {
+    pub addr: SocketAddr,
+    pub sse: Sender<String>,
+    pub hang_started: Receiver<()>,
+    pub hang_closed: Receiver<()>,
+    stop: Sender<()>,
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        let _ = self.stop.try_send(());
+    }
+}
+
+struct Chans {
+    name: String,
+    sse: Receiver<String>,
+    hang_started: Sender<()>,
+    hang_closed: Sender<()>,
+}
+
+impl Origin {
+    pub fn spawn(name: &str) -> Origin {
+        let std_l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let addr = std_l.local_addr().expect("local addr");
+        let (sse_tx, sse_rx) = unbounded();
+        let (hs_tx, hs_rx) = unbounded();
+        let (hc_tx, hc_rx) = unbounded();
+        let (stop_tx, stop_rx) = unbounded::<()>();
+        let chans = std::sync::Arc::new(Chans {
+            name: name.into(),
+            sse: sse_rx,
+            hang_started: hs_tx,
+            hang_closed: hc_tx,
+        });
+        std::thread::spawn(move || {
+            let ex = smol::LocalExecutor::new();
+            smol::block_on(ex.run(async {
+                let l = TcpListener::try_from(std_l).expect("async listener");
+                let accept = async {
+                    while let Ok((s, _)) = l.accept().await {
+                        ex.spawn(serve(s, chans.clone())).detach();
+                    }
+                };
+                smol::future::or(accept, async {
+                    let _ = stop_rx.recv().await;
+                })
+                .await;
+            }));
+        });
+        Origin {
+            addr,
+            sse: sse_tx,
+            hang_started: hs_rx,
+            hang_closed: hc_rx,
+            stop: stop_tx,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+async fn serve(mut s: TcpStream, c: std::sync::Arc<Chans>) {
+    let mut buf = Vec::new();
+    loop {
+        let (head, n) = loop {
+            if let Ok(Some(h)) = parse_head(&buf, &HeadLimits::default()) {
+                break h;
+            }
+            let mut tmp = [0u8; 8192];
+            match s.read(&mut tmp).await {
+                Ok(0) | Err(_) => return,
+                Ok(k) => buf.extend_from_slice(&tmp[..k]),
+            }
+        };
+        buf.drain(..n);
+        let len = match head.body {
+            BodyFraming::Length(l) => l as usize,
+            _ => 0,
+        };
+        while buf.len() < len {
+            let mut tmp = [0u8; 8192];
+            match s.read(&mut tmp).await {
+                Ok(0) | Err(_) => return,
+                Ok(k) => buf.extend_from_slice(&tmp[..k]),
+            }
+        }
+        let body: Vec<u8> = buf.drain(..len).collect();
+        let reply = |ctype: &str, body: &[u8]| {
+            let mut r = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            r.extend_from_slice(body);
+            r
+        };
+        match head.target.as_str() {
+            "/hello" => {
+                let _ = s
+                    .write_all(&reply(
+                        "text/plain",
+                        format!("hello from {}", c.name).as_bytes(),
+                    ))
+                    .await;
+            }
+            "/echo" => {
+                let _ = s.write_all(&reply("application/octet-stream", &body)).await;
+            }
+            "/sse" => {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n").await;
+                while let Ok(ev) = c.sse.recv().await {
+                    if ev.is_empty() {
+                        break;
+                    }
+                    let _ = s
+                        .write_all(format!("{:x}\r\n{ev}\r\n", ev.len()).as_bytes())
+                        .await;
+                }
+                let _ = s.write_all(b"0\r\n\r\n").await;
+            }
+            "/hang" => {
+                let _ = c.hang_started.send(()).await;
+                let mut tmp = [0u8; 64];
+                while let Ok(k) = s.read(&mut tmp).await {
+                    if k == 0 {
+                        break;
+                    }
+                }
+                let _ = c.hang_closed.send(()).await;
+                return;
+            }
+            _ => {
+                let _ = s
+                    .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+        }
+    }
+}
