@@ -69,6 +69,8 @@ fn tunnel(a: TunnelArgs) {
         local,
         keys,
         client: ClientConfig::default(),
+        stdin_commands: true,
+        events: None,
     };
     let ex: &'static smol::LocalExecutor<'static> = Box::leak(Box::new(smol::LocalExecutor::new()));
     smol::block_on(ex.run(client::run(ex, opts)));
