@@ -341,3 +341,27 @@ fn a_tunnel_that_never_reads_gets_tunnel_send_failed() {
         );
     });
 }
+
+#[test]
+fn an_oversized_tunnel_message_is_closed_with_1009() {
+    let relay = start(|a| a.max_frame_bytes = 64 * 1024);
+    smol::block_on(async {
+        let a = key(1);
+        let mut t = Tunnel::connect(relay.addr, &[&a]).await;
+        let mut other = Tunnel::connect(relay.addr, &[&key(2)]).await;
+        t.send_text(&"x".repeat(64 * 1024 + 1)).await;
+        assert_eq!(t.closed().await, Some((1009, "message too big".into())));
+        let r = call(relay.addr, &get(&host_of(&a), "/")).await;
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (502, r#"{"error":"agent_offline"}"#)
+        );
+        // The other tunnel is undisturbed.
+        let mut c = Caller::connect(relay.addr).await;
+        c.send(&get(&host_of(&key(2)), "/still")).await;
+        let (id, _, path, _, _) = other.request().await;
+        assert_eq!(path, "/still");
+        other.reply(&id, 200, "text/plain", "fine").await;
+        assert_eq!(c.response(false).await.text(), "fine");
+    });
+}

@@ -1,0 +1,62 @@
+//! The `osaurus-relay` binary itself: start-up, configuration errors, SIGTERM.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_osaurus-relay"))
+}
+
+#[test]
+fn invalid_settings_stop_start_up_naming_the_setting() {
+    for (var, value, needle) in [
+        ("PORT", "eighty", "--port"),
+        ("DUPLICATE_POLICY", "both", "--duplicate-policy"),
+        ("RESPONSE_TIMEOUT", "30", "--response-timeout"),
+        ("CLIENT_IP_HEADER", "bad header", "--client-ip-header"),
+    ] {
+        let out = bin().env(var, value).output().expect("runs");
+        assert!(!out.status.success(), "{var}={value} must fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{var}: {err}");
+    }
+}
+
+#[test]
+fn serves_then_exits_cleanly_on_sigterm() {
+    let mut child = bin()
+        .args(["--bind-addr", "127.0.0.1", "--port", "0"])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    lines.read_line(&mut line).expect("a log line");
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+        .unwrap_or_else(|| panic!("no listening line: {line}"))
+        .to_string();
+    let mut s = TcpStream::connect(&addr).expect("connects");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200 OK"), "{resp}");
+    assert!(resp.ends_with(r#"{"status":"ok","tunnels":0}"#), "{resp}");
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.wait().expect("exits");
+    assert_eq!(status.code(), Some(0));
+    let mut rest = String::new();
+    lines.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("shutdown complete"), "{rest}");
+}
