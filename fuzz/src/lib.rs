@@ -9,8 +9,11 @@ pub use client_steps::client_steps;
 pub use parsers::{chunked, frame_client, frame_relay, http_head};
 pub use relay_steps::{relay_steps, relay_steps_counters};
 
+/// A fuzz target body.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, for corpus replay.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("frame_relay", frame_relay),
     ("frame_client", frame_client),
     ("http_head", http_head),
