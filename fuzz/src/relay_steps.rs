@@ -230,7 +230,6 @@ impl World {
         };
         match op % 12 {
             0 => {
-                let c = self.new_call();
                 let head = self.head(
                     "GET",
                     "/tunnel/connect",
@@ -238,6 +237,7 @@ impl World {
                     true,
                     b.next()? % 3,
                 );
+                let c = self.new_call();
                 self.relay
                     .handle(self.now, Input::CallHead { call: c, head });
             }
@@ -247,12 +247,13 @@ impl World {
                 self.auth(t, mask & 7, good);
             }
             2 => {
-                let c = self.new_call();
                 let k = &self.keys[(b.next()? % 3) as usize];
                 let host = format!("{}.f.test", to_lower(&k.address()));
                 let method = b.pick(&["GET", "POST", "OPTIONS", "HEAD"])?;
                 let mut head = self.head(method, "/x", host, false, 9);
                 let body = b.next()?;
+                // Read every byte first: a short input must not leave a call the relay never saw.
+                let c = self.new_call();
                 if body % 3 == 0 {
                     head.body_follows = true;
                     head.content_length = (body % 2 == 0).then_some(body as u64);
