@@ -243,7 +243,8 @@ async fn exchange(
     let next = answer(core, s, buf, call, rx, &w, o).await;
     match next {
         Next::Upgrade(t, trx, _) => Next::Upgrade(t, trx, ws_key.unwrap_or_default()),
-        Next::KeepAlive if answered_early => Next::Linger,
+        // The unread rest of the body is still coming: drain before closing.
+        Next::KeepAlive | Next::Close if answered_early => Next::Linger,
         other => other,
     }
 }
