@@ -164,7 +164,7 @@ fn a_flood_of_request_challenge_is_rate_limited_and_bounded() {
 
 #[test]
 fn a_declared_body_that_never_arrives_times_out() {
-    let relay = start(|_| {});
+    let relay = start(|a| a.response_timeout = std::time::Duration::from_millis(800));
     smol::block_on(async {
         let a = key(1);
         let mut t = Tunnel::connect(relay.addr, &[&a]).await;

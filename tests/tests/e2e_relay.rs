@@ -3,6 +3,7 @@
 use osaurus_relay_engine::frame::{ClientFrame, Headers, ServerFrame};
 use osaurus_relay_tests::e2e::*;
 use osaurus_relay_tests::harness::{host_of, key, lower};
+use std::time::Duration;
 
 fn hv(pairs: &[(&str, &str)]) -> Headers {
     Headers(
@@ -54,6 +55,7 @@ fn contract_error_rows() {
     let relay = start(|a| {
         a.agent_requests_per_min = 2;
         a.max_tunnels_per_ip = 1;
+        a.response_timeout = Duration::from_millis(800);
     });
     smol::block_on(async {
         let (a, off) = (key(1), key(2));
@@ -267,7 +269,7 @@ fn tunnel_loss_mid_call_and_mid_stream() {
 
 #[test]
 fn slowloris_caller_does_not_delay_others() {
-    let relay = start(|_| {});
+    let relay = start(|a| a.header_timeout = Duration::from_millis(800));
     smol::block_on(async {
         let a = key(1);
         let mut t = Tunnel::connect(relay.addr, &[&a]).await;
@@ -316,7 +318,10 @@ fn graceful_shutdown_drains_then_closes_tunnels_with_1012() {
 
 #[test]
 fn a_tunnel_that_never_reads_gets_tunnel_send_failed() {
-    let relay = start(|a| a.max_tunnel_buffer = 1024 * 1024);
+    let relay = start(|a| {
+        a.max_tunnel_buffer = 1024 * 1024;
+        a.response_timeout = Duration::from_millis(800);
+    });
     smol::block_on(async {
         let a = key(1);
         // Authenticated, then never reads again.
