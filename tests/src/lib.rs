@@ -3,3 +3,4 @@
 pub mod e2e;
 pub mod harness;
 pub mod origin;
+pub mod sim;
