@@ -50,6 +50,14 @@ impl CallState {
 }
 
 impl<E: Entropy> Relay<E> {
+    /// `max_body_bytes`, where 0 means unlimited.
+    fn body_limit(&self) -> u64 {
+        match self.cfg.max_body_bytes {
+            0 => u64::MAX,
+            n => n,
+        }
+    }
+
     pub(crate) fn agent_call(
         &mut self,
         call: CallId,
@@ -66,17 +74,11 @@ impl<E: Entropy> Relay<E> {
         if !self.agents.contains_key(&agent) {
             return self.respond(call, http::error(502, "agent_offline"));
         }
-        if head
-            .content_length
-            .is_some_and(|n| n > self.cfg.max_body_bytes)
-        {
+        if head.content_length.is_some_and(|n| n > self.body_limit()) {
             return self.respond(call, http::error(413, "body_too_large"));
         }
         let headers = http::forward_headers(&head.headers, &to_lower(&agent), ip);
-        let capacity = head
-            .content_length
-            .unwrap_or(0)
-            .min(self.cfg.max_body_bytes) as usize;
+        let capacity = head.content_length.unwrap_or(0).min(self.body_limit()) as usize;
         let state = CallState::Receiving {
             method: head.method,
             path: head.target,
@@ -97,7 +99,7 @@ impl<E: Entropy> Relay<E> {
     }
 
     pub(crate) fn on_body(&mut self, call: CallId, chunk: &[u8]) {
-        let max = self.cfg.max_body_bytes;
+        let max = self.body_limit();
         let Some(Call {
             state: CallState::Receiving { body, .. },
             ..

@@ -36,6 +36,7 @@ pub struct Config {
     pub max_agents_per_tunnel: u32,
     /// `request_challenge` and `add_agent` per connection per minute.
     pub control_frames_per_min: u32,
+    /// Request body limit; 0 means unlimited.
     pub max_body_bytes: u64,
     pub auth_timeout: Duration,
     pub response_timeout: Duration,

@@ -584,3 +584,26 @@ fn rate_limit_state_is_bounded_under_a_flood_of_ips() {
     h.advance(20_000);
     assert_eq!(h.relay.sizes().limiter_keys, 0);
 }
+
+#[test]
+fn zero_limits_mean_unlimited() {
+    let mut h = H::new(Config {
+        max_body_bytes: 0,
+        agent_requests_per_min: 0,
+        ..test_config()
+    });
+    let a = key(1);
+    let t = h.connect(&[&a]);
+    for _ in 0..150 {
+        let (c, out) = h.request(H::head("POST", "/", &host_of(&a)), b"x");
+        assert!(
+            response(&out, c).is_none(),
+            "no 429 with no per-agent limit"
+        );
+        h.reply(t, &request_id(&out), 200, "ok");
+    }
+    let big = vec![b'a'; 11 * 1024 * 1024];
+    let (c, out) = h.request(H::head("POST", "/", &host_of(&a)), &big);
+    assert!(response(&out, c).is_none(), "no 413 with no body limit");
+    assert_eq!(frames(&out, t).len(), 1);
+}

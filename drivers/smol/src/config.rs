@@ -38,7 +38,7 @@ fn domain(s: &str) -> Result<String, String> {
     }
 }
 
-/// Every setting of the relay server. A rate or count of 0 means unlimited.
+/// Every setting of the relay server. A rate, count or size limit of 0 means unlimited.
 #[derive(Args, Clone, Debug)]
 pub struct ServeArgs {
     /// TCP port to listen on.
@@ -70,6 +70,7 @@ pub struct ServeArgs {
     /// request_challenge and add_agent frames per tunnel per minute.
     #[arg(long, env = "CONTROL_FRAMES_PER_MIN", default_value_t = 10)]
     pub control_frames_per_min: u32,
+    /// Request body limit in bytes (0: unlimited).
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub max_body_bytes: u64,
     #[arg(long, env = "AUTH_TIMEOUT", default_value = "10s", value_parser = duration)]
