@@ -58,17 +58,28 @@ pub fn client_ip(headers: &[(String, String)], peer: IpAddr, source: &ClientIpSo
 
 /// Never forwarded to a tunnel: hop-by-hop, proxy-internal, or the caller's secrets.
 fn strip_request_header(name: &str) -> bool {
+    is_hop_request_header(name)
+        || matches!(
+            name,
+            "cookie"
+                | "proxy-authorization"
+                | "x-forwarded-proto"
+                | "x-forwarded-host"
+                | "x-forwarded-port"
+                | "x-forwarded-for"
+                | "x-real-ip"
+                | "x-agent-address"
+        )
+        || name.starts_with("fly-")
+        || name.starts_with("cf-")
+}
+
+/// Request headers (lowercase) that describe one connection, not the request:
+/// a proxy never passes them on.
+pub fn is_hop_request_header(name: &str) -> bool {
     matches!(
         name,
         "host"
-            | "cookie"
-            | "proxy-authorization"
-            | "x-forwarded-proto"
-            | "x-forwarded-host"
-            | "x-forwarded-port"
-            | "x-forwarded-for"
-            | "x-real-ip"
-            | "x-agent-address"
             | "connection"
             | "keep-alive"
             | "proxy-connection"
@@ -77,8 +88,7 @@ fn strip_request_header(name: &str) -> bool {
             | "transfer-encoding"
             | "upgrade"
             | "expect"
-    ) || name.starts_with("fly-")
-        || name.starts_with("cf-")
+    )
 }
 
 /// The request headers a tunnel sees: lowercased names, repeated names joined

@@ -1,11 +1,11 @@
 //! End-to-end helpers: a relay on 127.0.0.1:0, a WebSocket tunnel peer, raw HTTP callers.
 
-use crate::harness::{checksum, DOMAIN};
+use crate::harness::DOMAIN;
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::WebSocketStream;
 use osaurus_relay::{RelayHandle, ServeArgs};
-use osaurus_relay_engine::auth::{tunnel_message, SecretKey};
-use osaurus_relay_engine::frame::{AgentSig, ClientFrame, Headers, ServerFrame};
+use osaurus_relay_engine::auth::SecretKey;
+use osaurus_relay_engine::frame::{ClientFrame, Headers, ServerFrame};
 use smol::future::FutureExt;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
@@ -83,21 +83,7 @@ impl Tunnel {
     }
 
     pub fn auth_text(keys: &[&SecretKey], nonce: &str) -> String {
-        let ts = unix_now();
-        let agents = keys
-            .iter()
-            .map(|k| {
-                let address = checksum(k);
-                let signature = k.sign_message(tunnel_message(&address, nonce, ts).as_bytes());
-                AgentSig { address, signature }
-            })
-            .collect();
-        ClientFrame::Auth {
-            agents,
-            nonce: nonce.into(),
-            timestamp: ts,
-        }
-        .encode()
+        crate::harness::auth_text(keys, nonce, unix_now())
     }
 
     /// Opens and authenticates; asserts `auth_ok`.

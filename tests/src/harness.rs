@@ -43,6 +43,36 @@ pub fn host_of(k: &SecretKey) -> String {
     format!("{}.{DOMAIN}", lower(k))
 }
 
+/// An `auth` frame in which each key signs, as the Osaurus app does, with
+/// its checksummed address.
+pub fn auth_text(keys: &[&SecretKey], nonce: &str, ts: u64) -> String {
+    let agents = keys
+        .iter()
+        .map(|k| {
+            let address = checksum(k);
+            let signature = k.sign_message(tunnel_message(&address, nonce, ts).as_bytes());
+            AgentSig { address, signature }
+        })
+        .collect();
+    let nonce = nonce.into();
+    ClientFrame::Auth {
+        agents,
+        nonce,
+        timestamp: ts,
+    }
+    .encode()
+}
+
+/// Headers from string pairs.
+pub fn hv(pairs: &[(&str, &str)]) -> Headers {
+    Headers(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
 pub fn ip(s: &str) -> IpAddr {
     s.parse().expect("test IPs parse")
 }
@@ -148,21 +178,7 @@ impl H {
     }
 
     pub fn auth_frame(&self, keys: &[&SecretKey], nonce: &str) -> String {
-        let ts = self.now.unix_secs;
-        let agents = keys
-            .iter()
-            .map(|k| {
-                let address = checksum(k);
-                let signature = k.sign_message(tunnel_message(&address, nonce, ts).as_bytes());
-                AgentSig { address, signature }
-            })
-            .collect();
-        ClientFrame::Auth {
-            agents,
-            nonce: nonce.into(),
-            timestamp: ts,
-        }
-        .encode()
+        auth_text(keys, nonce, self.now.unix_secs)
     }
 
     pub fn text(&mut self, tunnel: TunnelId, text: &str) -> Vec<Output> {

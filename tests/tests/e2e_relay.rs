@@ -1,18 +1,9 @@
 //! The relay over real sockets: a WebSocket tunnel peer and raw HTTP/1.1 callers.
 
-use osaurus_relay_engine::frame::{ClientFrame, Headers, ServerFrame};
+use osaurus_relay_engine::frame::{ClientFrame, ServerFrame};
 use osaurus_relay_tests::e2e::*;
-use osaurus_relay_tests::harness::{host_of, key, lower};
+use osaurus_relay_tests::harness::{host_of, hv, key, lower};
 use std::time::Duration;
-
-fn hv(pairs: &[(&str, &str)]) -> Headers {
-    Headers(
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    )
-}
 
 #[test]
 fn buffered_call_round_trip_and_keep_alive_reuse() {

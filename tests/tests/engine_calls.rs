@@ -1,17 +1,8 @@
 //! Public calls through the engine: routing, errors, relay, streams, timeouts.
 
-use osaurus_relay_engine::frame::{ClientFrame, Headers, ServerFrame};
+use osaurus_relay_engine::frame::{ClientFrame, ServerFrame};
 use osaurus_relay_engine::{Config, Input, Output};
 use osaurus_relay_tests::harness::*;
-
-fn hv(pairs: &[(&str, &str)]) -> Headers {
-    Headers(
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    )
-}
 
 #[test]
 fn contract_error_table_on_agent_hosts() {

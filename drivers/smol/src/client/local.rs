@@ -44,19 +44,7 @@ const MAX_BODY: usize = 64 << 20;
 
 /// Request headers that belong to one hop, or that this client writes itself.
 fn hop(name: &str) -> bool {
-    matches!(
-        name,
-        "host"
-            | "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "content-length"
-            | "expect"
-    )
+    name == "content-length" || osaurus_relay_engine::http::is_hop_request_header(name)
 }
 
 impl Local {
