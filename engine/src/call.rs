@@ -9,7 +9,7 @@ use crate::output::{Event, Output};
 use crate::relay::Relay;
 use crate::time::{random_hex, Entropy};
 use crate::timer::TimerKey;
-use std::net::IpAddr;
+use core::net::IpAddr;
 
 pub(crate) struct Call {
     pub agent: Address,

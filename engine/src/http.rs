@@ -3,7 +3,7 @@
 use crate::auth::{parse_address, Address};
 use crate::frame::Headers;
 use crate::limits::ClientIpSource;
-use std::net::IpAddr;
+use core::net::IpAddr;
 
 /// A complete response the relay makes or relays.
 #[derive(Clone, Debug, PartialEq, Eq)]

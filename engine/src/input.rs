@@ -1,6 +1,6 @@
 //! Events the driver feeds into the engine.
 
-use std::net::IpAddr;
+use core::net::IpAddr;
 
 /// A tunnel (one authenticated WebSocket), numbered by the engine at upgrade.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -2,7 +2,7 @@
 
 use crate::http::{Response, ResponseHead};
 use crate::input::{CallId, TunnelId};
-use std::net::IpAddr;
+use core::net::IpAddr;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {

@@ -10,8 +10,8 @@ use crate::stats::{Counters, Stats};
 use crate::time::{Entropy, Now};
 use crate::timer::{TimerKey, Timers};
 use crate::tunnel::Tunnel;
+use core::net::IpAddr;
 use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
 
 /// How often idle rate-limit buckets are forgotten.
 const SWEEP_MS: u64 = 10_000;

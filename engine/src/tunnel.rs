@@ -8,8 +8,8 @@ use crate::output::{Event, Output};
 use crate::relay::Relay;
 use crate::time::{random_hex, Entropy};
 use crate::timer::TimerKey;
+use core::net::IpAddr;
 use std::collections::{HashSet, VecDeque};
-use std::net::IpAddr;
 
 pub(crate) struct Tunnel {
     pub ip: IpAddr,
