@@ -122,6 +122,12 @@ pub enum ClientEvent {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Control {
+    Challenge,
+    Add,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Connecting,
     AwaitChallenge,
@@ -142,6 +148,9 @@ pub struct Client<E: Entropy> {
     adding: VecDeque<SecretKey>,
     /// Keys whose `add_agent` was sent, awaiting `agent_added` or an error.
     confirming: VecDeque<SecretKey>,
+    /// Control frames sent and not yet answered, oldest first: the relay
+    /// answers them in order, so an error belongs to the front one.
+    outstanding: VecDeque<Control>,
     /// Requests being served locally, and whether their answer is streaming.
     inflight: HashMap<String, bool>,
     attempt: u32,
@@ -172,6 +181,7 @@ impl<E: Entropy> Client<E> {
             keys,
             adding: VecDeque::new(),
             confirming: VecDeque::new(),
+            outstanding: VecDeque::new(),
             inflight: HashMap::new(),
             attempt: 0,
             online_since: None,
@@ -322,6 +332,7 @@ impl<E: Entropy> Client<E> {
                 }
                 if self.state == State::Ready {
                     self.adding.push_back(key);
+                    self.outstanding.push_back(Control::Challenge);
                     self.send(ClientFrame::RequestChallenge);
                 } else {
                     self.keys.push(key);
@@ -360,9 +371,15 @@ impl<E: Entropy> Client<E> {
                 let hint = hint(&error);
                 self.status(ClientEvent::AuthFailed { error, hint });
                 self.out.push_back(ClientOutput::Close);
+                // Do not wait for the socket to report its close: retry on schedule.
+                self.disconnected();
             }
             (State::Ready, ServerFrame::Challenge { nonce }) => {
+                if self.outstanding.front() == Some(&Control::Challenge) {
+                    self.outstanding.pop_front();
+                }
                 if let Some(key) = self.adding.pop_front() {
+                    self.outstanding.push_back(Control::Add);
                     let AgentSig { address, signature } = self.sign(&key, &nonce);
                     let timestamp = self.now.unix_secs;
                     self.confirming.push_back(key);
@@ -425,16 +442,25 @@ impl<E: Entropy> Client<E> {
                     self.restart_now = true;
                     self.status(ClientEvent::RelayRestarting);
                 } else {
-                    let add_failed = matches!(
+                    let control_failed = matches!(
                         error.as_str(),
                         "invalid_nonce"
                             | "invalid_signature"
                             | "max_agents_reached"
                             | "address_already_registered"
+                            | "rate_limited"
                     );
-                    if add_failed {
-                        // Answers come in order: the oldest pending add failed.
-                        self.confirming.pop_front();
+                    // Answers come in order: the oldest control frame failed.
+                    match self.outstanding.front() {
+                        Some(Control::Add) if control_failed => {
+                            self.outstanding.pop_front();
+                            self.confirming.pop_front();
+                        }
+                        Some(Control::Challenge) if error == "rate_limited" => {
+                            self.outstanding.pop_front();
+                            self.adding.pop_front();
+                        }
+                        _ => {}
                     }
                     self.status(ClientEvent::RelayError { error });
                 }
@@ -453,6 +479,7 @@ impl<E: Entropy> Client<E> {
             self.out.push_back(ClientOutput::CancelLocal { id });
         }
         // Adds not confirmed yet go into the next handshake.
+        self.outstanding.clear();
         self.keys.extend(self.confirming.drain(..));
         self.keys.extend(self.adding.drain(..));
         if self.keys.is_empty() {

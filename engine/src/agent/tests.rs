@@ -444,3 +444,37 @@ fn auth_errors_explain_themselves() {
     assert!(p.seen.contains(&ClientOutput::Status(want)), "{:?}", p.seen);
     assert_eq!(p.reconnect_delays().len(), 1, "it closed and will retry");
 }
+
+#[test]
+fn a_rate_limited_add_does_not_shift_later_adds() {
+    let (a, b, c) = (key(1), key(2), key(3));
+    let mut p = Pair::new(vec![a.clone()]);
+    // The relay refuses the first request_challenge; the second add must still sign for `c`.
+    p.client.handle(p.now, ClientInput::AddAgent(b.clone()));
+    p.client.handle(p.now, ClientInput::AddAgent(c.clone()));
+    let mut sent = Vec::new();
+    while let Some(o) = p.client.poll_output() {
+        sent.push(o);
+    }
+    assert_eq!(sent.len(), 2, "two request_challenge frames: {sent:?}");
+    p.client.handle(
+        p.now,
+        ClientInput::Text(r#"{"type":"error","error":"rate_limited"}"#),
+    );
+    // Deliver the second request_challenge to the relay for real.
+    let ClientOutput::Send(rc) = &sent[1] else {
+        panic!()
+    };
+    let t = p.tunnel.unwrap();
+    p.relay.handle(
+        p.now,
+        Input::TunnelText {
+            tunnel: t,
+            text: rc,
+        },
+    );
+    p.run();
+    assert_eq!(p.relay.agent_tunnel(&c.address()), Some(t), "c was added");
+    assert_eq!(p.relay.agent_tunnel(&b.address()), None);
+    assert_eq!(p.client.agents(), vec![a.address(), c.address()]);
+}

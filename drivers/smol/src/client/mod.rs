@@ -31,6 +31,8 @@ pub struct TunnelOpts {
     pub events: Option<Sender<ClientEvent>>,
 }
 
+const DIAL_TIMEOUT: Duration = Duration::from_secs(15);
+
 enum Ev {
     Dialed(
         u64,
@@ -79,9 +81,15 @@ pub async fn run(ex: &LocalExecutor<'static>, o: TunnelOpts) {
                     let (g, tx, relay) = (generation, ev_tx.clone(), o.relay.clone());
                     info!(relay = %relay.connect_url(), "connecting");
                     ex.spawn(async move {
-                        let _ = tx
-                            .send(Ev::Dialed(g, dial::dial(&relay).await.map(Box::new)))
+                        // A peer that accepts TCP but never finishes TLS or the
+                        // upgrade must not leave the client offline for good.
+                        let dialed = async { dial::dial(&relay).await.map(Box::new) }
+                            .or(async {
+                                async_io::Timer::after(DIAL_TIMEOUT).await;
+                                Err("timed out connecting to the relay".to_string())
+                            })
                             .await;
+                        let _ = tx.send(Ev::Dialed(g, dialed)).await;
                     })
                     .detach();
                 }
@@ -112,6 +120,8 @@ pub async fn run(ex: &LocalExecutor<'static>, o: TunnelOpts) {
                         })
                         .await;
                     });
+                    // Query strings may carry secrets: logs get the path only.
+                    let path = path.split('?').next().unwrap_or("").to_string();
                     inflight.insert(
                         id,
                         Inflight {
