@@ -166,3 +166,26 @@ fn stream_to_http10_caller_is_close_delimited() {
         assert_eq!((r.status, r.text().as_str()), (200, "ab"));
     });
 }
+
+#[test]
+fn no_body_statuses_are_framed_so_keep_alive_continues() {
+    let relay = start(|_| {});
+    smol::block_on(async {
+        let a = key(1);
+        let mut t = Tunnel::connect(relay.addr, &[&a]).await;
+        let mut c = Caller::connect(relay.addr).await;
+        for (status, length) in [(204u16, None), (205, Some("0")), (304, None)] {
+            c.send(&get(&host_of(&a), "/nb")).await;
+            let (id, ..) = t.request().await;
+            t.reply(&id, status, "text/plain", "must not appear").await;
+            let r = c.response(false).await;
+            assert_eq!((r.status, r.header("content-length")), (status, length));
+            assert!(r.body.is_empty());
+        }
+        // The connection is still in sync: the next answer is read whole.
+        c.send(&get(&host_of(&a), "/after")).await;
+        let (id, ..) = t.request().await;
+        t.reply(&id, 200, "text/plain", "in sync").await;
+        assert_eq!(c.response(false).await.text(), "in sync");
+    });
+}

@@ -325,10 +325,10 @@ struct Writer {
 impl Writer {
     fn full(&self, r: &Response) -> Vec<u8> {
         let has_body = status_has_body(r.status);
-        let framing = if has_body {
-            ResponseFraming::Length(r.body.len() as u64)
-        } else {
-            ResponseFraming::NoBody
+        // Only 1xx, 204 and 304 end at the blank line; a 205 needs its zero length.
+        let framing = match r.status {
+            204 | 304 => ResponseFraming::NoBody,
+            _ => ResponseFraming::Length(if has_body { r.body.len() as u64 } else { 0 }),
         };
         let mut out = Vec::with_capacity(256 + if self.is_head { 0 } else { r.body.len() });
         http1::write_head(
