@@ -83,7 +83,8 @@ impl<E: Entropy> Relay<E> {
             method: head.method,
             path: head.target,
             headers,
-            body: Vec::with_capacity(capacity.min(1 << 20)),
+            // A declared length is only a claim: reserve little before bytes arrive.
+            body: Vec::with_capacity(capacity.min(64 * 1024)),
         };
         self.calls.insert(
             call,

@@ -245,3 +245,42 @@ fn a_caller_that_never_reads_its_stream_is_cut_and_the_tunnel_told() {
         still_serving(relay.addr, &mut t, &a).await;
     });
 }
+
+#[test]
+fn a_trickled_body_hits_the_total_body_deadline() {
+    let relay = start(|a| a.body_timeout = std::time::Duration::from_millis(600));
+    smol::block_on(async {
+        let a = key(1);
+        let mut t = Tunnel::connect(relay.addr, &[&a]).await;
+        let mut c = Caller::connect(relay.addr).await;
+        let head = format!(
+            "POST / HTTP/1.1\r\nHost: {}\r\nContent-Length: 1000\r\n\r\n",
+            host_of(&a)
+        );
+        c.send(head.as_bytes()).await;
+        // One byte every 100 ms: every read makes progress, the whole never arrives in time.
+        let mut writer = c.s.clone();
+        let trickle = async move {
+            loop {
+                smol::Timer::after(std::time::Duration::from_millis(100)).await;
+                if smol::io::AsyncWriteExt::write_all(&mut writer, b"x")
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        };
+        let r = smol::future::or(async { Some(c.response(false).await) }, async {
+            trickle.await;
+            None
+        })
+        .await
+        .expect("an answer before the trickle ends");
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (408, r#"{"error":"request_timeout"}"#)
+        );
+        still_serving(relay.addr, &mut t, &a).await;
+    });
+}

@@ -96,6 +96,9 @@ pub struct ServeArgs {
     /// Time a caller has to send a complete request head (slowloris guard).
     #[arg(long, env = "HEADER_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub header_timeout: Duration,
+    /// Time a caller has to send a whole request body (then 408).
+    #[arg(long, env = "BODY_TIMEOUT", default_value = "60s", value_parser = duration)]
+    pub body_timeout: Duration,
     /// Idle keep-alive connections are closed after this long.
     #[arg(long, env = "IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
     pub idle_timeout: Duration,

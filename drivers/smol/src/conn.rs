@@ -20,6 +20,8 @@ pub(crate) struct ConnOpts {
     pub idle_timeout: Duration,
     /// Longest wait for progress while reading a body or writing an answer.
     pub io_timeout: Duration,
+    /// Longest time a whole request body may take to arrive.
+    pub body_timeout: Duration,
     pub ws: crate::ws::WsOpts,
 }
 
@@ -263,6 +265,9 @@ async fn read_body(
         _ => None,
     };
     let mut decoder = ChunkedDecoder::new();
+    // A total deadline, not one per read: a trickle of one byte now and then
+    // must not pin a buffered body for hours.
+    let body_deadline = Instant::now() + o.body_timeout;
     loop {
         if !rx.is_empty() {
             return BodyEnd::Answered;
@@ -307,7 +312,8 @@ async fn read_body(
             return BodyEnd::Answered;
         }
         if need_more {
-            match until(Instant::now() + o.io_timeout, read_more(s, buf)).await {
+            let deadline = body_deadline.min(Instant::now() + o.io_timeout);
+            match until(deadline, read_more(s, buf)).await {
                 Some(Ok(0)) | Some(Err(_)) => return BodyEnd::Gone,
                 Some(Ok(_)) => {}
                 None => return BodyEnd::Bad(408, "request_timeout"),

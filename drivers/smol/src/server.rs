@@ -22,6 +22,7 @@ fn conn_opts(a: &ServeArgs) -> ConnOpts {
         header_timeout: a.header_timeout,
         idle_timeout: a.idle_timeout,
         io_timeout: a.response_timeout.max(Duration::from_secs(1)),
+        body_timeout: a.body_timeout,
         ws: WsOpts {
             max_message: a.max_frame_bytes,
             write_timeout: a.response_timeout.max(Duration::from_secs(1)),
