@@ -56,6 +56,21 @@ pub fn client_ip(headers: &[(String, String)], peer: IpAddr, source: &ClientIpSo
         .unwrap_or(peer)
 }
 
+/// The key per-IP limits count under: an IPv4 address, or an IPv6 /64 (one
+/// subscriber usually holds a whole /64, so per-/128 limits would bind nothing).
+pub fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(core::net::Ipv6Addr::from(prefix))
+            }
+        },
+    }
+}
+
 /// Never forwarded to a tunnel: hop-by-hop, proxy-internal, or the caller's secrets.
 fn strip_request_header(name: &str) -> bool {
     is_hop_request_header(name)

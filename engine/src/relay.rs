@@ -29,7 +29,7 @@ pub struct Relay<E: Entropy> {
     pub(crate) authed_tunnels: usize,
     /// Which tunnel serves each registered agent.
     pub(crate) agents: HashMap<Address, TunnelId>,
-    /// Open WebSockets per IP, from the upgrade on.
+    /// Open WebSockets per IP (per [`http::limit_key`]), from the upgrade on.
     pub(crate) ip_tunnels: HashMap<IpAddr, u32>,
     pub(crate) calls: HashMap<CallId, Call>,
     /// Request frame id → call, for calls sent to a tunnel.
@@ -199,7 +199,7 @@ impl<E: Entropy> Relay<E> {
         match path {
             "/health" => self.health(call),
             "/stats" => {
-                if self.stats_rl.check(&ip, self.now.mono_ms) {
+                if self.stats_rl.check(&http::limit_key(ip), self.now.mono_ms) {
                     let body = self.stats().to_json();
                     self.respond(call, http::json_response(200, &body));
                 } else {
@@ -230,21 +230,22 @@ impl<E: Entropy> Relay<E> {
 
     fn connect(&mut self, call: CallId, head: &RequestHead, ip: IpAddr) {
         let cap = self.cfg.max_tunnels_per_ip;
-        let open = self.ip_tunnels.get(&ip).copied().unwrap_or(0);
+        let key = http::limit_key(ip);
+        let open = self.ip_tunnels.get(&key).copied().unwrap_or(0);
         let r = if self.draining.is_some() {
             http::error(503, "relay_restarting")
         } else if !head.websocket {
             http::error(400, "websocket_required")
-        } else if !self.connect_rl.check(&ip, self.now.mono_ms) {
+        } else if !self.connect_rl.check(&key, self.now.mono_ms) {
             http::error(429, "rate_limited")
         } else if cap != 0 && open >= cap {
             http::error(429, "too_many_connections")
         } else {
             let id = TunnelId(self.next_tunnel);
             self.next_tunnel += 1;
-            *self.ip_tunnels.entry(ip).or_insert(0) += 1;
+            *self.ip_tunnels.entry(key).or_insert(0) += 1;
             self.emit(Output::Upgrade { call, tunnel: id });
-            self.open_tunnel(id, ip);
+            self.open_tunnel(id, ip, key);
             return;
         };
         self.respond(call, r);

@@ -13,6 +13,8 @@ use std::collections::{HashSet, VecDeque};
 
 pub(crate) struct Tunnel {
     pub ip: IpAddr,
+    /// What the per-IP tunnel count is kept under.
+    pub limit_key: IpAddr,
     /// The challenge nonce while the handshake is pending; `None` once authenticated.
     pub challenge: Option<String>,
     pub agents: Vec<Address>,
@@ -60,13 +62,14 @@ impl<E: Entropy> Relay<E> {
         }
     }
 
-    pub(crate) fn open_tunnel(&mut self, id: TunnelId, ip: IpAddr) {
+    pub(crate) fn open_tunnel(&mut self, id: TunnelId, ip: IpAddr, limit_key: IpAddr) {
         let nonce = random_hex(&mut self.rng, 32);
         let deadline = self.now.mono_ms + ms(self.cfg.auth_timeout);
         self.tunnels.insert(
             id,
             Tunnel {
                 ip,
+                limit_key,
                 challenge: Some(nonce.clone()),
                 agents: Vec::new(),
                 pending: VecDeque::new(),
@@ -92,10 +95,10 @@ impl<E: Entropy> Relay<E> {
             return;
         };
         self.timers.cancel(t.deadline, TimerKey::Tunnel(id.0));
-        if let Some(n) = self.ip_tunnels.get_mut(&t.ip) {
+        if let Some(n) = self.ip_tunnels.get_mut(&t.limit_key) {
             *n -= 1;
             if *n == 0 {
-                self.ip_tunnels.remove(&t.ip);
+                self.ip_tunnels.remove(&t.limit_key);
             }
         }
         for a in &t.agents {

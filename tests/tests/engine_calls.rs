@@ -598,3 +598,23 @@ fn zero_limits_mean_unlimited() {
     assert!(response(&out, c).is_none(), "no 413 with no body limit");
     assert_eq!(frames(&out, t).len(), 1);
 }
+
+#[test]
+fn the_tunnel_cap_counts_an_ipv6_64_as_one_client() {
+    let mut h = H::new(Config {
+        tunnel_connects_per_min: 0,
+        max_tunnels_per_ip: 2,
+        ..test_config()
+    });
+    h.open_from("2001:db8:1:2::1");
+    h.open_from("2001:db8:1:2::ffff");
+    let mut ws = H::head("GET", "/tunnel/connect", "x");
+    ws.websocket = true;
+    ws.peer = ip("2001:db8:1:2:abcd::7");
+    let (c, out) = h.request(ws, b"");
+    assert_eq!(
+        response(&out, c),
+        Some((429, r#"{"error":"too_many_connections"}"#.into()))
+    );
+    h.open_from("2001:db8:1:3::1");
+}

@@ -186,3 +186,13 @@ fn errors_and_preflight_carry_cors() {
         .1;
     assert_eq!(allow, "content-type, authorization, x-request-id");
 }
+
+#[test]
+fn limits_count_ipv6_per_64_and_mapped_v4_as_v4() {
+    let k = |s: &str| limit_key(s.parse().unwrap()).to_string();
+    assert_eq!(k("203.0.113.9"), "203.0.113.9");
+    assert_eq!(k("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+    assert_eq!(k("2001:db8:1:2::1"), k("2001:db8:1:2:ffff::9"));
+    assert_ne!(k("2001:db8:1:2::1"), k("2001:db8:1:3::1"));
+    assert_eq!(k("::ffff:198.51.100.7"), "198.51.100.7");
+}
