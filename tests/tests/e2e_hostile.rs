@@ -108,25 +108,28 @@ fn the_reference_relays_crashing_frames_are_answered_not_fatal() {
     });
 }
 
+fn auth_with_agents(n: usize, nonce: &str) -> String {
+    let agents: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"address":"0x{i:040x}","signature":"0x{}"}}"#,
+                "ab".repeat(65)
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"type":"auth","agents":[{}],"nonce":"{nonce}","timestamp":{}}}"#,
+        agents.join(","),
+        unix_now()
+    )
+}
+
 #[test]
-fn auth_with_ten_thousand_agents_is_refused() {
+fn auth_with_too_many_agents_is_refused() {
     let relay = start(|_| {});
     smol::block_on(async {
         let (mut t, nonce) = Tunnel::open(relay.addr).await;
-        let agents: Vec<String> = (0..10_000)
-            .map(|i| {
-                format!(
-                    r#"{{"address":"0x{i:040x}","signature":"0x{}"}}"#,
-                    "ab".repeat(65)
-                )
-            })
-            .collect();
-        let frame = format!(
-            r#"{{"type":"auth","agents":[{}],"nonce":"{nonce}","timestamp":{}}}"#,
-            agents.join(","),
-            unix_now()
-        );
-        t.send_text(&frame).await;
+        t.send_text(&auth_with_agents(60, &nonce)).await;
         assert_eq!(
             t.recv().await,
             ServerFrame::AuthError {
@@ -134,6 +137,21 @@ fn auth_with_ten_thousand_agents_is_refused() {
             }
         );
         assert_eq!(t.closed().await, Some((4000, "too_many_agents".into())));
+    });
+}
+
+#[test]
+fn auth_with_ten_thousand_agents_is_cut_before_it_is_buffered() {
+    let relay = start(|_| {});
+    smol::block_on(async {
+        let (mut t, nonce) = Tunnel::open(relay.addr).await;
+        // 2 MiB before authenticating: over the pre-auth budget, never parsed.
+        let _ =
+            t.ws.send(async_tungstenite::tungstenite::Message::text(
+                auth_with_agents(10_000, &nonce),
+            ))
+            .await;
+        assert_eq!(t.closed().await, Some((1009, "message too big".into())));
         let a = key(1);
         let mut ok = Tunnel::connect(relay.addr, &[&a]).await;
         still_serving(relay.addr, &mut ok, &a).await;

@@ -5,7 +5,7 @@ use osaurus_relay_engine::http::{Response, ResponseHead};
 use osaurus_relay_engine::{CallId, Event, Input, Now, Output, Relay, TunnelId};
 use smol::channel::{unbounded, Receiver, Sender};
 use smol::net::TcpStream;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::Shutdown;
 use std::rc::Rc;
@@ -31,6 +31,8 @@ pub(crate) enum TunnelMsg {
 struct Peer<M> {
     tx: Sender<M>,
     socket: TcpStream,
+    /// Bytes a tunnel may still send before it authenticates (u64::MAX after).
+    budget: Option<Rc<Cell<u64>>>,
 }
 
 pub(crate) struct Core {
@@ -85,6 +87,7 @@ impl Core {
             Peer {
                 tx,
                 socket: socket.clone(),
+                budget: None,
             },
         );
         (id, rx)
@@ -95,9 +98,11 @@ impl Core {
     }
 
     /// Binds the socket to a tunnel whose channel the dispatcher created.
-    pub fn set_tunnel_socket(&mut self, id: TunnelId, socket: &TcpStream) {
+    /// Binds the socket and its pre-auth read budget to the tunnel.
+    pub fn set_tunnel_socket(&mut self, id: TunnelId, socket: &TcpStream, budget: Rc<Cell<u64>>) {
         if let Some(p) = self.tunnels.get_mut(&id) {
             p.socket = socket.clone();
+            p.budget = Some(budget);
         }
     }
 
@@ -161,7 +166,14 @@ impl Core {
                 let (tx, rx) = unbounded();
                 if let Some(p) = self.calls.get(&call) {
                     let socket = p.socket.clone();
-                    self.tunnels.insert(tunnel, Peer { tx, socket });
+                    self.tunnels.insert(
+                        tunnel,
+                        Peer {
+                            tx,
+                            socket,
+                            budget: None,
+                        },
+                    );
                 }
                 self.send_call(call, CallMsg::Upgrade(tunnel, rx));
             }
@@ -179,7 +191,15 @@ impl Core {
                     let _ = p.tx.try_send(TunnelMsg::Close(code, reason));
                 }
             }
-            Output::Event(e) => log_event(&e),
+            Output::Event(e) => {
+                if let Event::TunnelUp { tunnel, .. } = &e {
+                    // Authenticated: frames may now be as large as the protocol allows.
+                    if let Some(b) = self.tunnels.get(tunnel).and_then(|p| p.budget.as_ref()) {
+                        b.set(u64::MAX);
+                    }
+                }
+                log_event(&e)
+            }
             Output::ShutdownComplete => {
                 info!("shutdown complete: tunnels told relay_restarting");
                 let _ = self.done.try_send(());

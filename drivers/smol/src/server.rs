@@ -24,6 +24,11 @@ fn conn_opts(a: &ServeArgs) -> ConnOpts {
         io_timeout: a.response_timeout.max(Duration::from_secs(1)),
         body_timeout: a.body_timeout,
         ws: WsOpts {
+            // An auth frame: about 200 bytes per agent; unlimited agents, no budget.
+            pre_auth_bytes: match a.max_agents_per_tunnel {
+                0 => u64::MAX,
+                n => (u64::from(n) * 512).max(64 * 1024),
+            },
             max_message: a.max_frame_bytes,
             write_timeout: a.response_timeout.max(Duration::from_secs(1)),
         },

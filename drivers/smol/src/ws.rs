@@ -12,14 +12,21 @@ use osaurus_relay_engine::{Input, TunnelId};
 use smol::channel::Receiver;
 use smol::future::FutureExt;
 use smol::io::AsyncWriteExt;
+use smol::io::{AsyncRead, AsyncWrite};
 use smol::net::TcpStream;
 use smol::stream::StreamExt;
+use std::cell::Cell;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tracing::debug;
 
 #[derive(Clone, Debug)]
 pub(crate) struct WsOpts {
     pub max_message: usize,
+    /// Bytes a tunnel may send before it authenticates (an auth frame).
+    pub pre_auth_bytes: u64,
     /// A write that makes no progress this long drops the tunnel.
     pub write_timeout: Duration,
 }
@@ -44,7 +51,11 @@ pub(crate) async fn accept(
     key: &str,
     o: &WsOpts,
 ) {
-    core.borrow_mut().set_tunnel_socket(tunnel, &s);
+    let budget = Rc::new(Cell::new(
+        o.pre_auth_bytes.saturating_sub(leftover.len() as u64),
+    ));
+    core.borrow_mut()
+        .set_tunnel_socket(tunnel, &s, budget.clone());
     let head = format!(
         "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {}\r\n\r\n",
         derive_accept_key(key.as_bytes())
@@ -55,14 +66,18 @@ pub(crate) async fn accept(
     )
     .await;
     if matches!(wrote, Some(Ok(()))) {
+        let metered = Metered {
+            inner: s.clone(),
+            left: budget.clone(),
+        };
         let ws = WebSocketStream::from_partially_read(
-            s.clone(),
+            metered,
             leftover,
             Role::Server,
             Some(ws_config(o)),
         )
         .await;
-        run(&core, tunnel, ws, rx, o).await;
+        run(&core, tunnel, ws, rx, o, &budget).await;
     }
     let _ = s.shutdown(std::net::Shutdown::Both);
     let mut c = core.borrow_mut();
@@ -78,9 +93,10 @@ enum End {
 async fn run(
     core: &Shared,
     tunnel: TunnelId,
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<Metered>,
     rx: Receiver<TunnelMsg>,
     o: &WsOpts,
+    budget: &Cell<u64>,
 ) {
     let (mut tx_ws, mut rx_ws) = ws.split();
     let end = {
@@ -126,6 +142,7 @@ async fn run(
                     Err(WsError::Capacity(CapacityError::MessageTooLong { .. })) => {
                         return End::TooBig
                     }
+                    Err(_) if budget.get() == 0 => return End::TooBig,
                     Err(e) => {
                         debug!(tunnel = tunnel.0, error = %e, "tunnel read failed");
                         break;
@@ -143,5 +160,57 @@ async fn run(
             reason: "message too big".into(),
         };
         let _ = until(Instant::now() + o.write_timeout, tx_ws.close(Some(frame))).await;
+    }
+}
+
+/// The tunnel socket, with reads limited to a budget until the tunnel
+/// authenticates: tungstenite would otherwise buffer a message of up to
+/// `MAX_FRAME_BYTES` for anybody who merely opened a WebSocket.
+pub(crate) struct Metered {
+    inner: TcpStream,
+    left: Rc<Cell<u64>>,
+}
+
+impl AsyncRead for Metered {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let left = this.left.get();
+        if left == 0 {
+            let e = std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "pre-auth read budget spent",
+            );
+            return Poll::Ready(Err(e));
+        }
+        let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let r = Pin::new(&mut this.inner).poll_read(cx, &mut buf[..n]);
+        if let Poll::Ready(Ok(k)) = &r {
+            if left != u64::MAX {
+                this.left.set(left - *k as u64);
+            }
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Metered {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_close(cx)
     }
 }
