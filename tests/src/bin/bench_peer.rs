@@ -1,0 +1,245 @@
+//! The benchmark peer: tunnels that answer at once, a minimal origin for the
+//! ceiling run, and a client timing streamed answers. Loopback only.
+//!
+//! bench_peer tunnels ADDR N M MODE HOSTS_FILE   MODE: fixed:SIZE | echo | stream:K:S
+//! bench_peer origin PORT SIZE
+//! bench_peer streams ADDR HOST COUNT
+
+use async_tungstenite::tungstenite::Message;
+use osaurus_relay_engine::frame::{ClientFrame, Headers, ServerFrame};
+use osaurus_relay_tests::harness::{auth_text, key, lower};
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+use smol::net::{TcpListener, TcpStream};
+use smol::stream::StreamExt;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(Clone)]
+enum Mode {
+    Fixed(String),
+    Echo,
+    Stream(usize, String),
+}
+
+fn parse_mode(s: &str) -> Mode {
+    let parts: Vec<&str> = s.split(':').collect();
+    match parts.as_slice() {
+        ["fixed", n] => Mode::Fixed("x".repeat(n.parse().expect("size"))),
+        ["echo"] => Mode::Echo,
+        ["stream", k, n] => Mode::Stream(
+            k.parse().expect("chunks"),
+            "x".repeat(n.parse().expect("size")),
+        ),
+        _ => panic!("mode: fixed:SIZE | echo | stream:K:S"),
+    }
+}
+
+fn text_headers() -> Headers {
+    Headers(vec![("content-type".into(), "text/plain".into())])
+}
+
+async fn tunnel(
+    addr: String,
+    first_key: u64,
+    agents: u64,
+    mode: Mode,
+    ready: smol::channel::Sender<()>,
+) {
+    let s = TcpStream::connect(&addr).await.expect("connect relay");
+    let _ = s.set_nodelay(true);
+    let (mut ws, _) = async_tungstenite::client_async(format!("ws://{addr}/tunnel/connect"), s)
+        .await
+        .expect("upgrade");
+    let nonce = match ws.next().await {
+        Some(Ok(Message::Text(t))) => match ServerFrame::parse(t.as_str()) {
+            Some(ServerFrame::Challenge { nonce }) => nonce,
+            other => panic!("expected challenge: {other:?}"),
+        },
+        other => panic!("expected challenge: {other:?}"),
+    };
+    let keys: Vec<_> = (first_key..first_key + agents).map(key).collect();
+    let ts = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    ws.send(Message::text(auth_text(
+        &keys.iter().collect::<Vec<_>>(),
+        &nonce,
+        ts,
+    )))
+    .await
+    .expect("send auth");
+    match ws.next().await {
+        Some(Ok(Message::Text(t))) if t.as_str().starts_with(r#"{"type":"auth_ok""#) => {}
+        other => panic!("expected auth_ok: {other:?}"),
+    }
+    let _ = ready.send(()).await;
+    while let Some(Ok(m)) = ws.next().await {
+        let Message::Text(t) = m else { continue };
+        let frames = match ServerFrame::parse(t.as_str()) {
+            Some(ServerFrame::Ping { ts }) => vec![ClientFrame::Pong { ts }],
+            Some(ServerFrame::Request { id, body, .. }) => match &mode {
+                Mode::Fixed(b) => vec![ClientFrame::Response {
+                    id,
+                    status: 200,
+                    headers: text_headers(),
+                    body: b.clone(),
+                }],
+                Mode::Echo => vec![ClientFrame::Response {
+                    id,
+                    status: 200,
+                    headers: text_headers(),
+                    body: body.unwrap_or_default(),
+                }],
+                Mode::Stream(k, chunk) => {
+                    let mut v = vec![ClientFrame::StreamStart {
+                        id: id.clone(),
+                        status: 200,
+                        headers: text_headers(),
+                    }];
+                    v.extend((0..*k).map(|_| ClientFrame::StreamChunk {
+                        id: id.clone(),
+                        data: chunk.clone(),
+                    }));
+                    v.push(ClientFrame::StreamEnd { id });
+                    v
+                }
+            },
+            _ => vec![],
+        };
+        for f in frames {
+            if ws.send(Message::text(f.encode())).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn tunnels(args: &[String]) {
+    let addr = args[0].clone();
+    let (n, m): (u64, u64) = (args[1].parse().expect("N"), args[2].parse().expect("M"));
+    let mode = parse_mode(&args[3]);
+    let hosts: Vec<String> = (1..=n * m).map(|k| lower(&key(k))).collect();
+    std::fs::write(&args[4], hosts.join("\n") + "\n").expect("hosts file");
+    let ex = smol::LocalExecutor::new();
+    smol::block_on(ex.run(async {
+        let (tx, rx) = smol::channel::unbounded();
+        for i in 0..n {
+            ex.spawn(tunnel(addr.clone(), 1 + i * m, m, mode.clone(), tx.clone()))
+                .detach();
+        }
+        for _ in 0..n {
+            rx.recv().await.expect("tunnel up");
+        }
+        println!("ready");
+        smol::future::pending::<()>().await;
+    }));
+}
+
+fn origin(args: &[String]) {
+    let port: u16 = args[0].parse().expect("port");
+    let body = "x".repeat(args[1].parse().expect("size"));
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let ex = smol::LocalExecutor::new();
+    smol::block_on(ex.run(async {
+        let l = TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
+        println!("ready");
+        while let Ok((mut s, _)) = l.accept().await {
+            let answer = answer.clone();
+            ex.spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut have = 0;
+                loop {
+                    let Ok(n) = s.read(&mut buf[have..]).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    have += n;
+                    // Answer each complete head (GET only, pipelining included).
+                    while let Some(end) = buf[..have].windows(4).position(|w| w == b"\r\n\r\n") {
+                        if s.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        buf.copy_within(end + 4..have, 0);
+                        have -= end + 4;
+                    }
+                }
+            })
+            .detach();
+        }
+    }));
+}
+
+/// Opens COUNT streamed calls at once; prints time to first byte and MiB/s as JSON.
+fn streams(args: &[String]) {
+    let (addr, host) = (args[0].clone(), args[1].clone());
+    let count: usize = args[2].parse().expect("count");
+    let ex = smol::LocalExecutor::new();
+    let results = smol::block_on(ex.run(async {
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..count)
+            .map(|_| {
+                let (addr, host) = (addr.clone(), host.clone());
+                ex.spawn(async move {
+                    let mut s = TcpStream::connect(&addr).await.expect("connect");
+                    let t0 = Instant::now();
+                    s.write_all(format!("GET /s HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+                        .await
+                        .expect("write");
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let (mut first, mut total) = (None, 0usize);
+                    let mut tail: Vec<u8> = Vec::new();
+                    loop {
+                        let n = s.read(&mut buf).await.expect("read");
+                        if n == 0 {
+                            break;
+                        }
+                        first.get_or_insert_with(|| t0.elapsed());
+                        total += n;
+                        tail.extend_from_slice(&buf[..n]);
+                        if tail.len() > 8 {
+                            tail.drain(..tail.len() - 8);
+                        }
+                        if tail.ends_with(b"\r\n0\r\n\r\n") {
+                            break;
+                        }
+                    }
+                    (first.unwrap_or_default(), total)
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await);
+        }
+        (out, start.elapsed())
+    }));
+    let (mut per, elapsed) = results;
+    per.sort();
+    let ttfb: Vec<Duration> = per.iter().map(|(f, _)| *f).collect();
+    let bytes: usize = per.iter().map(|(_, b)| b).sum();
+    let mib_s = bytes as f64 / (1024.0 * 1024.0) / elapsed.as_secs_f64();
+    println!(
+        "{{\"streams\":{count},\"ttfb_p50_ms\":{:.3},\"ttfb_max_ms\":{:.3},\"bytes\":{bytes},\"mib_per_s\":{:.1},\"seconds\":{:.3}}}",
+        ttfb[ttfb.len() / 2].as_secs_f64() * 1e3,
+        ttfb[ttfb.len() - 1].as_secs_f64() * 1e3,
+        mib_s,
+        elapsed.as_secs_f64()
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("tunnels") if args.len() == 6 => tunnels(&args[1..]),
+        Some("origin") if args.len() == 3 => origin(&args[1..]),
+        Some("streams") if args.len() == 4 => streams(&args[1..]),
+        _ => {
+            eprintln!("usage: bench_peer tunnels ADDR N M MODE HOSTS_FILE | origin PORT SIZE | streams ADDR HOST COUNT");
+            std::process::exit(2);
+        }
+    }
+}
