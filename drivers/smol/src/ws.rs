@@ -8,6 +8,7 @@ use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::WebSocketStream;
+use futures_util::SinkExt;
 use osaurus_relay_engine::{Input, TunnelId};
 use smol::channel::Receiver;
 use smol::future::FutureExt;
@@ -22,6 +23,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tracing::debug;
 
+/// Frames written to a tunnel per flush, at most (roughly).
+const BATCH_BYTES: u64 = 64 * 1024;
+
 #[derive(Clone, Debug)]
 pub(crate) struct WsOpts {
     pub max_message: usize,
@@ -35,7 +39,7 @@ pub(crate) struct WsOpts {
 fn ws_config(o: &WsOpts) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
+        .write_buffer_size(BATCH_BYTES as usize)
         .max_write_buffer_size(usize::MAX)
         .max_message_size(Some(o.max_message))
         .max_frame_size(Some(o.max_message))
@@ -101,28 +105,45 @@ async fn run(
     let (mut tx_ws, mut rx_ws) = ws.split();
     let end = {
         let writer = async {
-            while let Ok(msg) = rx.recv().await {
+            // Everything already queued goes out with one flush: one write
+            // syscall for many frames under load.
+            'frames: while let Ok(first) = rx.recv().await {
                 let deadline = Instant::now() + o.write_timeout;
-                match msg {
-                    TunnelMsg::Frame(text) => {
-                        let n = text.len() as u64;
-                        if !matches!(
-                            until(deadline, tx_ws.send(Message::text(text))).await,
-                            Some(Ok(()))
-                        ) {
-                            break;
+                let (mut next, mut bytes, mut close) = (Some(first), 0u64, None);
+                while let Some(msg) = next.take() {
+                    match msg {
+                        TunnelMsg::Frame(text) => {
+                            bytes += text.len() as u64;
+                            let fed =
+                                until(deadline, SinkExt::feed(&mut tx_ws, Message::text(text)))
+                                    .await;
+                            if !matches!(fed, Some(Ok(()))) {
+                                break 'frames;
+                            }
                         }
-                        core.borrow_mut()
-                            .handle(Input::TunnelDrained { tunnel, bytes: n });
+                        TunnelMsg::Close(code, reason) => close = Some((code, reason)),
                     }
-                    TunnelMsg::Close(code, reason) => {
-                        let frame = CloseFrame {
-                            code: CloseCode::from(code),
-                            reason: reason.into(),
-                        };
-                        let _ = until(deadline, tx_ws.close(Some(frame))).await;
-                        break;
+                    if close.is_none() && bytes < BATCH_BYTES {
+                        next = rx.try_recv().ok();
                     }
+                }
+                if !matches!(
+                    until(deadline, SinkExt::flush(&mut tx_ws)).await,
+                    Some(Ok(()))
+                ) {
+                    break;
+                }
+                if bytes > 0 {
+                    core.borrow_mut()
+                        .handle(Input::TunnelDrained { tunnel, bytes });
+                }
+                if let Some((code, reason)) = close {
+                    let frame = CloseFrame {
+                        code: CloseCode::from(code),
+                        reason: reason.into(),
+                    };
+                    let _ = until(deadline, tx_ws.close(Some(frame))).await;
+                    break;
                 }
             }
             End::Done
