@@ -161,6 +161,8 @@ pub(crate) async fn serve(core: Shared, mut s: TcpStream, peer: SocketAddr, o: R
             Next::Linger => return linger(&mut s).await,
             Next::Reject(status, code) => return reject(&mut s, status, code).await,
             Next::Upgrade(tunnel, trx, key) => {
+                // The read buffer lives on inside the tunnel: keep only its bytes.
+                buf.shrink_to_fit();
                 return crate::ws::accept(core, s, buf, tunnel, trx, &key, &o.ws).await;
             }
         }
