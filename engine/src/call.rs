@@ -68,6 +68,10 @@ impl<E: Entropy> Relay<E> {
         if head.method == "OPTIONS" {
             return self.respond(call, http::preflight(&head.headers));
         }
+        if self.draining.is_some() {
+            // Shutting down: calls in flight finish, new ones go elsewhere.
+            return self.respond(call, http::error(503, "relay_restarting"));
+        }
         if !self.agent_rl.check(&agent, self.now.mono_ms) {
             return self.respond(call, http::error(429, "rate_limited"));
         }

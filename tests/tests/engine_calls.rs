@@ -535,6 +535,12 @@ fn graceful_shutdown_drains_then_closes_with_1012() {
         response(&out, wc),
         Some((503, r#"{"error":"relay_restarting"}"#.into()))
     );
+    let (late, out) = h.get(&a, "/late");
+    assert_eq!(
+        response(&out, late),
+        Some((503, r#"{"error":"relay_restarting"}"#.into()))
+    );
+    assert_eq!(header(&out, late, "access-control-allow-origin"), Some("*"));
     let out = h.reply(t, &id, 200, "done");
     assert_eq!(response(&out, c), Some((200, "done".into())));
     assert_eq!(
