@@ -1,6 +1,11 @@
 //! EIP-191 `personal_sign` recovery and signing, addresses, EIP-55 checksums.
 
-use k256::ecdsa::{RecoveryId, Signature, SigningKey, VerifyingKey};
+use k256::ecdsa::{Signature, SigningKey, VerifyingKey};
+use k256::elliptic_curve::ops::{LinearCombination, Reduce};
+use k256::elliptic_curve::point::DecompressPoint;
+use k256::elliptic_curve::subtle::Choice;
+use k256::elliptic_curve::PrimeField;
+use k256::{AffinePoint, ProjectivePoint, Scalar, U256};
 use sha3::{Digest, Keccak256};
 
 /// A 20-byte agent address.
@@ -99,10 +104,32 @@ pub fn recover(message: &[u8], signature_hex: &str) -> Result<Address, SigError>
         sig = low;
         odd = !odd;
     }
-    let recid = RecoveryId::new(odd, false);
-    let key = VerifyingKey::recover_from_prehash(&eip191_hash(message), &sig, recid)
-        .map_err(|_| SigError::Invalid)?;
-    Ok(address_of(&key))
+    recover_point(&eip191_hash(message), &sig, odd)
+        .map(|key| address_of(&key))
+        .ok_or(SigError::Invalid)
+}
+
+/// Q = r⁻¹(s·R − z·G), as `VerifyingKey::recover_from_prehash` computes it,
+/// without its closing verification: a key recovered this way satisfies the
+/// signature equation by construction, so that check only doubled the cost.
+/// The caller still compares the result with the claimed address.
+fn recover_point(prehash: &[u8; 32], sig: &Signature, y_odd: bool) -> Option<VerifyingKey> {
+    let (r, s) = sig.split_scalars();
+    let big_r = Option::<AffinePoint>::from(AffinePoint::decompress(
+        &r.to_repr(),
+        Choice::from(u8::from(y_odd)),
+    ))?;
+    let z = <Scalar as Reduce<U256>>::reduce_bytes(&(*prehash).into());
+    let r_inv = Option::<Scalar>::from(r.invert())?;
+    let u1 = -(r_inv * z);
+    let u2 = r_inv * *s;
+    let q = ProjectivePoint::lincomb(
+        &ProjectivePoint::GENERATOR,
+        &u1,
+        &ProjectivePoint::from(big_r),
+        &u2,
+    );
+    VerifyingKey::from_affine(q.to_affine()).ok()
 }
 
 /// Why one agent's handshake signature was refused.
