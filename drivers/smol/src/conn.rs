@@ -6,10 +6,13 @@ use osaurus_relay_engine::http::{error, status_has_body, Response};
 use osaurus_relay_engine::{CallId, Input, RequestHead};
 use smol::channel::Receiver;
 use smol::future::FutureExt;
-use smol::io::{AsyncReadExt, AsyncWriteExt};
+use smol::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
+use std::cell::RefCell;
 use std::net::{Shutdown, SocketAddr};
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 /// Driver-side limits of a caller connection.
@@ -40,26 +43,28 @@ pub(crate) async fn until<T>(
         .await
 }
 
+thread_local! {
+    /// One read buffer per thread, borrowed only within a single poll: no
+    /// per-connection buffer, and no zeroing of fresh memory on every read.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_CHUNK]);
+}
+
 /// Appends what one read returns to `buf`; `Ok(0)` is end of stream.
-/// Cancel-safe: if the future is dropped mid-read, `buf` is left as it was.
-async fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-    struct Fill<'a> {
-        buf: &'a mut Vec<u8>,
-        len: usize,
-    }
-    impl Drop for Fill<'_> {
-        fn drop(&mut self) {
-            self.buf.truncate(self.len);
-        }
-    }
-    let len = buf.len();
-    buf.resize(len + READ_CHUNK, 0);
-    let mut fill = Fill { buf, len };
-    let r = s.read(&mut fill.buf[len..]).await;
-    if let Ok(n) = r {
-        fill.len = len + n;
-    }
-    r
+/// Cancel-safe: bytes reach `buf` only in the poll that returns them.
+fn read_more<'a>(
+    s: &'a mut TcpStream,
+    buf: &'a mut Vec<u8>,
+) -> impl std::future::Future<Output = std::io::Result<usize>> + 'a {
+    smol::future::poll_fn(move |cx| {
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let r = Pin::new(&mut *s).poll_read(cx, &mut scratch[..]);
+            if let Poll::Ready(Ok(n)) = r {
+                buf.extend_from_slice(&scratch[..n]);
+            }
+            r
+        })
+    })
 }
 
 enum HeadRead {
