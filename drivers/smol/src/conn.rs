@@ -30,6 +30,9 @@ pub(crate) struct ConnOpts {
 
 const READ_CHUNK: usize = 16 * 1024;
 
+/// Queued stream chunks written to a caller in one write, at most (roughly).
+const COALESCE_BYTES: usize = 64 * 1024;
+
 /// Runs `fut` until `deadline`; `None` if the deadline came first.
 pub(crate) async fn until<T>(
     deadline: Instant,
@@ -378,8 +381,12 @@ async fn answer(
     w: &Writer,
     o: &ConnOpts,
 ) -> Next {
+    // A message taken from the queue while coalescing chunks, still to handle.
+    let mut pending: Option<CallMsg> = None;
     loop {
-        let ev = if buf.len() < o.head.max_head_bytes {
+        let ev = if let Some(m) = pending.take() {
+            Event::Msg(Some(m))
+        } else if buf.len() < o.head.max_head_bytes {
             let mut probe = s.clone();
             async { Event::Msg(rx.recv().await.ok()) }
                 .or(async { Event::Read(read_more(&mut probe, buf).await) })
@@ -424,15 +431,30 @@ async fn answer(
                 until(deadline, s.write_all(&out)).await
             }
             CallMsg::Chunk(data) => {
-                let n = data.len() as u64;
-                let r = if w.is_head {
+                // Every chunk already queued goes out in one write.
+                let mut out = Vec::with_capacity(data.len() + 16);
+                let (mut n, mut next) = (0u64, Some(CallMsg::Chunk(data)));
+                while let Some(m) = next.take() {
+                    match m {
+                        CallMsg::Chunk(d) => {
+                            n += d.len() as u64;
+                            if w.is_head {
+                            } else if w.chunked() {
+                                http1::write_chunk(&mut out, &d);
+                            } else {
+                                out.extend_from_slice(&d);
+                            }
+                            if out.len() < COALESCE_BYTES {
+                                next = rx.try_recv().ok();
+                            }
+                        }
+                        other => pending = Some(other),
+                    }
+                }
+                let r = if out.is_empty() {
                     Some(Ok(()))
-                } else if w.chunked() {
-                    let mut out = Vec::with_capacity(data.len() + 16);
-                    http1::write_chunk(&mut out, &data);
-                    until(deadline, s.write_all(&out)).await
                 } else {
-                    until(deadline, s.write_all(&data)).await
+                    until(deadline, s.write_all(&out)).await
                 };
                 core.borrow_mut()
                     .handle(Input::CallDrained { call, bytes: n });

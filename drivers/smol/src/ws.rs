@@ -23,6 +23,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tracing::debug;
 
+/// Frames read from a tunnel between yields to the other tasks.
+const YIELD_EVERY: u32 = 16;
+
 /// Frames written to a tunnel per flush, at most (roughly).
 const BATCH_BYTES: u64 = 64 * 1024;
 
@@ -149,7 +152,15 @@ async fn run(
             End::Done
         };
         let reader = async {
+            let mut since_yield = 0u32;
             while let Some(msg) = rx_ws.next().await {
+                // A burst of frames must not starve the callers it feeds: let
+                // their tasks write what this reader handed them now and then.
+                since_yield += 1;
+                if since_yield == YIELD_EVERY {
+                    since_yield = 0;
+                    smol::future::yield_now().await;
+                }
                 match msg {
                     Ok(Message::Text(t)) => core.borrow_mut().handle(Input::TunnelText {
                         tunnel,

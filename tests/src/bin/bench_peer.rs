@@ -90,17 +90,26 @@ async fn tunnel(
                     body: body.unwrap_or_default(),
                 }],
                 Mode::Stream(k, chunk) => {
-                    let mut v = vec![ClientFrame::StreamStart {
+                    // Frames go out as they are made: the first byte must not
+                    // wait for the whole answer to be built.
+                    let start = ClientFrame::StreamStart {
                         id: id.clone(),
                         status: 200,
                         headers: text_headers(),
-                    }];
-                    v.extend((0..*k).map(|_| ClientFrame::StreamChunk {
-                        id: id.clone(),
-                        data: chunk.clone(),
-                    }));
-                    v.push(ClientFrame::StreamEnd { id });
-                    v
+                    };
+                    if ws.send(Message::text(start.encode())).await.is_err() {
+                        return;
+                    }
+                    for _ in 0..*k {
+                        let f = ClientFrame::StreamChunk {
+                            id: id.clone(),
+                            data: chunk.clone(),
+                        };
+                        if ws.send(Message::text(f.encode())).await.is_err() {
+                            return;
+                        }
+                    }
+                    vec![ClientFrame::StreamEnd { id }]
                 }
             },
             _ => vec![],
