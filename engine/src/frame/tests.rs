@@ -230,3 +230,40 @@ fn lenient_fields_and_unknowns() {
     };
     assert_eq!(auth, Inbound::Frame(want));
 }
+
+fn any_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<String>(),
+        proptest::collection::vec(
+            prop_oneof![
+                Just('"'),
+                Just('\\'),
+                Just('\n'),
+                Just('\u{1}'),
+                Just('\u{7f}'),
+                Just('é'),
+                Just('a'),
+                Just('\u{1f}'),
+                Just(' ')
+            ],
+            0..600
+        )
+        .prop_map(|v| v.into_iter().collect()),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn fast_escaping_is_byte_for_byte_serde_json(s in any_text()) {
+        let mut out = String::new();
+        escape_into(&mut out, &s);
+        prop_assert_eq!(format!("\"{out}\""), serde_json::to_string(&s).unwrap());
+    }
+
+    #[test]
+    fn fast_request_encoding_matches_serde(body in any_text(), pad in 256usize..1024, headers in headers()) {
+        let body = format!("{body}{}", "x".repeat(pad));
+        let f = ServerFrame::Request { id: "req_1".into(), method: "POST".into(), path: "/p?q=\"1\"".into(), headers, body: Some(body) };
+        prop_assert_eq!(f.encode(), serde_json::to_string(&f).unwrap());
+    }
+}
