@@ -16,8 +16,10 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 /// Driver-side limits of a caller connection.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct ConnOpts {
+    /// Where an upgraded connection's tunnel task is spawned.
+    pub ex: &'static smol::LocalExecutor<'static>,
     pub head: HeadLimits,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
@@ -171,7 +173,11 @@ pub(crate) async fn serve(core: Shared, mut s: TcpStream, peer: SocketAddr, o: R
             Next::Upgrade(tunnel, trx, key) => {
                 // The read buffer lives on inside the tunnel: keep only its bytes.
                 buf.shrink_to_fit();
-                return crate::ws::accept(core, s, buf, tunnel, trx, &key, &o.ws).await;
+                // A task of its own: this connection's HTTP state is freed, and
+                // an idle tunnel holds only what the tunnel needs.
+                let accept = crate::ws::accept(core, s, buf, tunnel, trx, key, o.ws.clone());
+                o.ex.spawn(accept).detach();
+                return;
             }
         }
     }

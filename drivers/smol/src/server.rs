@@ -16,8 +16,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tracing::info;
 
-fn conn_opts(a: &ServeArgs) -> ConnOpts {
+fn conn_opts(ex: &'static LocalExecutor<'static>, a: &ServeArgs) -> ConnOpts {
     ConnOpts {
+        ex,
         head: HeadLimits::default(),
         header_timeout: a.header_timeout,
         idle_timeout: a.idle_timeout,
@@ -37,7 +38,7 @@ fn conn_opts(a: &ServeArgs) -> ConnOpts {
 
 /// Serves on `listener` until `stop` yields, then drains and closes tunnels.
 pub async fn serve(
-    ex: &LocalExecutor<'static>,
+    ex: &'static LocalExecutor<'static>,
     args: ServeArgs,
     listener: TcpListener,
     stop: impl std::future::Future<Output = ()>,
@@ -50,7 +51,7 @@ pub async fn serve(
         done_tx,
     )));
     ex.spawn(core::run_timer(core.clone(), wake_rx)).detach();
-    let opts = Rc::new(conn_opts(&args));
+    let opts = Rc::new(conn_opts(ex, &args));
     info!(addr = %listener.local_addr()?, base_domain = %args.base_domain, "listening");
     let accept = async {
         loop {

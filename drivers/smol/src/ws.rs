@@ -55,9 +55,10 @@ pub(crate) async fn accept(
     leftover: Vec<u8>,
     tunnel: TunnelId,
     rx: Receiver<TunnelMsg>,
-    key: &str,
-    o: &WsOpts,
+    key: String,
+    o: WsOpts,
 ) {
+    let o = &o;
     let budget = Rc::new(Cell::new(
         o.pre_auth_bytes.saturating_sub(leftover.len() as u64),
     ));
