@@ -139,6 +139,28 @@ impl H {
         }
     }
 
+    /// A WebSocket upgrade request for `/tunnel/connect` from `peer`.
+    pub fn connect_head(peer: &str) -> RequestHead {
+        let mut head = H::head("GET", "/tunnel/connect", DOMAIN);
+        head.websocket = true;
+        head.peer = ip(peer);
+        head
+    }
+
+    /// A GET to `k` that tunnel `t` has answered with `stream_start` 200;
+    /// returns the call and its request id.
+    pub fn open_stream(&mut self, t: TunnelId, k: &SecretKey, path: &str) -> (CallId, String) {
+        let (call, out) = self.get(k, path);
+        let id = request_id(&out);
+        let start = ClientFrame::StreamStart {
+            id: id.clone(),
+            status: 200,
+            headers: Headers::default(),
+        };
+        self.send(t, &start);
+        (call, id)
+    }
+
     /// Sends a complete request; returns its id and the outputs.
     pub fn request(&mut self, mut head: RequestHead, body: &[u8]) -> (CallId, Vec<Output>) {
         let call = self.new_call();
@@ -160,10 +182,7 @@ impl H {
 
     /// Upgrades a WebSocket from `peer`; returns the tunnel and its nonce.
     pub fn open_from(&mut self, peer: &str) -> (TunnelId, String) {
-        let mut head = H::head("GET", "/tunnel/connect", DOMAIN);
-        head.websocket = true;
-        head.peer = ip(peer);
-        let (_, out) = self.request(head, b"");
+        let (_, out) = self.request(H::connect_head(peer), b"");
         let tunnel = out
             .iter()
             .find_map(|o| match o {

@@ -155,16 +155,7 @@ fn stream_idle_timeout_cuts_the_stream() {
     let mut h = H::default();
     let a = key(1);
     let t = h.connect(&[&a]);
-    let (c, out) = h.get(&a, "/sse");
-    let id = request_id(&out);
-    h.send(
-        t,
-        &ClientFrame::StreamStart {
-            id: id.clone(),
-            status: 200,
-            headers: hv(&[]),
-        },
-    );
+    let (c, id) = h.open_stream(t, &a, "/sse");
     h.advance(2_000);
     h.send(
         t,
@@ -371,16 +362,7 @@ fn slow_consumer_is_cut_at_the_buffer_cap() {
     });
     let a = key(1);
     let t = h.connect(&[&a]);
-    let (c, out) = h.get(&a, "/sse");
-    let id = request_id(&out);
-    h.send(
-        t,
-        &ClientFrame::StreamStart {
-            id: id.clone(),
-            status: 200,
-            headers: hv(&[]),
-        },
-    );
+    let (c, id) = h.open_stream(t, &a, "/sse");
     let chunk = |h: &mut H| {
         h.send(
             t,

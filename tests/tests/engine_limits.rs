@@ -32,9 +32,7 @@ fn health_stats_and_tunnel_connect_answers() {
     for _ in 0..5 {
         h.open_from("192.0.2.7");
     }
-    let mut ws = H::head("GET", "/tunnel/connect", "x");
-    ws.websocket = true;
-    ws.peer = ip("192.0.2.7");
+    let ws = H::connect_head("192.0.2.7");
     let (c, out) = h.request(ws.clone(), b"");
     assert_eq!(
         response(&out, c),
@@ -51,9 +49,7 @@ fn open_websockets_per_ip_are_capped_from_the_upgrade_on() {
         ..test_config()
     });
     let tunnels: Vec<_> = (0..10).map(|_| h.open_from("192.0.2.7").0).collect();
-    let mut ws = H::head("GET", "/tunnel/connect", "x");
-    ws.websocket = true;
-    ws.peer = ip("192.0.2.7");
+    let ws = H::connect_head("192.0.2.7");
     let (c, out) = h.request(ws.clone(), b"");
     assert_eq!(
         response(&out, c),
@@ -164,9 +160,7 @@ fn the_tunnel_cap_counts_an_ipv6_64_as_one_client() {
     });
     h.open_from("2001:db8:1:2::1");
     h.open_from("2001:db8:1:2::ffff");
-    let mut ws = H::head("GET", "/tunnel/connect", "x");
-    ws.websocket = true;
-    ws.peer = ip("2001:db8:1:2:abcd::7");
+    let ws = H::connect_head("2001:db8:1:2:abcd::7");
     let (c, out) = h.request(ws, b"");
     assert_eq!(
         response(&out, c),
