@@ -1,6 +1,7 @@
 //! One public HTTP call: receiving its body, waiting on the tunnel, streaming.
 
 use crate::auth::{to_lower, Address};
+use crate::cluster::{Hop, Parked};
 use crate::frame::{Headers, ServerFrame};
 use crate::http::{self, status_has_body, Response, ResponseHead};
 use crate::input::{CallId, RequestHead, TunnelId};
@@ -13,6 +14,8 @@ use core::net::IpAddr;
 
 pub(crate) struct Call {
     pub agent: Address,
+    /// Forwarded here by another instance (never forwarded again).
+    pub relayed: bool,
     /// The call's one live deadline, if any.
     pub deadline: Option<u64>,
     pub state: CallState,
@@ -26,6 +29,8 @@ pub(crate) enum CallState {
         headers: Headers,
         body: Vec<u8>,
     },
+    /// No local tunnel: waiting for the directory to name the owner.
+    Locating(Parked),
     /// The request frame went to the tunnel; no answer yet.
     Waiting { tunnel: TunnelId, req: String },
     /// Head sent to the caller; chunks flow.
@@ -44,7 +49,7 @@ impl CallState {
             CallState::Waiting { tunnel, req } | CallState::Streaming { tunnel, req, .. } => {
                 Some((*tunnel, req))
             }
-            CallState::Receiving { .. } => None,
+            CallState::Receiving { .. } | CallState::Locating(_) => None,
         }
     }
 }
@@ -75,7 +80,8 @@ impl<E: Entropy> Relay<E> {
         if !self.agent_rl.check(&agent, self.now.mono_ms) {
             return self.respond(call, http::error(429, "rate_limited"));
         }
-        if !self.agents.contains_key(&agent) {
+        let elsewhere = self.cfg.cluster.is_some() && head.hop == Hop::Direct;
+        if !elsewhere && !self.agents.contains_key(&agent) {
             return self.respond(call, http::error(502, "agent_offline"));
         }
         if head.content_length.is_some_and(|n| n > self.body_limit()) {
@@ -94,6 +100,7 @@ impl<E: Entropy> Relay<E> {
             call,
             Call {
                 agent,
+                relayed: head.hop != Hop::Direct,
                 deadline: None,
                 state,
             },
@@ -133,20 +140,29 @@ impl<E: Entropy> Relay<E> {
 
     /// Sends the complete request to the agent's current tunnel.
     fn dispatch(&mut self, call: CallId) {
-        let Some(c) = self.calls.remove(&call) else {
-            return;
-        };
-        let CallState::Receiving {
-            method,
-            path,
-            headers,
-            body,
-        } = c.state
+        let Some(Call {
+            agent,
+            relayed,
+            state:
+                CallState::Receiving {
+                    method,
+                    path,
+                    headers,
+                    body,
+                },
+            ..
+        }) = self.calls.remove(&call)
         else {
             return;
         };
-        let Some(tunnel) = self.agents.get(&c.agent).copied() else {
-            return self.respond(call, http::error(502, "agent_offline"));
+        let Some(tunnel) = self.agents.get(&agent).copied() else {
+            let req = Parked {
+                method,
+                path,
+                headers,
+                body,
+            };
+            return self.route_elsewhere(call, agent, relayed, req);
         };
         let body = match String::from_utf8(body) {
             Ok(b) if b.is_empty() => None,
@@ -183,7 +199,8 @@ impl<E: Entropy> Relay<E> {
         self.calls.insert(
             call,
             Call {
-                agent: c.agent,
+                agent,
+                relayed,
                 deadline: Some(at),
                 state,
             },
@@ -191,7 +208,7 @@ impl<E: Entropy> Relay<E> {
     }
 
     /// Removes a call and everything pointing at it; returns it.
-    fn forget(&mut self, call: CallId) -> Option<Call> {
+    pub(crate) fn forget(&mut self, call: CallId) -> Option<Call> {
         let c = self.calls.remove(&call)?;
         if let Some(at) = c.deadline {
             self.timers.cancel(at, TimerKey::Call(call.0));
@@ -267,6 +284,10 @@ impl<E: Entropy> Relay<E> {
                 };
                 self.fail_call(call, code);
                 self.cancel_upstream(tunnel, req);
+            }
+            CallState::Locating(_) => {
+                let agent = c.agent;
+                self.locate_timed_out(call, agent);
             }
             CallState::Receiving { .. } => {}
         }

@@ -84,6 +84,7 @@ fn strip_request_header(name: &str) -> bool {
                 | "x-forwarded-for"
                 | "x-real-ip"
                 | "x-agent-address"
+                | "x-relay-hop"
         )
         || name.starts_with("fly-")
         || name.starts_with("cf-")

@@ -1,5 +1,6 @@
 //! Events the driver feeds into the engine.
 
+use crate::cluster::{ClaimOutcome, Hop, Located};
 use core::net::IpAddr;
 
 /// A tunnel (one authenticated WebSocket), numbered by the engine at upgrade.
@@ -28,6 +29,8 @@ pub struct RequestHead {
     pub body_follows: bool,
     /// A well-formed WebSocket upgrade request.
     pub websocket: bool,
+    /// Whether another relay instance forwarded it.
+    pub hop: Hop,
 }
 
 /// One event. Ids the engine does not know (already answered, closed) are
@@ -72,4 +75,24 @@ pub enum Input<'a> {
     },
     /// Begin graceful shutdown.
     Shutdown,
+    /// The result of `Output::Claim`.
+    Claimed {
+        tunnel: TunnelId,
+        agent: &'a str,
+        outcome: ClaimOutcome,
+    },
+    /// A refresh found the agent's key naming another instance.
+    ClaimLost {
+        tunnel: TunnelId,
+        agent: &'a str,
+    },
+    /// The result of `Output::Lookup`.
+    Located {
+        agent: &'a str,
+        found: Located,
+    },
+    /// Whether the shared directory answers (shown in `/stats`).
+    DirectoryHealth {
+        up: bool,
+    },
 }

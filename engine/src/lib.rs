@@ -32,6 +32,7 @@
 //!     content_length: None,
 //!     body_follows: false,
 //!     websocket: false,
+//!     hop: Default::default(),
 //! };
 //! relay.handle(now, Input::CallHead { call: CallId(1), head });
 //! while let Some(output) = relay.poll_output() {
@@ -55,6 +56,7 @@
 pub mod agent;
 pub mod auth;
 mod call;
+pub mod cluster;
 pub mod frame;
 pub mod http;
 pub mod input;
@@ -66,6 +68,7 @@ pub mod time;
 mod timer;
 mod tunnel;
 
+pub use cluster::{ClaimOutcome, ClusterConfig, Hop, Located, RemoteRoute};
 pub use input::{CallId, Input, RequestHead, TunnelId};
 pub use limits::{ClientIpSource, Config, DuplicatePolicy};
 pub use output::{Event, Output};

@@ -54,6 +54,8 @@ pub struct Config {
     pub max_chunk_bytes: u64,
     /// Mid-session nonces a tunnel may hold unused at once.
     pub max_pending_nonces: usize,
+    /// One of several instances sharing an ownership directory; `None` alone.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Default for Config {
@@ -81,6 +83,7 @@ impl Default for Config {
             max_tunnel_buffer: 64 * 1024 * 1024,
             max_chunk_bytes: 1024 * 1024,
             max_pending_nonces: 4,
+            cluster: None,
         }
     }
 }

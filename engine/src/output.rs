@@ -1,5 +1,6 @@
 //! Actions the engine asks the driver to carry out, in order.
 
+use crate::cluster::ForwardRequest;
 use crate::http::{Response, ResponseHead};
 use crate::input::{CallId, TunnelId};
 use core::net::IpAddr;
@@ -26,6 +27,30 @@ pub enum Output {
         tunnel: TunnelId,
         code: u16,
         reason: &'static str,
+    },
+    /// Several instances: claim `agent` for this instance (`SET agent:<a> id
+    /// EX 120 NX GET`, without `NX` when `takeover`); answer with `Claimed`.
+    Claim {
+        tunnel: TunnelId,
+        agent: String,
+        takeover: bool,
+    },
+    /// Several instances: renew the claims of a tunnel that answered a ping;
+    /// answer `ClaimLost` for each agent whose key names another instance.
+    Refresh {
+        tunnel: TunnelId,
+        agents: Vec<String>,
+    },
+    /// Several instances: delete the agent's key if it still names us.
+    Release { agent: String },
+    /// Several instances: who owns `agent`? Answer with `Located`.
+    Lookup { agent: String },
+    /// Several instances: replay the call on `instance` and relay its answer;
+    /// the engine forgot the call.
+    Forward {
+        call: CallId,
+        instance: String,
+        request: ForwardRequest,
     },
     /// Something worth one log line.
     Event(Event),

@@ -41,6 +41,11 @@ pub struct Relay<E: Entropy> {
     /// Drain deadline once shutdown began.
     pub(crate) draining: Option<u64>,
     stopped: bool,
+    /// Several instances: recent directory answers (owner, expiry ms).
+    pub(crate) located: HashMap<Address, (Option<String>, u64)>,
+    /// Several instances: calls waiting on a look-up, per agent.
+    pub(crate) locating: HashMap<Address, Vec<CallId>>,
+    directory_up: bool,
 }
 
 /// Sizes of everything the engine holds, for invariant checks.
@@ -54,6 +59,8 @@ pub struct Sizes {
     pub timers: usize,
     pub limiter_keys: usize,
     pub queued_outputs: usize,
+    /// Cached and pending directory look-ups.
+    pub directory: usize,
 }
 
 impl<E: Entropy> Relay<E> {
@@ -80,6 +87,9 @@ impl<E: Entropy> Relay<E> {
             counters: Counters::default(),
             draining: None,
             stopped: false,
+            located: HashMap::new(),
+            locating: HashMap::new(),
+            directory_up: false,
         }
     }
 
@@ -105,6 +115,14 @@ impl<E: Entropy> Relay<E> {
             }
             Input::TunnelClosed { tunnel } => self.drop_tunnel(tunnel, "closed by peer", None),
             Input::Shutdown => self.begin_shutdown(),
+            Input::Claimed {
+                tunnel,
+                agent,
+                outcome,
+            } => self.on_claimed(tunnel, agent, outcome),
+            Input::ClaimLost { tunnel, agent } => self.on_claim_lost(tunnel, agent),
+            Input::Located { agent, found } => self.on_located(agent, found),
+            Input::DirectoryHealth { up } => self.directory_up = up,
         }
         self.maybe_finish_shutdown();
     }
@@ -121,6 +139,7 @@ impl<E: Entropy> Relay<E> {
                     self.connect_rl.sweep(t);
                     self.stats_rl.sweep(t);
                     self.agent_rl.sweep(t);
+                    self.sweep_located();
                     self.timers.set(t + SWEEP_MS, TimerKey::Sweep);
                 }
                 TimerKey::Drain => self.finish_shutdown(),
@@ -145,6 +164,8 @@ impl<E: Entropy> Relay<E> {
             active_agents: self.agents.len(),
             active_calls: self.calls.len(),
             counters: self.counters.clone(),
+            instance: (self.cfg.cluster.as_ref())
+                .map(|c| (c.instance_id.clone(), self.directory_up)),
         }
     }
 
@@ -158,6 +179,7 @@ impl<E: Entropy> Relay<E> {
             timers: self.timers.len(),
             limiter_keys: self.connect_rl.len() + self.stats_rl.len() + self.agent_rl.len(),
             queued_outputs: self.out.len(),
+            directory: self.located.len() + self.locating.len(),
         }
     }
 
@@ -195,7 +217,15 @@ impl<E: Entropy> Relay<E> {
             return;
         }
         let path = head.target.split('?').next().unwrap_or("");
-        let ip = http::client_ip(&head.headers, head.peer, &self.cfg.client_ip);
+        let ip = match head.hop {
+            // Another instance already chose the caller's IP and sent it this way.
+            crate::Hop::Trusted => http::client_ip(
+                &head.headers,
+                head.peer,
+                &crate::ClientIpSource::Header("x-forwarded-for".into()),
+            ),
+            _ => http::client_ip(&head.headers, head.peer, &self.cfg.client_ip),
+        };
         match path {
             "/health" => self.health(call),
             "/stats" => {

@@ -11,6 +11,8 @@ pub struct Counters {
     pub slow_consumer_aborts: u64,
     pub gateway_timeouts: u64,
     pub auth_failures: u64,
+    /// Calls for agents another instance holds (replayed or forwarded).
+    pub remote_calls: u64,
 }
 
 /// A snapshot for `/stats`.
@@ -21,12 +23,14 @@ pub struct Stats {
     pub active_agents: usize,
     pub active_calls: usize,
     pub counters: Counters,
+    /// Several instances: this instance's id and whether the directory answers.
+    pub instance: Option<(String, bool)>,
 }
 
 impl Stats {
     pub fn to_json(&self) -> serde_json::Value {
         let c = &self.counters;
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "uptime_seconds": self.uptime_seconds,
             "active_tunnels": self.active_tunnels,
             "active_agents": self.active_agents,
@@ -38,6 +42,12 @@ impl Stats {
             "slow_consumer_aborts": c.slow_consumer_aborts,
             "gateway_timeouts": c.gateway_timeouts,
             "auth_failures": c.auth_failures,
-        })
+        });
+        if let Some((id, up)) = &self.instance {
+            v["instance_id"] = id.as_str().into();
+            v["redis"] = if *up { "ok" } else { "down" }.into();
+            v["remote_calls"] = c.remote_calls.into();
+        }
+        v
     }
 }

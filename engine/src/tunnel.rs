@@ -1,6 +1,7 @@
 //! One tunnel: handshake, agents, keepalive, and the frames it sends.
 
 use crate::auth::{self, to_lower, Address};
+use crate::cluster::PendingAuth;
 use crate::frame::{AgentSig, AgentUrl, ClientFrame, Inbound, Rejected, ServerFrame};
 use crate::input::{CallId, TunnelId};
 use crate::limits::{ms, Bucket, DuplicatePolicy};
@@ -26,6 +27,10 @@ pub(crate) struct Tunnel {
     /// Frame bytes handed to the driver and not yet written.
     pub queued: u64,
     pub calls: HashSet<CallId>,
+    /// Several instances: the handshake waits for its claims.
+    pub pending_auth: Option<PendingAuth>,
+    /// Several instances: `add_agent`s waiting for their claims.
+    pub pending_adds: Vec<Address>,
 }
 
 impl Tunnel {
@@ -78,6 +83,8 @@ impl<E: Entropy> Relay<E> {
                 deadline,
                 queued: 0,
                 calls: HashSet::new(),
+                pending_auth: None,
+                pending_adds: Vec::new(),
             },
         );
         self.timers.set(deadline, TimerKey::Tunnel(id.0));
@@ -104,6 +111,7 @@ impl<E: Entropy> Relay<E> {
         for a in &t.agents {
             if self.agents.get(a) == Some(&id) {
                 self.agents.remove(a);
+                self.release(a);
             }
         }
         let mut calls: Vec<CallId> = t.calls.into_iter().collect();
@@ -148,7 +156,7 @@ impl<E: Entropy> Relay<E> {
         self.drop_tunnel(id, error, Some((code, error)));
     }
 
-    fn error_frame(&mut self, id: TunnelId, error: &str) {
+    pub(crate) fn error_frame(&mut self, id: TunnelId, error: &str) {
         self.send(
             id,
             &ServerFrame::Error {
@@ -212,6 +220,7 @@ impl<E: Entropy> Relay<E> {
                 if let Some(t) = self.tunnels.get_mut(&id) {
                     t.missed_pings = 0;
                 }
+                self.refresh(id);
             }
             ClientFrame::RequestChallenge => self.on_request_challenge(id),
             ClientFrame::AddAgent {
@@ -255,7 +264,7 @@ impl<E: Entropy> Relay<E> {
             return self.auth_error(id, "too_many_agents", MALFORMED);
         }
         let window = self.cfg.timestamp_window.as_secs();
-        let mut verified: Vec<(Address, &str)> = Vec::with_capacity(agents.len());
+        let mut verified: Vec<Address> = Vec::with_capacity(agents.len());
         for a in &agents {
             let ok = auth::verify_agent(
                 &a.address,
@@ -266,16 +275,37 @@ impl<E: Entropy> Relay<E> {
                 window,
             );
             match ok {
-                Ok(addr) if !verified.iter().any(|(v, _)| *v == addr) => {
-                    verified.push((addr, &a.address))
-                }
+                Ok(addr) if !verified.contains(&addr) => verified.push(addr),
                 Ok(_) => {}
                 Err(_) => return self.auth_error(id, "signature_verification_failed", AUTH_FAILED),
             }
         }
+        if self.cfg.cluster.is_some() {
+            for a in &verified {
+                self.claim(id, a);
+            }
+            if let Some(t) = self.tunnels.get_mut(&id) {
+                t.pending_auth = Some(PendingAuth {
+                    waiting: verified.clone(),
+                    all: verified,
+                    held: Vec::new(),
+                });
+            }
+            return;
+        }
+        self.finish_auth(id, verified, Vec::new());
+    }
+
+    /// Registers the verified (and, with several instances, claimed) agents
+    /// and completes the handshake.
+    pub(crate) fn finish_auth(
+        &mut self,
+        id: TunnelId,
+        verified: Vec<Address>,
+        mut rejected: Vec<Rejected>,
+    ) {
         let mut accepted = Vec::new();
-        let mut rejected = Vec::new();
-        for (addr, _) in verified {
+        for addr in verified {
             let lower = to_lower(&addr);
             match self.agents.get(&addr).copied() {
                 Some(other)
@@ -330,7 +360,7 @@ impl<E: Entropy> Relay<E> {
     }
 
     /// Takeover: `addr` leaves tunnel `old`, which closes once it holds no agent.
-    fn supersede(&mut self, old: TunnelId, addr: Address) {
+    pub(crate) fn supersede(&mut self, old: TunnelId, addr: Address) {
         self.agents.remove(&addr);
         let Some(t) = self.tunnels.get_mut(&old) else {
             return;
@@ -412,6 +442,26 @@ impl<E: Entropy> Relay<E> {
         };
         let holds = t.agents.contains(&addr);
         let max = self.cfg.max_agents_per_tunnel as usize;
+        if !holds && max != 0 && t.agents.len() + t.pending_adds.len() >= max {
+            return self.error_frame(id, "max_agents_reached");
+        }
+        if self.cfg.cluster.is_some() && !holds {
+            if !t.pending_adds.contains(&addr) {
+                t.pending_adds.push(addr);
+                self.claim(id, &addr);
+            }
+            return;
+        }
+        self.add_verified(id, addr);
+    }
+
+    /// Registers an agent added mid-session (claimed, with several instances).
+    pub(crate) fn add_verified(&mut self, id: TunnelId, addr: Address) {
+        let Some(t) = self.tunnels.get(&id) else {
+            return;
+        };
+        let holds = t.agents.contains(&addr);
+        let max = self.cfg.max_agents_per_tunnel as usize;
         if !holds && max != 0 && t.agents.len() >= max {
             return self.error_frame(id, "max_agents_reached");
         }
@@ -450,6 +500,7 @@ impl<E: Entropy> Relay<E> {
         t.agents.retain(|a| *a != addr);
         if self.agents.get(&addr) == Some(&id) {
             self.agents.remove(&addr);
+            self.release(&addr);
         }
         let lower = to_lower(&addr);
         self.send(

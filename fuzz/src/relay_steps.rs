@@ -121,6 +121,7 @@ impl World {
             content_length: None,
             body_follows: false,
             websocket,
+            hop: Default::default(),
         }
     }
 
@@ -148,6 +149,12 @@ impl World {
                     assert!(c.heads == 1 && !c.done && !c.gone, "chunk outside a stream");
                 }
                 Output::EndStream { call } | Output::AbortStream { call } => self.end(call, false),
+                // The call leaves for another instance: its answer comes from there.
+                Output::Forward { call, .. } => self.end(call, true),
+                Output::Claim { .. }
+                | Output::Refresh { .. }
+                | Output::Release { .. }
+                | Output::Lookup { .. } => {}
                 Output::Upgrade { call, tunnel } => {
                     self.end(call, false);
                     assert!(!self.tunnels.contains_key(&tunnel) && !self.closed.contains(&tunnel));

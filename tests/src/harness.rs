@@ -136,6 +136,7 @@ impl H {
             content_length: None,
             body_follows: false,
             websocket: false,
+            hop: Default::default(),
         }
     }
 

@@ -186,6 +186,8 @@ impl Ledger {
             Output::EndStream { call } | Output::AbortStream { call } => {
                 call_rule(self.entry(*call), false, true, true)
             }
+            // Handing a call to another instance is its one answer.
+            Output::Forward { call, .. } => call_rule(self.entry(*call), true, false, true),
             Output::Upgrade { call, tunnel } => {
                 match self.tunnels.insert(*tunnel, TunnelLog::default()) {
                     Some(_) => Err("tunnel id upgraded twice"),
@@ -198,7 +200,11 @@ impl Ledger {
                     t.relay_closed = true;
                 }
             }),
-            Output::Event(_) => Ok(()),
+            Output::Event(_)
+            | Output::Claim { .. }
+            | Output::Refresh { .. }
+            | Output::Release { .. }
+            | Output::Lookup { .. } => Ok(()),
             Output::ShutdownComplete => {
                 match std::mem::replace(&mut self.shutdown_complete, true) {
                     true => Err("ShutdownComplete twice"),
@@ -319,7 +325,14 @@ impl Describer {
                 reason,
             } => (Scope::Tunnel(tunnel.0), format!("close {code} {reason}")),
             Output::ShutdownComplete => (Scope::Relay, "shutdown complete".into()),
-            Output::Event(_) => return None,
+            Output::Forward {
+                call: c, instance, ..
+            } => (call(c), format!("forward to {instance}")),
+            Output::Claim { .. }
+            | Output::Refresh { .. }
+            | Output::Release { .. }
+            | Output::Lookup { .. }
+            | Output::Event(_) => return None,
         })
     }
 

@@ -1,7 +1,7 @@
 //! `osaurus-relay serve` settings: each an environment variable and a flag.
 
 use clap::Args;
-use osaurus_relay_engine::{ClientIpSource, Config, DuplicatePolicy};
+use osaurus_relay_engine::{ClientIpSource, ClusterConfig, Config, DuplicatePolicy, RemoteRoute};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -113,9 +113,83 @@ pub struct ServeArgs {
     /// Largest WebSocket message accepted from a tunnel.
     #[arg(long, env = "MAX_FRAME_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_frame_bytes: usize,
+    /// Several instances: the shared Redis (redis://host:port). Unset: one instance.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Set by Fly.io: this instance's id; calls for agents held elsewhere get
+    /// 307 with fly-replay.
+    #[arg(long, env = "FLY_MACHINE_ID")]
+    pub fly_machine_id: Option<String>,
+    /// This instance's id outside Fly.io (default: random at start).
+    #[arg(long, env = "INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// This instance's internal address, where other instances forward calls
+    /// (http://10.0.0.5:8080). Needed with REDIS_URL outside Fly.io.
+    #[arg(long, env = "INSTANCE_URL")]
+    pub instance_url: Option<String>,
+    /// Longest wait for one Redis operation.
+    #[arg(long, env = "REDIS_TIMEOUT", default_value = "1s", value_parser = duration)]
+    pub redis_timeout: Duration,
+    /// How long a Redis answer about an agent's owner is reused.
+    #[arg(long, env = "LOOKUP_CACHE", default_value = "2s", value_parser = duration)]
+    pub lookup_cache: Duration,
+}
+
+/// The resolved multi-instance settings.
+#[derive(Clone, Debug)]
+pub struct ClusterSettings {
+    pub redis_url: String,
+    pub engine: ClusterConfig,
+    pub instance_url: Option<String>,
+}
+
+fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
 impl ServeArgs {
+    /// Several-instance settings, checked; `None` without `REDIS_URL`.
+    pub fn cluster(&self) -> Result<Option<ClusterSettings>, String> {
+        let Some(redis_url) = self.redis_url.clone() else {
+            return Ok(None);
+        };
+        let (id, remote) = match &self.fly_machine_id {
+            Some(id) => (id.clone(), RemoteRoute::FlyReplay),
+            None => {
+                let url = self.instance_url.as_deref().unwrap_or("");
+                if crate::cluster::forward::authority(url).is_none() {
+                    return Err("with REDIS_URL outside Fly.io, set INSTANCE_URL to this \
+                         instance's internal http://host:port (where others forward calls)"
+                        .into());
+                }
+                let id = match &self.instance_id {
+                    Some(id) => id.clone(),
+                    None => {
+                        let mut b = [0u8; 8];
+                        getrandom::fill(&mut b).map_err(|e| format!("randomness: {e}"))?;
+                        b.iter().map(|x| format!("{x:02x}")).collect()
+                    }
+                };
+                (id, RemoteRoute::Forward)
+            }
+        };
+        if !valid_id(&id) {
+            return Err(format!("instance id {id:?}: use letters, digits and -_.:"));
+        }
+        Ok(Some(ClusterSettings {
+            redis_url,
+            engine: ClusterConfig {
+                instance_id: id,
+                remote,
+                lookup_ttl: self.lookup_cache,
+            },
+            instance_url: self.instance_url.clone(),
+        }))
+    }
+
     /// The engine's view of these settings.
     pub fn engine_config(&self) -> Config {
         Config {

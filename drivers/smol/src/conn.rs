@@ -221,6 +221,7 @@ async fn exchange(
     let is_head = h.method == "HEAD";
     let (keep_alive, minor) = (h.keep_alive, h.minor_version);
     let ws_key = h.websocket_key.clone();
+    let hop = core.borrow().hop(&h.headers);
     let head = RequestHead {
         method: h.method,
         target: h.target,
@@ -233,6 +234,7 @@ async fn exchange(
         },
         body_follows,
         websocket: ws_key.is_some(),
+        hop,
     };
     core.borrow_mut().handle(Input::CallHead { call, head });
     let mut answered_early = false;

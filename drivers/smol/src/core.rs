@@ -1,8 +1,11 @@
 //! The engine shared by every task of one relay thread, and output dispatch.
 
+use crate::cluster::directory::Directory;
+use crate::cluster::forward::Caller;
+use crate::cluster::{self, DirOp};
 use crate::entropy::OsEntropy;
 use osaurus_relay_engine::http::{Response, ResponseHead};
-use osaurus_relay_engine::{CallId, Event, Input, Now, Output, Relay, TunnelId};
+use osaurus_relay_engine::{CallId, Entropy, Event, Hop, Input, Now, Output, Relay, TunnelId};
 use smol::channel::{unbounded, Receiver, Sender};
 use smol::net::TcpStream;
 use std::cell::{Cell, RefCell};
@@ -37,6 +40,12 @@ struct Peer<M> {
 
 pub(crate) struct Core {
     relay: Relay<OsEntropy>,
+    /// Several instances: the directory and its operations queue.
+    dir: Option<(Rc<Directory>, Sender<DirOp>)>,
+    /// Calls being answered by another instance: their queued stream bytes.
+    forwarded: HashMap<CallId, Rc<Cell<u64>>>,
+    max_stream_buffer: u64,
+    entropy: OsEntropy,
     origin: Instant,
     calls: HashMap<CallId, Peer<CallMsg>>,
     tunnels: HashMap<TunnelId, Peer<TunnelMsg>>,
@@ -57,7 +66,11 @@ impl Core {
         let origin = Instant::now();
         let now = Now::new(0, unix_now());
         Core {
+            max_stream_buffer: relay_cfg.max_stream_buffer,
             relay: Relay::new(relay_cfg, OsEntropy::new(), now),
+            dir: None,
+            forwarded: HashMap::new(),
+            entropy: OsEntropy::new(),
             origin,
             calls: HashMap::new(),
             tunnels: HashMap::new(),
@@ -66,6 +79,26 @@ impl Core {
             timer_wake,
             done,
         }
+    }
+
+    pub fn set_directory(&mut self, dir: Rc<Directory>, ops: Sender<DirOp>) {
+        self.dir = Some((dir, ops));
+    }
+
+    /// How the call with these headers reached this instance.
+    pub fn hop(&self, headers: &[(String, String)]) -> Hop {
+        cluster::hop(self.dir.as_ref().map(|(d, _)| &**d), headers)
+    }
+
+    pub fn random_hex(&mut self, bytes: usize) -> String {
+        let mut b = vec![0u8; bytes];
+        self.entropy.fill(&mut b);
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    /// A forwarded call finished (answered, failed, or its caller left).
+    pub fn end_forward(&mut self, call: CallId) {
+        self.forwarded.remove(&call);
     }
 
     pub fn origin(&self) -> Instant {
@@ -115,6 +148,12 @@ impl Core {
     }
 
     pub fn handle(&mut self, input: Input<'_>) {
+        if let Input::CallDrained { call, bytes } = input {
+            if let Some(q) = self.forwarded.get(&call) {
+                q.set(q.get().saturating_sub(bytes));
+                return;
+            }
+        }
         let now = self.now();
         self.relay.handle(now, input);
         self.pump();
@@ -200,10 +239,53 @@ impl Core {
                 }
                 log_event(&e)
             }
+            Output::Claim {
+                tunnel,
+                agent,
+                takeover,
+            } => self.directory(DirOp::Claim {
+                tunnel,
+                agent,
+                takeover,
+            }),
+            Output::Refresh { tunnel, agents } => self.directory(DirOp::Refresh { tunnel, agents }),
+            Output::Release { agent } => self.directory(DirOp::Release { agent }),
+            Output::Lookup { agent } => self.directory(DirOp::Lookup { agent }),
+            Output::Forward {
+                call,
+                instance,
+                request,
+            } => {
+                let Some(p) = self.calls.get(&call) else {
+                    return;
+                };
+                let queued = Rc::new(Cell::new(0));
+                let caller = Caller {
+                    tx: p.tx.clone(),
+                    queued: queued.clone(),
+                    max_queued: self.max_stream_buffer,
+                    socket: p.socket.clone(),
+                };
+                self.forwarded.insert(call, queued);
+                self.directory(DirOp::Forward {
+                    call,
+                    instance,
+                    request: Box::new(request),
+                    caller,
+                });
+            }
             Output::ShutdownComplete => {
                 info!("shutdown complete: tunnels told relay_restarting");
                 let _ = self.done.try_send(());
             }
+        }
+    }
+}
+
+impl Core {
+    fn directory(&mut self, op: DirOp) {
+        if let Some((_, tx)) = &self.dir {
+            let _ = tx.try_send(op);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The Osaurus relay on smol: the driver that wires the sans-IO engine to sockets.
 
 pub mod client;
+mod cluster;
 pub mod config;
 mod conn;
 mod core;

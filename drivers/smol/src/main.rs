@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the relay server (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Expose a local HTTP server through a relay, as the Osaurus app does.
     Tunnel(TunnelArgs),
     /// Write a new agent key (mode 0600) and print its address.
@@ -89,7 +89,7 @@ fn main() {
     let cli = Cli::parse();
     let serve = match cli.command {
         None => cli.serve,
-        Some(Command::Serve(a)) => a,
+        Some(Command::Serve(a)) => *a,
         Some(Command::Tunnel(a)) => return tunnel(a),
         Some(Command::Keygen { out }) => {
             let k = keys::generate();

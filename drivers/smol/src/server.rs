@@ -1,11 +1,12 @@
 //! The relay server: accept loop, graceful shutdown, and an in-process handle for tests.
 
-use crate::config::ServeArgs;
+use crate::cluster::{self, directory::Directory};
+use crate::config::{ClusterSettings, ServeArgs};
 use crate::conn::{self, ConnOpts};
-use crate::core::{self, Core};
+use crate::core::{self, Core, Shared};
 use crate::http1::HeadLimits;
 use crate::ws::WsOpts;
-use osaurus_relay_engine::Input;
+use osaurus_relay_engine::{Input, RemoteRoute};
 use smol::channel::{unbounded, Receiver, Sender};
 use smol::future::FutureExt;
 use smol::net::TcpListener;
@@ -43,14 +44,17 @@ pub async fn serve(
     listener: TcpListener,
     stop: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let cluster = args.cluster().map_err(std::io::Error::other)?;
+    let mut cfg = args.engine_config();
+    cfg.cluster = cluster.as_ref().map(|c| c.engine.clone());
     let (wake_tx, wake_rx) = unbounded();
     let (done_tx, done_rx) = unbounded();
-    let core = Rc::new(RefCell::new(Core::new(
-        args.engine_config(),
-        wake_tx,
-        done_tx,
-    )));
+    let core = Rc::new(RefCell::new(Core::new(cfg, wake_tx, done_tx)));
     ex.spawn(core::run_timer(core.clone(), wake_rx)).detach();
+    let dir = match &cluster {
+        Some(c) => Some(start_cluster(ex, &core, c, &args)?),
+        None => None,
+    };
     let opts = Rc::new(conn_opts(ex, &args));
     info!(addr = %listener.local_addr()?, base_domain = %args.base_domain, "listening");
     let accept = async {
@@ -75,11 +79,40 @@ pub async fn serve(
     let _ = done_rx.recv().await;
     // Give tunnel writers a moment to deliver their close frames.
     let grace = Instant::now() + Duration::from_secs(2);
-    while core.borrow().open_tunnels() > 0 && Instant::now() < grace {
+    // ... and the directory its releases, so other instances can take the agents at once.
+    let dir_busy = || dir.as_ref().is_some_and(|d| d.inflight.get() > 0);
+    while (core.borrow().open_tunnels() > 0 || dir_busy()) && Instant::now() < grace {
         async_io::Timer::after(Duration::from_millis(10)).await;
     }
     info!("stopped");
     Ok(())
+}
+
+/// Connects the directory and starts the tasks that carry out its operations.
+fn start_cluster(
+    ex: &'static LocalExecutor<'static>,
+    core: &Shared,
+    c: &ClusterSettings,
+    args: &ServeArgs,
+) -> std::io::Result<Rc<Directory>> {
+    let id = c.engine.instance_id.clone();
+    let dir = Directory::new(&c.redis_url, id, c.instance_url.clone(), args.redis_timeout)
+        .map_err(std::io::Error::other)?;
+    let dir = Rc::new(dir);
+    let (tx, rx) = unbounded();
+    core.borrow_mut().set_directory(dir.clone(), tx);
+    // A forwarded call may wait as long as the owner does, plus a margin.
+    let io = args.response_timeout.max(args.stream_idle_timeout) + Duration::from_secs(5);
+    ex.spawn(cluster::run(ex, core.clone(), dir.clone(), rx, io))
+        .detach();
+    ex.spawn(cluster::heartbeat(core.clone(), dir.clone()))
+        .detach();
+    let mode = match c.engine.remote {
+        RemoteRoute::FlyReplay => "fly-replay",
+        RemoteRoute::Forward => "forward",
+    };
+    info!(instance = %c.engine.instance_id, mode, "several instances: ownership in redis");
+    Ok(dir)
 }
 
 /// Binds per `args` and serves until SIGTERM or SIGINT.

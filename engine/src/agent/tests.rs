@@ -64,6 +64,7 @@ impl Pair {
                             content_length: None,
                             body_follows: false,
                             websocket: true,
+                            hop: Default::default(),
                         };
                         self.relay.handle(self.now, Input::CallHead { call, head });
                     }
@@ -161,6 +162,7 @@ impl Pair {
             content_length: None,
             body_follows: false,
             websocket: false,
+            hop: Default::default(),
         };
         self.relay.handle(self.now, Input::CallHead { call, head });
         self.run();
@@ -351,6 +353,7 @@ fn superseded_agents_are_dropped_and_an_empty_client_stops() {
         content_length: None,
         body_follows: false,
         websocket: true,
+        hop: Default::default(),
     };
     assert_eq!(other.poll_output(), Some(ClientOutput::Connect));
     p.relay.handle(p.now, Input::CallHead { call, head });

@@ -1,0 +1,301 @@
+//! The shared ownership directory in Redis. Keys are those of the reference
+//! relay: `agent:<lowercase address>` → owning instance id, 120 s TTL.
+
+use osaurus_relay_engine::{ClaimOutcome, Located};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, RedisResult, Script};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// Lifetime of an ownership key; refreshed on every pong.
+pub const CLAIM_TTL_SECS: u64 = 120;
+/// Lifetime of an instance's address key; renewed by the heartbeat.
+pub const INSTANCE_TTL_SECS: u64 = 30;
+/// How long a failed connection attempt keeps operations failing fast.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+/// How long another instance's address is reused.
+const URL_CACHE: Duration = Duration::from_secs(10);
+const SECRET_KEY: &str = "relay:hop-secret";
+
+/// Renew if ours, re-claim if gone (Redis restarted, or a claim made while it
+/// was down), else report the owner.
+const REFRESH: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then redis.call('EXPIRE', KEYS[1], ARGV[2]) return 1 end
+if not v then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) return 1 end
+return v";
+
+/// Compare-and-delete: only our own claim is removed.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0";
+
+pub fn agent_key(agent: &str) -> String {
+    format!("agent:{agent}")
+}
+
+fn instance_key(id: &str) -> String {
+    format!("relay:instance:{id}")
+}
+
+pub(crate) struct Directory {
+    client: redis::Client,
+    config: AsyncConnectionConfig,
+    pub id: String,
+    /// This instance's internal URL (forwarding mode).
+    pub url: Option<String>,
+    conn: RefCell<Option<MultiplexedConnection>>,
+    connecting: Cell<bool>,
+    retry_at: Cell<Option<Instant>>,
+    up: Cell<bool>,
+    /// Health changes not yet passed to the engine.
+    health_news: Cell<Option<bool>>,
+    /// Shared by all instances; proves a forwarded call came from one.
+    secret: RefCell<Option<String>>,
+    urls: RefCell<HashMap<String, (String, Instant)>>,
+    refresh: Script,
+    release: Script,
+    /// Operations started and not finished (awaited at shutdown).
+    pub inflight: Cell<usize>,
+}
+
+impl Directory {
+    pub fn new(
+        url: &str,
+        id: String,
+        own_url: Option<String>,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("REDIS_URL: {e}"))?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout));
+        Ok(Directory {
+            client,
+            config,
+            id,
+            url: own_url,
+            conn: RefCell::new(None),
+            connecting: Cell::new(false),
+            retry_at: Cell::new(None),
+            up: Cell::new(false),
+            health_news: Cell::new(None),
+            secret: RefCell::new(None),
+            urls: RefCell::new(HashMap::new()),
+            refresh: Script::new(REFRESH),
+            release: Script::new(RELEASE),
+            inflight: Cell::new(0),
+        })
+    }
+
+    /// A health change the engine has not heard of yet.
+    pub fn take_health_news(&self) -> Option<bool> {
+        self.health_news.take()
+    }
+
+    fn set_up(&self, up: bool) {
+        if self.up.replace(up) != up {
+            self.health_news.set(Some(up));
+            if up {
+                info!(instance = %self.id, "redis reachable");
+            } else {
+                warn!(instance = %self.id, "redis unreachable: serving local tunnels only");
+            }
+        }
+    }
+
+    /// The shared connection, connecting if needed; `None` fails fast while
+    /// Redis is down so no call ever queues behind it.
+    async fn conn(&self) -> Option<MultiplexedConnection> {
+        if let Some(c) = self.conn.borrow().as_ref() {
+            return Some(c.clone());
+        }
+        if self.connecting.get() || self.retry_at.get().is_some_and(|t| Instant::now() < t) {
+            return None;
+        }
+        self.connecting.set(true);
+        let r = self
+            .client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await;
+        self.connecting.set(false);
+        match r {
+            Ok(c) => {
+                *self.conn.borrow_mut() = Some(c.clone());
+                Some(c)
+            }
+            Err(e) => {
+                self.retry_at.set(Some(Instant::now() + RETRY_AFTER));
+                if self.up.get() {
+                    warn!(error = %e, "redis connect failed");
+                }
+                self.set_up(false);
+                None
+            }
+        }
+    }
+
+    /// Runs one operation; any error drops the connection (a new one is made
+    /// on the next use) and marks Redis down.
+    async fn run<T, F, Fut>(&self, op: F) -> Option<T>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = RedisResult<T>>,
+    {
+        let conn = self.conn().await?;
+        match op(conn).await {
+            Ok(v) => {
+                self.set_up(true);
+                Some(v)
+            }
+            Err(e) => {
+                warn!(error = %e, "redis operation failed");
+                self.conn.borrow_mut().take();
+                self.retry_at.set(Some(Instant::now() + RETRY_AFTER));
+                self.set_up(false);
+                None
+            }
+        }
+    }
+
+    /// `SET agent:<a> id EX 120 NX GET` (without `NX` to take over).
+    pub async fn claim(&self, agent: &str, takeover: bool) -> ClaimOutcome {
+        let key = agent_key(agent);
+        let id = self.id.clone();
+        let prev: Option<Option<String>> = self
+            .run(|mut c| async move {
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(&key).arg(&id).arg("EX").arg(CLAIM_TTL_SECS);
+                if !takeover {
+                    cmd.arg("NX");
+                }
+                let prev: Option<String> = cmd.arg("GET").query_async(&mut c).await?;
+                if prev.as_deref() == Some(id.as_str()) && !takeover {
+                    // NX kept our own older claim: renew it.
+                    let _: () = redis::cmd("EXPIRE")
+                        .arg(&key)
+                        .arg(CLAIM_TTL_SECS)
+                        .query_async(&mut c)
+                        .await?;
+                }
+                Ok(prev)
+            })
+            .await;
+        match prev {
+            None => ClaimOutcome::Unavailable,
+            Some(Some(other)) if other != self.id => {
+                if takeover {
+                    info!(agent, from = %other, "agent taken over from another instance");
+                    ClaimOutcome::Ours
+                } else {
+                    ClaimOutcome::HeldBy(other)
+                }
+            }
+            Some(_) => ClaimOutcome::Ours,
+        }
+    }
+
+    /// Renews the claims; returns the agents another instance now owns.
+    pub async fn refresh(&self, agents: &[String]) -> Vec<String> {
+        let id = self.id.clone();
+        let script = &self.refresh;
+        let owners = self
+            .run(|mut c| async move {
+                let mut owners = Vec::with_capacity(agents.len());
+                for a in agents {
+                    let v: redis::Value = script
+                        .key(agent_key(a))
+                        .arg(&id)
+                        .arg(CLAIM_TTL_SECS)
+                        .invoke_async(&mut c)
+                        .await?;
+                    owners.push(matches!(v, redis::Value::BulkString(_)));
+                }
+                Ok(owners)
+            })
+            .await
+            .unwrap_or_default();
+        agents
+            .iter()
+            .zip(owners)
+            .filter(|(_, lost)| *lost)
+            .map(|(a, _)| a.clone())
+            .collect()
+    }
+
+    pub async fn release(&self, agent: &str) {
+        let (key, id, script) = (agent_key(agent), self.id.clone(), &self.release);
+        let _: Option<i64> = self
+            .run(|mut c| async move { script.key(key).arg(id).invoke_async(&mut c).await })
+            .await;
+    }
+
+    pub async fn lookup(&self, agent: &str) -> Located {
+        let key = agent_key(agent);
+        let v: Option<Option<String>> = self
+            .run(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
+            .await;
+        match v {
+            None => Located::Unavailable,
+            Some(None) => Located::Nobody,
+            Some(Some(owner)) => Located::Owner(owner),
+        }
+    }
+
+    /// The internal URL another instance published, cached briefly.
+    pub async fn instance_url(&self, id: &str) -> Option<String> {
+        if let Some((u, at)) = self.urls.borrow().get(id) {
+            if at.elapsed() < URL_CACHE {
+                return Some(u.clone());
+            }
+        }
+        let key = instance_key(id);
+        let url: Option<String> = self
+            .run(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
+            .await
+            .flatten();
+        if let Some(u) = &url {
+            let mut urls = self.urls.borrow_mut();
+            urls.retain(|_, (_, at)| at.elapsed() < URL_CACHE);
+            urls.insert(id.to_string(), (u.clone(), Instant::now()));
+        }
+        url
+    }
+
+    pub fn secret(&self) -> Option<String> {
+        self.secret.borrow().clone()
+    }
+
+    /// Checks the connection, learns the shared hop secret (creating it the
+    /// first time) and publishes this instance's URL.
+    pub async fn heartbeat(&self, fresh_secret: String) {
+        let url = self.url.clone();
+        let id = self.id.clone();
+        let secret: Option<String> = self
+            .run(|mut c| async move {
+                let _: Option<String> = redis::cmd("SET")
+                    .arg(SECRET_KEY)
+                    .arg(&fresh_secret)
+                    .arg("NX")
+                    .query_async(&mut c)
+                    .await?;
+                if let Some(u) = url {
+                    let _: () = redis::cmd("SET")
+                        .arg(instance_key(&id))
+                        .arg(u)
+                        .arg("EX")
+                        .arg(INSTANCE_TTL_SECS)
+                        .query_async(&mut c)
+                        .await?;
+                }
+                redis::cmd("GET").arg(SECRET_KEY).query_async(&mut c).await
+            })
+            .await
+            .flatten();
+        if let Some(s) = secret {
+            *self.secret.borrow_mut() = Some(s);
+        }
+    }
+}

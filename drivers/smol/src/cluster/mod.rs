@@ -1,0 +1,158 @@
+//! Several relay instances: the engine's directory outputs carried out on
+//! Redis, their results fed back, and calls forwarded between instances.
+
+pub(crate) mod directory;
+pub(crate) mod forward;
+
+use crate::core::Shared;
+use directory::Directory;
+use forward::Caller;
+use osaurus_relay_engine::cluster::ForwardRequest;
+use osaurus_relay_engine::{CallId, Hop, Input, TunnelId};
+use smol::channel::Receiver;
+use smol::LocalExecutor;
+use std::rc::Rc;
+use std::time::Duration;
+use tracing::warn;
+
+/// How often the connection is checked and this instance's URL renewed.
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// One directory operation asked for by the engine.
+pub(crate) enum DirOp {
+    Claim {
+        tunnel: TunnelId,
+        agent: String,
+        takeover: bool,
+    },
+    Refresh {
+        tunnel: TunnelId,
+        agents: Vec<String>,
+    },
+    Release {
+        agent: String,
+    },
+    Lookup {
+        agent: String,
+    },
+    Forward {
+        call: CallId,
+        instance: String,
+        request: Box<ForwardRequest>,
+        caller: Caller,
+    },
+}
+
+/// Whether a call came from another instance (see [`Hop`]).
+pub(crate) fn hop(dir: Option<&Directory>, headers: &[(String, String)]) -> Hop {
+    let Some((_, v)) = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(forward::HOP_HEADER))
+    else {
+        return Hop::Direct;
+    };
+    match dir.and_then(|d| d.secret()) {
+        Some(s) if constant_time_eq(s.as_bytes(), v.trim().as_bytes()) => Hop::Trusted,
+        _ => Hop::Untrusted,
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Feeds a Redis health change to the engine.
+fn report_health(core: &Shared, dir: &Directory) {
+    if let Some(up) = dir.take_health_news() {
+        core.borrow_mut().handle(Input::DirectoryHealth { up });
+    }
+}
+
+/// Carries out operations as the engine emits them, each as its own task so
+/// a slow Redis never holds up another.
+pub(crate) async fn run(
+    ex: &'static LocalExecutor<'static>,
+    core: Shared,
+    dir: Rc<Directory>,
+    ops: Receiver<DirOp>,
+    forward_io: Duration,
+) {
+    while let Ok(op) = ops.recv().await {
+        let (core, dir) = (core.clone(), dir.clone());
+        dir.inflight.set(dir.inflight.get() + 1);
+        ex.spawn(async move {
+            execute(&core, &dir, op, forward_io).await;
+            dir.inflight.set(dir.inflight.get() - 1);
+            report_health(&core, &dir);
+        })
+        .detach();
+    }
+}
+
+async fn execute(core: &Shared, dir: &Directory, op: DirOp, forward_io: Duration) {
+    match op {
+        DirOp::Claim {
+            tunnel,
+            agent,
+            takeover,
+        } => {
+            let outcome = dir.claim(&agent, takeover).await;
+            report_health(core, dir);
+            core.borrow_mut().handle(Input::Claimed {
+                tunnel,
+                agent: &agent,
+                outcome,
+            });
+        }
+        DirOp::Refresh { tunnel, agents } => {
+            for agent in dir.refresh(&agents).await {
+                core.borrow_mut().handle(Input::ClaimLost {
+                    tunnel,
+                    agent: &agent,
+                });
+            }
+        }
+        DirOp::Release { agent } => dir.release(&agent).await,
+        DirOp::Lookup { agent } => {
+            let found = dir.lookup(&agent).await;
+            report_health(core, dir);
+            core.borrow_mut().handle(Input::Located {
+                agent: &agent,
+                found,
+            });
+        }
+        DirOp::Forward {
+            call,
+            instance,
+            request,
+            caller,
+        } => {
+            let target = dir.instance_url(&instance).await;
+            let addr = target.as_deref().and_then(forward::authority);
+            match (addr, dir.secret()) {
+                (Some(addr), Some(secret)) => {
+                    forward::forward(&addr, &request, &secret, &caller, forward_io).await
+                }
+                _ => {
+                    warn!(
+                        call = call.0,
+                        instance, "owner instance has no known address"
+                    );
+                    caller.offline();
+                }
+            }
+            core.borrow_mut().end_forward(call);
+        }
+    }
+}
+
+/// Renews this instance's presence and the shared secret, and notices Redis
+/// coming back while nothing else uses it.
+pub(crate) async fn heartbeat(core: Shared, dir: Rc<Directory>) {
+    loop {
+        let fresh = core.borrow_mut().random_hex(32);
+        dir.heartbeat(fresh).await;
+        report_health(&core, &dir);
+        async_io::Timer::after(HEARTBEAT).await;
+    }
+}
