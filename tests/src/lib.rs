@@ -3,4 +3,5 @@
 pub mod e2e;
 pub mod harness;
 pub mod origin;
+pub mod redis;
 pub mod sim;

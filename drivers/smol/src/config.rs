@@ -130,6 +130,11 @@ pub struct ServeArgs {
     /// Longest wait for one Redis operation.
     #[arg(long, env = "REDIS_TIMEOUT", default_value = "1s", value_parser = duration)]
     pub redis_timeout: Duration,
+    /// Lifetime of an agent's ownership key in Redis, renewed on every pong:
+    /// how long a crashed instance's agents stay claimed. Keep it well above
+    /// PING_INTERVAL.
+    #[arg(long, env = "CLAIM_TTL", default_value = "120s", value_parser = duration)]
+    pub claim_ttl: Duration,
     /// How long a Redis answer about an agent's owner is reused.
     #[arg(long, env = "LOOKUP_CACHE", default_value = "2s", value_parser = duration)]
     pub lookup_cache: Duration,

@@ -96,8 +96,15 @@ fn start_cluster(
     args: &ServeArgs,
 ) -> std::io::Result<Rc<Directory>> {
     let id = c.engine.instance_id.clone();
-    let dir = Directory::new(&c.redis_url, id, c.instance_url.clone(), args.redis_timeout)
-        .map_err(std::io::Error::other)?;
+    let ttl = args.claim_ttl.as_secs().max(1);
+    let dir = Directory::new(
+        &c.redis_url,
+        id,
+        c.instance_url.clone(),
+        args.redis_timeout,
+        ttl,
+    )
+    .map_err(std::io::Error::other)?;
     let dir = Rc::new(dir);
     let (tx, rx) = unbounded();
     core.borrow_mut().set_directory(dir.clone(), tx);
@@ -140,7 +147,14 @@ pub struct RelayHandle {
 impl RelayHandle {
     /// Starts a relay bound to `addr` (use port 0 for an OS-chosen port).
     pub fn spawn(args: ServeArgs, addr: SocketAddr) -> std::io::Result<RelayHandle> {
-        let std_listener = std::net::TcpListener::bind(addr)?;
+        Self::spawn_on(args, std::net::TcpListener::bind(addr)?)
+    }
+
+    /// Starts a relay on a listener the caller bound (and so knows the address of).
+    pub fn spawn_on(
+        args: ServeArgs,
+        std_listener: std::net::TcpListener,
+    ) -> std::io::Result<RelayHandle> {
         let addr = std_listener.local_addr()?;
         let (stop_tx, stop_rx): (Sender<()>, Receiver<()>) = unbounded();
         let thread = std::thread::spawn(move || {

@@ -9,8 +9,6 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
-/// Lifetime of an ownership key; refreshed on every pong.
-pub const CLAIM_TTL_SECS: u64 = 120;
 /// Lifetime of an instance's address key; renewed by the heartbeat.
 pub const INSTANCE_TTL_SECS: u64 = 30;
 /// How long a failed connection attempt keeps operations failing fast.
@@ -59,6 +57,8 @@ pub(crate) struct Directory {
     release: Script,
     /// Operations started and not finished (awaited at shutdown).
     pub inflight: Cell<usize>,
+    /// Lifetime of an ownership key (120 s, as the reference); renewed on every pong.
+    claim_ttl: u64,
 }
 
 impl Directory {
@@ -67,6 +67,7 @@ impl Directory {
         id: String,
         own_url: Option<String>,
         timeout: Duration,
+        claim_ttl: u64,
     ) -> Result<Self, String> {
         let client = redis::Client::open(url).map_err(|e| format!("REDIS_URL: {e}"))?;
         let config = AsyncConnectionConfig::new()
@@ -87,6 +88,7 @@ impl Directory {
             refresh: Script::new(REFRESH),
             release: Script::new(RELEASE),
             inflight: Cell::new(0),
+            claim_ttl,
         })
     }
 
@@ -163,11 +165,11 @@ impl Directory {
     /// `SET agent:<a> id EX 120 NX GET` (without `NX` to take over).
     pub async fn claim(&self, agent: &str, takeover: bool) -> ClaimOutcome {
         let key = agent_key(agent);
-        let id = self.id.clone();
+        let (id, ttl) = (self.id.clone(), self.claim_ttl);
         let prev: Option<Option<String>> = self
             .run(|mut c| async move {
                 let mut cmd = redis::cmd("SET");
-                cmd.arg(&key).arg(&id).arg("EX").arg(CLAIM_TTL_SECS);
+                cmd.arg(&key).arg(&id).arg("EX").arg(ttl);
                 if !takeover {
                     cmd.arg("NX");
                 }
@@ -176,7 +178,7 @@ impl Directory {
                     // NX kept our own older claim: renew it.
                     let _: () = redis::cmd("EXPIRE")
                         .arg(&key)
-                        .arg(CLAIM_TTL_SECS)
+                        .arg(ttl)
                         .query_async(&mut c)
                         .await?;
                 }
@@ -199,7 +201,7 @@ impl Directory {
 
     /// Renews the claims; returns the agents another instance now owns.
     pub async fn refresh(&self, agents: &[String]) -> Vec<String> {
-        let id = self.id.clone();
+        let (id, ttl) = (self.id.clone(), self.claim_ttl);
         let script = &self.refresh;
         let owners = self
             .run(|mut c| async move {
@@ -208,7 +210,7 @@ impl Directory {
                     let v: redis::Value = script
                         .key(agent_key(a))
                         .arg(&id)
-                        .arg(CLAIM_TTL_SECS)
+                        .arg(ttl)
                         .invoke_async(&mut c)
                         .await?;
                     owners.push(matches!(v, redis::Value::BulkString(_)));

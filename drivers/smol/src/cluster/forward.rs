@@ -44,7 +44,8 @@ pub fn encode(r: &ForwardRequest, secret: &str) -> Vec<u8> {
         out.extend_from_slice(part.as_bytes());
     }
     for (k, v) in &r.headers.0 {
-        if k != "x-agent-address" {
+        // The owner sets x-agent-address itself; the length is written below.
+        if k != "x-agent-address" && k != "content-length" {
             for part in [k.as_str(), ": ", v.as_str(), "\r\n"] {
                 out.extend_from_slice(part.as_bytes());
             }

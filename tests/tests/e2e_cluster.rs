@@ -1,0 +1,277 @@
+//! Several relay instances on loopback sharing one real `redis-server`:
+//! forwarding, fly-replay, takeover across instances, a crashed instance,
+//! and Redis going away while calls flow.
+
+use osaurus_relay::{RelayHandle, ServeArgs};
+use osaurus_relay_engine::agent::ClientEvent;
+use osaurus_relay_engine::auth::SecretKey;
+use osaurus_relay_tests::e2e::*;
+use osaurus_relay_tests::harness::{host_of, key, lower};
+use osaurus_relay_tests::origin::Origin;
+use osaurus_relay_tests::redis::RedisServer;
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// An instance on 127.0.0.1:0; `fly` picks fly-replay, else forwarding to
+/// its own address.
+fn instance(
+    redis: &RedisServer,
+    id: &str,
+    fly: bool,
+    tweak: impl FnOnce(&mut ServeArgs),
+) -> RelayHandle {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let addr = listener.local_addr().expect("bound");
+    let mut a = test_args();
+    a.redis_url = Some(redis.url());
+    if fly {
+        a.fly_machine_id = Some(id.into());
+    } else {
+        a.instance_id = Some(id.into());
+        a.instance_url = Some(format!("http://{addr}"));
+    }
+    tweak(&mut a);
+    RelayHandle::spawn_on(a, listener).expect("instance starts")
+}
+
+fn stats_get() -> Vec<u8> {
+    format!(
+        "GET /stats HTTP/1.1\r\nHost: {}\r\n\r\n",
+        osaurus_relay_tests::harness::DOMAIN
+    )
+    .into_bytes()
+}
+
+/// Waits until the instance reports Redis reachable (its heartbeat ran).
+async fn redis_ok(addr: SocketAddr) {
+    within("instance reaches redis", async {
+        loop {
+            let r = call(addr, &stats_get()).await;
+            if r.text().contains(r#""redis":"ok""#) {
+                return;
+            }
+            smol::Timer::after(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+/// Polls Redis until `agent:<k>` holds `want` (`""` for no key).
+async fn owner_becomes(redis: &RedisServer, k: &SecretKey, want: &str) {
+    let key = format!("agent:{}", lower(k));
+    within(&format!("{key} == {want:?}"), async {
+        while redis.cli(&["GET", &key]) != want {
+            smol::Timer::after(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+#[test]
+fn a_call_landing_on_another_instance_is_forwarded() {
+    let redis = RedisServer::start();
+    let a = instance(&redis, "inst-a", false, |_| {});
+    let b = instance(&redis, "inst-b", false, |_| {});
+    let origin = Origin::spawn("origin");
+    let k = key(1);
+    let client = ClientHandle::spawn(a.addr, &origin.url(), &[&k]);
+    smol::block_on(async {
+        redis_ok(a.addr).await;
+        redis_ok(b.addr).await;
+        client.online().await;
+        assert_eq!(
+            redis.cli(&["GET", &format!("agent:{}", lower(&k))]),
+            "inst-a"
+        );
+        let r = call(b.addr, &get(&host_of(&k), "/hello")).await;
+        assert_eq!((r.status, r.text().as_str()), (200, "hello from origin"));
+        let body = "{\"text\":\"héllo ✓\"}".as_bytes();
+        let r = call(b.addr, &post(&host_of(&k), "/echo", body)).await;
+        assert_eq!((r.status, r.body.as_slice()), (200, body), "byte for byte");
+        // A stream crosses both instances chunk by chunk.
+        let mut c = Caller::connect(b.addr).await;
+        c.send(&get(&host_of(&k), "/sse")).await;
+        origin.sse.send("data: one\n\n".into()).await.unwrap();
+        assert_eq!(c.head().await.0, 200);
+        assert_eq!(c.chunk().await, Ok(Some(b"data: one\n\n".to_vec())));
+        origin.sse.send("data: two\n\n".into()).await.unwrap();
+        assert_eq!(c.chunk().await, Ok(Some(b"data: two\n\n".to_vec())));
+        origin.sse.send(String::new()).await.unwrap();
+        assert_eq!(c.chunk().await, Ok(None));
+        let r = call(b.addr, &get(&host_of(&key(9)), "/hello")).await;
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (502, r#"{"error":"agent_offline"}"#)
+        );
+        let r = call(b.addr, &stats_get()).await;
+        assert!(
+            r.text().contains(r#""instance_id":"inst-b""#),
+            "{}",
+            r.text()
+        );
+    });
+}
+
+#[test]
+fn on_fly_a_call_for_another_instance_is_replayed_there() {
+    let redis = RedisServer::start();
+    let a = instance(&redis, "m-a", true, |_| {});
+    let b = instance(&redis, "m-b", true, |_| {});
+    let origin = Origin::spawn("origin");
+    let k = key(1);
+    let client = ClientHandle::spawn(a.addr, &origin.url(), &[&k]);
+    smol::block_on(async {
+        redis_ok(b.addr).await;
+        client.online().await;
+        let r = call(b.addr, &get(&host_of(&k), "/hello")).await;
+        assert_eq!(r.status, 307);
+        assert_eq!(r.header("fly-replay"), Some("instance=m-a"));
+        let r = call(a.addr, &get(&host_of(&k), "/hello")).await;
+        assert_eq!((r.status, r.text().as_str()), (200, "hello from origin"));
+    });
+}
+
+#[test]
+fn a_newer_session_on_another_instance_takes_the_agent_over() {
+    let redis = RedisServer::start();
+    let short_pings = |a: &mut ServeArgs| a.ping_interval = Duration::from_millis(100);
+    let a = instance(&redis, "inst-a", false, short_pings);
+    let b = instance(&redis, "inst-b", false, short_pings);
+    let (first, second) = (Origin::spawn("first"), Origin::spawn("second"));
+    let k = key(1);
+    let old = ClientHandle::spawn(a.addr, &first.url(), &[&k]);
+    smol::block_on(async {
+        redis_ok(a.addr).await;
+        redis_ok(b.addr).await;
+        old.online().await;
+        let new = ClientHandle::spawn(b.addr, &second.url(), &[&k]);
+        new.online().await;
+        assert_eq!(
+            redis.cli(&["GET", &format!("agent:{}", lower(&k))]),
+            "inst-b"
+        );
+        // A's next refresh sees B's claim: the old tunnel is told it was superseded.
+        old.wait_for("old session superseded", |e| {
+            matches!(e, ClientEvent::Superseded { .. })
+        })
+        .await;
+        for relay in [a.addr, b.addr] {
+            let r = call(relay, &get(&host_of(&k), "/hello")).await;
+            assert_eq!((r.status, r.text().as_str()), (200, "hello from second"));
+        }
+    });
+}
+
+/// The relay in a child process; killed with SIGKILL on drop.
+struct Child(std::process::Child, SocketAddr);
+
+impl Child {
+    fn spawn(redis: &RedisServer, id: &str, env: &[(&str, &str)]) -> Child {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_relay_child"));
+        c.env("REDIS_URL", redis.url())
+            .env("FLY_MACHINE_ID", id)
+            .env("BASE_DOMAIN", osaurus_relay_tests::harness::DOMAIN)
+            .env("RUST_LOG", "off")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::piped());
+        let mut child = c.spawn().expect("relay_child starts");
+        let out = child.stdout.take().expect("piped");
+        let mut line = String::new();
+        std::io::BufReader::new(out)
+            .read_line(&mut line)
+            .expect("address line");
+        let addr = line.trim().parse().expect("the child prints its address");
+        Child(child, addr)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[test]
+fn a_killed_instance_s_claims_expire_and_another_serves_the_agent() {
+    let redis = RedisServer::start();
+    let mut a = Child::spawn(&redis, "m-a", &[("CLAIM_TTL", "1s")]);
+    // B rejects duplicates: it serves the agent only once A's claim is gone.
+    let b = instance(&redis, "m-b", true, |a| {
+        a.duplicate_policy = osaurus_relay_engine::DuplicatePolicy::Reject
+    });
+    let origin = Origin::spawn("origin");
+    let k = key(1);
+    let client = ClientHandle::spawn(a.1, &origin.url(), &[&k]);
+    smol::block_on(async {
+        redis_ok(b.addr).await;
+        client.online().await;
+        assert_eq!(redis.cli(&["GET", &format!("agent:{}", lower(&k))]), "m-a");
+        a.kill();
+        owner_becomes(&redis, &k, "").await;
+        drop(client);
+        let r = call(b.addr, &get(&host_of(&k), "/hello")).await;
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (502, r#"{"error":"agent_offline"}"#)
+        );
+        let again = ClientHandle::spawn(b.addr, &origin.url(), &[&k]);
+        again
+            .wait_for(
+                "accepted on B",
+                |e| matches!(e, ClientEvent::Online { agents, .. } if agents.len() == 1),
+            )
+            .await;
+        let r = call(b.addr, &get(&host_of(&k), "/hello")).await;
+        assert_eq!((r.status, r.text().as_str()), (200, "hello from origin"));
+    });
+}
+
+#[test]
+fn local_calls_never_fail_while_redis_stops_and_starts() {
+    let mut redis = RedisServer::start();
+    let a = instance(&redis, "inst-a", false, |a| {
+        a.ping_interval = Duration::from_millis(100)
+    });
+    let origin = Origin::spawn("origin");
+    let (k1, k2) = (key(1), key(2));
+    let first = ClientHandle::spawn(a.addr, &origin.url(), &[&k1]);
+    smol::block_on(async {
+        redis_ok(a.addr).await;
+        first.online().await;
+        let mut later = None;
+        for i in 0..90 {
+            match i {
+                20 => redis.stop(),
+                // Registration while Redis is down is accepted locally.
+                30 => {
+                    let c = ClientHandle::spawn(a.addr, &origin.url(), &[&k2]);
+                    c.online().await;
+                    later = Some(c);
+                }
+                60 => redis.restart(),
+                _ => {}
+            }
+            for k in [&k1, &k2]
+                .into_iter()
+                .take(if later.is_some() { 2 } else { 1 })
+            {
+                let r = call(a.addr, &get(&host_of(k), "/hello")).await;
+                assert_eq!(
+                    (r.status, r.text().as_str()),
+                    (200, "hello from origin"),
+                    "call {i}"
+                );
+            }
+        }
+        // Refreshes write the claims Redis lost, including the one made while it was down.
+        owner_becomes(&redis, &k1, "inst-a").await;
+        owner_becomes(&redis, &k2, "inst-a").await;
+        redis_ok(a.addr).await;
+    });
+}
