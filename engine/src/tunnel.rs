@@ -114,6 +114,14 @@ impl<E: Entropy> Relay<E> {
                 self.release(a);
             }
         }
+        if let Some(p) = &t.pending_auth {
+            // Claimed for a handshake that never finished: undo the claims.
+            for a in p.all.iter().filter(|a| !p.waiting.contains(a)) {
+                if !p.held.contains(a) && !self.agents.contains_key(a) {
+                    self.release(a);
+                }
+            }
+        }
         let mut calls: Vec<CallId> = t.calls.into_iter().collect();
         calls.sort();
         for c in calls {

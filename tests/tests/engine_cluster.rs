@@ -233,6 +233,22 @@ fn a_claim_answered_after_its_tunnel_left_is_undone() {
 }
 
 #[test]
+fn a_handshake_that_dies_after_some_claims_releases_them() {
+    let mut h = H::new(cluster(RemoteRoute::FlyReplay));
+    let (a, b) = (key(1), key(2));
+    let (t, nonce) = h.open_from("192.0.2.1");
+    let auth = h.auth_frame(&[&a, &b], &nonce);
+    h.text(t, &auth);
+    claimed(&mut h, t, &a, ClaimOutcome::Ours);
+    // The second claim never comes back in time: the handshake times out.
+    let out = h.advance(1_000);
+    assert_eq!(closes(&out), [(t, 4001, "auth_timeout")]);
+    assert_eq!(releases(&out), [lower(&a)]);
+    let out = claimed(&mut h, t, &b, ClaimOutcome::Ours);
+    assert_eq!(releases(&out), [lower(&b)]);
+}
+
+#[test]
 fn shutdown_releases_every_claim() {
     let mut h = H::new(cluster(RemoteRoute::FlyReplay));
     let (a, b) = (key(1), key(2));
