@@ -207,3 +207,47 @@ async fn relay_chunks(s: &mut TcpStream, mut buf: Vec<u8>, c: &Caller, io: Durat
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use osaurus_relay_engine::frame::Headers;
+
+    #[test]
+    fn authorities() {
+        assert_eq!(
+            authority("http://10.0.0.5:8080").as_deref(),
+            Some("10.0.0.5:8080")
+        );
+        assert_eq!(authority("http://relay-1/x").as_deref(), Some("relay-1:80"));
+        assert_eq!(
+            authority("http://[::1]:9000").as_deref(),
+            Some("[::1]:9000")
+        );
+        assert_eq!(authority("https://relay-1"), None);
+        assert_eq!(authority("http://"), None);
+    }
+
+    #[test]
+    fn a_forwarded_request_carries_the_secret_and_one_length() {
+        let r = ForwardRequest {
+            method: "POST".into(),
+            path: "/v1/chat?x=1".into(),
+            host: "0xab.relay.test".into(),
+            headers: Headers(vec![
+                ("content-type".into(), "application/json".into()),
+                ("content-length".into(), "999".into()),
+                ("x-agent-address".into(), "0xab".into()),
+                ("x-forwarded-for".into(), "203.0.113.7".into()),
+            ]),
+            body: b"{}".to_vec(),
+        };
+        let raw = String::from_utf8(encode(&r, "s3cret")).unwrap();
+        assert_eq!(
+            raw,
+            "POST /v1/chat?x=1 HTTP/1.1\r\nhost: 0xab.relay.test\r\n\
+             content-type: application/json\r\nx-forwarded-for: 203.0.113.7\r\n\
+             x-relay-hop: s3cret\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}"
+        );
+    }
+}

@@ -45,13 +45,17 @@ pub(crate) enum DirOp {
 
 /// Whether a call came from another instance (see [`Hop`]).
 pub(crate) fn hop(dir: Option<&Directory>, headers: &[(String, String)]) -> Hop {
+    // One instance never forwards: no need to look.
+    let Some(dir) = dir else {
+        return Hop::Direct;
+    };
     let Some((_, v)) = headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(forward::HOP_HEADER))
     else {
         return Hop::Direct;
     };
-    match dir.and_then(|d| d.secret()) {
+    match dir.secret() {
         Some(s) if constant_time_eq(s.as_bytes(), v.trim().as_bytes()) => Hop::Trusted,
         _ => Hop::Untrusted,
     }
@@ -154,5 +158,34 @@ pub(crate) async fn heartbeat(core: Shared, dir: Rc<Directory>) {
         dir.heartbeat(fresh).await;
         report_health(&core, &dir);
         async_io::Timer::after(HEARTBEAT).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_by_content_and_length() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn one_instance_never_sees_a_hop() {
+        let h = vec![(forward::HOP_HEADER.to_string(), "x".to_string())];
+        assert_eq!(hop(None, &h), Hop::Direct);
+        let d = Directory::new(
+            "redis://127.0.0.1:1",
+            "a".into(),
+            None,
+            Duration::from_millis(10),
+            120,
+        )
+        .expect("a valid url");
+        assert_eq!(hop(Some(&d), &h), Hop::Untrusted, "no secret known yet");
+        assert_eq!(hop(Some(&d), &[]), Hop::Direct);
     }
 }
