@@ -302,7 +302,7 @@ impl<E: Entropy> Relay<E> {
                 self.emit(Output::Forward {
                     call,
                     instance: owner,
-                    request,
+                    request: Box::new(request),
                 });
             }
         }

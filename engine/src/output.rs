@@ -50,7 +50,8 @@ pub enum Output {
     Forward {
         call: CallId,
         instance: String,
-        request: ForwardRequest,
+        /// Boxed: it would make every output five times larger.
+        request: Box<ForwardRequest>,
     },
     /// Something worth one log line.
     Event(Event),

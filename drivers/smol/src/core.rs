@@ -270,7 +270,7 @@ impl Core {
                 self.directory(DirOp::Forward {
                     call,
                     instance,
-                    request: Box::new(request),
+                    request,
                     caller,
                 });
             }
