@@ -338,6 +338,25 @@ pub fn post(host: &str, path: &str, body: &[u8]) -> Vec<u8> {
     r
 }
 
+/// Through `relay`: `/hello`, a byte-exact `/echo`, and `/sse` whose events
+/// reach the caller one by one (each sent only after the caller has the last).
+pub async fn origin_round_trips(relay: SocketAddr, host: &str, origin: &crate::origin::Origin) {
+    let r = call(relay, &get(host, "/hello")).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "hello from origin"));
+    let body = "{\"text\":\"héllo ✓ \\\"quoted\\\"\\n\"}".as_bytes();
+    let r = call(relay, &post(host, "/echo", body)).await;
+    assert_eq!((r.status, r.body.as_slice()), (200, body), "byte for byte");
+    let mut c = Caller::connect(relay).await;
+    c.send(&get(host, "/sse")).await;
+    origin.sse.send("data: one\n\n".into()).await.unwrap();
+    assert_eq!(c.head().await.0, 200);
+    assert_eq!(c.chunk().await, Ok(Some(b"data: one\n\n".to_vec())));
+    origin.sse.send("data: two\n\n".into()).await.unwrap();
+    assert_eq!(c.chunk().await, Ok(Some(b"data: two\n\n".to_vec())));
+    origin.sse.send(String::new()).await.unwrap();
+    assert_eq!(c.chunk().await, Ok(None));
+}
+
 /// A tunnel client (`osaurus-relay tunnel`) running on its own thread.
 pub struct ClientHandle {
     pub events: smol::channel::Receiver<osaurus_relay_engine::agent::ClientEvent>,

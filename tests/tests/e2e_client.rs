@@ -13,21 +13,7 @@ fn buffered_and_sse_calls_pass_through() {
     let client = ClientHandle::spawn(relay.addr, &origin.url(), &[&a]);
     smol::block_on(async {
         client.online().await;
-        let r = call(relay.addr, &get(&host_of(&a), "/hello")).await;
-        assert_eq!((r.status, r.text().as_str()), (200, "hello from origin"));
-        let body = "{\"text\":\"héllo ✓ \\\"quoted\\\"\\n\"}".as_bytes();
-        let r = call(relay.addr, &post(&host_of(&a), "/echo", body)).await;
-        assert_eq!((r.status, r.body.as_slice()), (200, body), "byte for byte");
-        let mut c = Caller::connect(relay.addr).await;
-        c.send(&get(&host_of(&a), "/sse")).await;
-        origin.sse.send("data: one\n\n".into()).await.unwrap();
-        assert_eq!(c.head().await.0, 200);
-        assert_eq!(c.chunk().await, Ok(Some(b"data: one\n\n".to_vec())));
-        // The second event is sent only after the caller has the first.
-        origin.sse.send("data: two\n\n".into()).await.unwrap();
-        assert_eq!(c.chunk().await, Ok(Some(b"data: two\n\n".to_vec())));
-        origin.sse.send(String::new()).await.unwrap();
-        assert_eq!(c.chunk().await, Ok(None));
+        origin_round_trips(relay.addr, &host_of(&a), &origin).await;
     });
 }
 

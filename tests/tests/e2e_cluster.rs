@@ -84,21 +84,8 @@ fn a_call_landing_on_another_instance_is_forwarded() {
             redis.cli(&["GET", &format!("agent:{}", lower(&k))]),
             "inst-a"
         );
-        let r = call(b.addr, &get(&host_of(&k), "/hello")).await;
-        assert_eq!((r.status, r.text().as_str()), (200, "hello from origin"));
-        let body = "{\"text\":\"héllo ✓\"}".as_bytes();
-        let r = call(b.addr, &post(&host_of(&k), "/echo", body)).await;
-        assert_eq!((r.status, r.body.as_slice()), (200, body), "byte for byte");
-        // A stream crosses both instances chunk by chunk.
-        let mut c = Caller::connect(b.addr).await;
-        c.send(&get(&host_of(&k), "/sse")).await;
-        origin.sse.send("data: one\n\n".into()).await.unwrap();
-        assert_eq!(c.head().await.0, 200);
-        assert_eq!(c.chunk().await, Ok(Some(b"data: one\n\n".to_vec())));
-        origin.sse.send("data: two\n\n".into()).await.unwrap();
-        assert_eq!(c.chunk().await, Ok(Some(b"data: two\n\n".to_vec())));
-        origin.sse.send(String::new()).await.unwrap();
-        assert_eq!(c.chunk().await, Ok(None));
+        // Buffered and streamed answers cross both instances, chunk by chunk.
+        origin_round_trips(b.addr, &host_of(&k), &origin).await;
         let r = call(b.addr, &get(&host_of(&key(9)), "/hello")).await;
         assert_eq!(
             (r.status, r.text().as_str()),
