@@ -2,17 +2,14 @@
 
 use crate::core::{CallMsg, Shared};
 use crate::http1::{self, BodyFraming, ChunkedDecoder, Decoded, HeadLimits, ResponseFraming};
+use crate::sock::{read_more, write_all, Sock};
+use async_io::Async;
 use osaurus_relay_engine::http::{error, status_has_body, Response};
 use osaurus_relay_engine::{CallId, Input, RequestHead};
 use smol::channel::Receiver;
 use smol::future::FutureExt;
-use smol::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use smol::net::TcpStream;
-use std::cell::RefCell;
-use std::net::{Shutdown, SocketAddr};
-use std::pin::Pin;
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::rc::Rc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 /// Driver-side limits of a caller connection.
@@ -30,8 +27,6 @@ pub(crate) struct ConnOpts {
     pub ws: crate::ws::WsOpts,
 }
 
-const READ_CHUNK: usize = 16 * 1024;
-
 /// Queued stream chunks written to a caller in one write, at most (roughly).
 const COALESCE_BYTES: usize = 64 * 1024;
 
@@ -48,30 +43,6 @@ pub(crate) async fn until<T>(
         .await
 }
 
-thread_local! {
-    /// One read buffer per thread, borrowed only within a single poll: no
-    /// per-connection buffer, and no zeroing of fresh memory on every read.
-    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_CHUNK]);
-}
-
-/// Appends what one read returns to `buf`; `Ok(0)` is end of stream.
-/// Cancel-safe: bytes reach `buf` only in the poll that returns them.
-fn read_more<'a>(
-    s: &'a mut TcpStream,
-    buf: &'a mut Vec<u8>,
-) -> impl std::future::Future<Output = std::io::Result<usize>> + 'a {
-    smol::future::poll_fn(move |cx| {
-        SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            let r = Pin::new(&mut *s).poll_read(cx, &mut scratch[..]);
-            if let Poll::Ready(Ok(n)) = r {
-                buf.extend_from_slice(&scratch[..n]);
-            }
-            r
-        })
-    })
-}
-
 enum HeadRead {
     Head(http1::RequestHead, usize),
     /// Closed, or idle too long between requests: close quietly.
@@ -79,7 +50,7 @@ enum HeadRead {
     Reject(u16, &'static str),
 }
 
-async fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>, o: &ConnOpts) -> HeadRead {
+async fn read_head(s: &Async<TcpStream>, buf: &mut Vec<u8>, o: &ConnOpts) -> HeadRead {
     let started = !buf.is_empty();
     let mut deadline = Instant::now()
         + if started {
@@ -100,7 +71,8 @@ async fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>, o: &ConnOpts) -> HeadRe
                 Err(e) => return HeadRead::Reject(e.status(), head_error_code(e.status())),
             }
         }
-        match until(deadline, read_more(s, buf)).await {
+        // Between requests the caller is usually still reading our answer.
+        match until(deadline, read_more(s, buf, !started)).await {
             Some(Ok(0)) | Some(Err(_)) => return HeadRead::Gone,
             Some(Ok(_)) => {}
             None if started => return HeadRead::Reject(408, "request_timeout"),
@@ -119,7 +91,7 @@ fn head_error_code(status: u16) -> &'static str {
 }
 
 /// Writes a relay error and closes, reading a little first so the caller sees it.
-async fn reject(s: &mut TcpStream, status: u16, code: &str) {
+async fn reject(s: &Async<TcpStream>, status: u16, code: &str) {
     let mut out = Vec::new();
     let r = error(status, code);
     http1::write_head(
@@ -132,44 +104,45 @@ async fn reject(s: &mut TcpStream, status: u16, code: &str) {
     );
     out.extend_from_slice(&r.body);
     let deadline = Instant::now() + Duration::from_secs(2);
-    if until(deadline, s.write_all(&out)).await.is_some() {
+    if until(deadline, write_all(s, &out)).await.is_some() {
         linger(s).await;
     }
 }
 
 /// Half-closes, then drains for a while: closing with unread input would
 /// reset the connection and could destroy the answer before the caller reads it.
-async fn linger(s: &mut TcpStream) {
-    let _ = s.shutdown(Shutdown::Write);
+async fn linger(s: &Async<TcpStream>) {
+    let _ = s.get_ref().shutdown(Shutdown::Write);
     let deadline = Instant::now() + LINGER;
-    let mut sink = vec![0u8; READ_CHUNK];
-    while let Some(Ok(n)) = until(deadline, s.read(&mut sink)).await {
+    let mut sink = Vec::new();
+    while let Some(Ok(n)) = until(deadline, read_more(s, &mut sink, false)).await {
         if n == 0 {
             break;
         }
+        sink.clear();
     }
 }
 
 /// Longest a rejected caller may keep sending before the connection is dropped.
 const LINGER: Duration = Duration::from_secs(2);
 
-pub(crate) async fn serve(core: Shared, mut s: TcpStream, peer: SocketAddr, o: Rc<ConnOpts>) {
+pub(crate) async fn serve(core: Shared, s: Sock, peer: SocketAddr, o: Rc<ConnOpts>) {
     let mut buf: Vec<u8> = Vec::new();
     loop {
-        let (h, n) = match read_head(&mut s, &mut buf, &o).await {
+        let (h, n) = match read_head(&s, &mut buf, &o).await {
             HeadRead::Head(h, n) => (h, n),
             HeadRead::Gone => return,
-            HeadRead::Reject(status, code) => return reject(&mut s, status, code).await,
+            HeadRead::Reject(status, code) => return reject(&s, status, code).await,
         };
         buf.drain(..n);
         let (call, rx) = core.borrow_mut().new_call(&s);
-        let next = exchange(&core, &mut s, &mut buf, peer, h, call, &rx, &o).await;
+        let next = exchange(&core, &s, &mut buf, peer, h, call, &rx, &o).await;
         core.borrow_mut().end_call(call);
         match next {
             Next::KeepAlive => {}
             Next::Close => return,
-            Next::Linger => return linger(&mut s).await,
-            Next::Reject(status, code) => return reject(&mut s, status, code).await,
+            Next::Linger => return linger(&s).await,
+            Next::Reject(status, code) => return reject(&s, status, code).await,
             Next::Upgrade(tunnel, trx, key) => {
                 // The read buffer lives on inside the tunnel: keep only its bytes.
                 buf.shrink_to_fit();
@@ -206,7 +179,7 @@ enum BodyEnd {
 #[allow(clippy::too_many_arguments)]
 async fn exchange(
     core: &Shared,
-    s: &mut TcpStream,
+    s: &Async<TcpStream>,
     buf: &mut Vec<u8>,
     peer: SocketAddr,
     h: http1::RequestHead,
@@ -240,7 +213,7 @@ async fn exchange(
     let mut answered_early = false;
     if body_follows {
         if h.expect_continue && rx.is_empty() {
-            let _ = s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+            let _ = write_all(s, b"HTTP/1.1 100 Continue\r\n\r\n").await;
         }
         match read_body(core, s, buf, h.body, call, rx, o).await {
             BodyEnd::Complete => core.borrow_mut().handle(Input::CallBodyEnd { call }),
@@ -271,7 +244,7 @@ async fn exchange(
 
 async fn read_body(
     core: &Shared,
-    s: &mut TcpStream,
+    s: &Async<TcpStream>,
     buf: &mut Vec<u8>,
     framing: BodyFraming,
     call: CallId,
@@ -331,7 +304,7 @@ async fn read_body(
         }
         if need_more {
             let deadline = body_deadline.min(Instant::now() + o.io_timeout);
-            match until(deadline, read_more(s, buf)).await {
+            match until(deadline, read_more(s, buf, false)).await {
                 Some(Ok(0)) | Some(Err(_)) => return BodyEnd::Gone,
                 Some(Ok(_)) => {}
                 None => return BodyEnd::Bad(408, "request_timeout"),
@@ -382,7 +355,7 @@ enum Event {
 /// Waits for the engine's answer while watching the caller for hang-ups.
 async fn answer(
     core: &Shared,
-    s: &mut TcpStream,
+    s: &Async<TcpStream>,
     buf: &mut Vec<u8>,
     call: CallId,
     rx: &Receiver<CallMsg>,
@@ -395,9 +368,9 @@ async fn answer(
         let ev = if let Some(m) = pending.take() {
             Event::Msg(Some(m))
         } else if buf.len() < o.head.max_head_bytes {
-            let mut probe = s.clone();
+            // Watching for a hang-up only waits for readiness: no read per call.
             async { Event::Msg(rx.recv().await.ok()) }
-                .or(async { Event::Read(read_more(&mut probe, buf).await) })
+                .or(async { Event::Read(read_more(s, buf, true).await) })
                 .await
         } else {
             Event::Msg(rx.recv().await.ok())
@@ -416,7 +389,7 @@ async fn answer(
         let ok = match msg {
             CallMsg::Respond(r) => {
                 let out = w.full(&r);
-                return match until(deadline, s.write_all(&out)).await {
+                return match until(deadline, write_all(s, &out)).await {
                     Some(Ok(())) if w.keep_alive => Next::KeepAlive,
                     _ => Next::Close,
                 };
@@ -436,7 +409,7 @@ async fn answer(
                     w.keep_alive && w.chunked(),
                     w.minor,
                 );
-                until(deadline, s.write_all(&out)).await
+                until(deadline, write_all(s, &out)).await
             }
             CallMsg::Chunk(data) => {
                 // Every chunk already queued goes out in one write.
@@ -462,7 +435,7 @@ async fn answer(
                 let r = if out.is_empty() {
                     Some(Ok(()))
                 } else {
-                    until(deadline, s.write_all(&out)).await
+                    until(deadline, write_all(s, &out)).await
                 };
                 core.borrow_mut()
                     .handle(Input::CallDrained { call, bytes: n });
@@ -476,7 +449,7 @@ async fn answer(
                         Next::Close
                     };
                 }
-                return match until(deadline, s.write_all(http1::LAST_CHUNK)).await {
+                return match until(deadline, write_all(s, http1::LAST_CHUNK)).await {
                     Some(Ok(())) if w.keep_alive => Next::KeepAlive,
                     _ => Next::Close,
                 };

@@ -4,10 +4,10 @@ use crate::cluster::directory::Directory;
 use crate::cluster::forward::Caller;
 use crate::cluster::{self, DirOp};
 use crate::entropy::OsEntropy;
+use crate::sock::Sock;
 use osaurus_relay_engine::http::{Response, ResponseHead};
 use osaurus_relay_engine::{CallId, Entropy, Event, Hop, Input, Now, Output, Relay, TunnelId};
 use smol::channel::{unbounded, Receiver, Sender};
-use smol::net::TcpStream;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::Shutdown;
@@ -33,7 +33,7 @@ pub(crate) enum TunnelMsg {
 
 struct Peer<M> {
     tx: Sender<M>,
-    socket: TcpStream,
+    socket: Sock,
     /// Bytes a tunnel may still send before it authenticates (u64::MAX after).
     budget: Option<Rc<Cell<u64>>>,
 }
@@ -111,7 +111,7 @@ impl Core {
     }
 
     /// Registers a new call of the connection `socket`; its messages arrive on the receiver.
-    pub fn new_call(&mut self, socket: &TcpStream) -> (CallId, Receiver<CallMsg>) {
+    pub fn new_call(&mut self, socket: &Sock) -> (CallId, Receiver<CallMsg>) {
         self.next_call += 1;
         let id = CallId(self.next_call);
         let (tx, rx) = unbounded();
@@ -132,7 +132,7 @@ impl Core {
 
     /// Binds the socket to a tunnel whose channel the dispatcher created.
     /// Binds the socket and its pre-auth read budget to the tunnel.
-    pub fn set_tunnel_socket(&mut self, id: TunnelId, socket: &TcpStream, budget: Rc<Cell<u64>>) {
+    pub fn set_tunnel_socket(&mut self, id: TunnelId, socket: &Sock, budget: Rc<Cell<u64>>) {
         if let Some(p) = self.tunnels.get_mut(&id) {
             p.socket = socket.clone();
             p.budget = Some(budget);
@@ -197,7 +197,7 @@ impl Core {
             Output::AbortStream { call } => {
                 // The writer may be blocked on a caller that does not read: cut it loose.
                 if let Some(p) = self.calls.get(&call) {
-                    let _ = p.socket.shutdown(Shutdown::Both);
+                    let _ = p.socket.get_ref().shutdown(Shutdown::Both);
                 }
                 self.send_call(call, CallMsg::Abort)
             }

@@ -9,6 +9,7 @@ pub mod entropy;
 pub mod http1;
 pub mod keys;
 pub mod server;
+mod sock;
 mod ws;
 
 pub use config::ServeArgs;

@@ -6,13 +6,14 @@ use crate::conn::{self, ConnOpts};
 use crate::core::{self, Core, Shared};
 use crate::http1::HeadLimits;
 use crate::ws::WsOpts;
+use async_io::Async;
 use osaurus_relay_engine::{Input, RemoteRoute};
 use smol::channel::{unbounded, Receiver, Sender};
 use smol::future::FutureExt;
-use smol::net::TcpListener;
 use smol::LocalExecutor;
 use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::net::TcpListener;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tracing::info;
@@ -41,7 +42,7 @@ fn conn_opts(ex: &'static LocalExecutor<'static>, a: &ServeArgs) -> ConnOpts {
 pub async fn serve(
     ex: &'static LocalExecutor<'static>,
     args: ServeArgs,
-    listener: TcpListener,
+    listener: Async<TcpListener>,
     stop: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let cluster = args.cluster().map_err(std::io::Error::other)?;
@@ -56,13 +57,13 @@ pub async fn serve(
         None => None,
     };
     let opts = Rc::new(conn_opts(ex, &args));
-    info!(addr = %listener.local_addr()?, base_domain = %args.base_domain, "listening");
+    info!(addr = %listener.get_ref().local_addr()?, base_domain = %args.base_domain, "listening");
     let accept = async {
         loop {
             match listener.accept().await {
                 Ok((s, peer)) => {
-                    let _ = s.set_nodelay(true);
-                    ex.spawn(conn::serve(core.clone(), s, peer, opts.clone()))
+                    let _ = s.get_ref().set_nodelay(true);
+                    ex.spawn(conn::serve(core.clone(), Rc::new(s), peer, opts.clone()))
                         .detach();
                 }
                 // Out of descriptors and the like: back off instead of spinning.
@@ -125,8 +126,10 @@ fn start_cluster(
 /// Binds per `args` and serves until SIGTERM or SIGINT.
 pub fn run(args: ServeArgs) -> std::io::Result<()> {
     let ex: &'static LocalExecutor<'static> = Box::leak(Box::new(LocalExecutor::new()));
-    smol::block_on(ex.run(async {
-        let listener = TcpListener::bind((args.bind_addr, args.port)).await?;
+    // The server is a task of its own: the future `block_on` polls is woken
+    // only when it ends, not on every wake-up of the executor.
+    smol::block_on(ex.run(ex.spawn(async move {
+        let listener = Async::<TcpListener>::bind((args.bind_addr, args.port))?;
         let signals =
             async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])?;
         let stop = async move {
@@ -134,7 +137,7 @@ pub fn run(args: ServeArgs) -> std::io::Result<()> {
             let _ = smol::stream::StreamExt::next(&mut signals).await;
         };
         serve(ex, args, listener, stop).await
-    }))
+    })))
 }
 
 /// A relay running on its own thread (tests, embedding).
@@ -159,13 +162,13 @@ impl RelayHandle {
         let (stop_tx, stop_rx): (Sender<()>, Receiver<()>) = unbounded();
         let thread = std::thread::spawn(move || {
             let ex: &'static LocalExecutor<'static> = Box::leak(Box::new(LocalExecutor::new()));
-            smol::block_on(ex.run(async {
-                let listener = TcpListener::try_from(std_listener)?;
+            smol::block_on(ex.run(ex.spawn(async move {
+                let listener = Async::new(std_listener)?;
                 serve(ex, args, listener, async move {
                     let _ = stop_rx.recv().await;
                 })
                 .await
-            }))
+            })))
         });
         Ok(RelayHandle {
             addr,

@@ -2,6 +2,7 @@
 
 use crate::conn::until;
 use crate::core::{Shared, TunnelMsg};
+use crate::sock::{write_all, Sock};
 use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -12,9 +13,7 @@ use futures_util::SinkExt;
 use osaurus_relay_engine::{Input, TunnelId};
 use smol::channel::Receiver;
 use smol::future::FutureExt;
-use smol::io::AsyncWriteExt;
 use smol::io::{AsyncRead, AsyncWrite};
-use smol::net::TcpStream;
 use smol::stream::StreamExt;
 use std::cell::Cell;
 use std::pin::Pin;
@@ -51,7 +50,7 @@ fn ws_config(o: &WsOpts) -> WebSocketConfig {
 /// Completes the upgrade of `s` and runs the tunnel until either side closes.
 pub(crate) async fn accept(
     core: Shared,
-    mut s: TcpStream,
+    s: Sock,
     leftover: Vec<u8>,
     tunnel: TunnelId,
     rx: Receiver<TunnelMsg>,
@@ -70,7 +69,7 @@ pub(crate) async fn accept(
     );
     let wrote = until(
         Instant::now() + o.write_timeout,
-        s.write_all(head.as_bytes()),
+        write_all(&s, head.as_bytes()),
     )
     .await;
     if matches!(wrote, Some(Ok(()))) {
@@ -87,7 +86,7 @@ pub(crate) async fn accept(
         .await;
         run(&core, tunnel, ws, rx, o, &budget).await;
     }
-    let _ = s.shutdown(std::net::Shutdown::Both);
+    let _ = s.get_ref().shutdown(std::net::Shutdown::Both);
     let mut c = core.borrow_mut();
     c.handle(Input::TunnelClosed { tunnel });
     c.end_tunnel(tunnel);
@@ -200,7 +199,7 @@ async fn run(
 /// authenticates: tungstenite would otherwise buffer a message of up to
 /// `MAX_FRAME_BYTES` for anybody who merely opened a WebSocket.
 pub(crate) struct Metered {
-    inner: TcpStream,
+    inner: Sock,
     left: Rc<Cell<u64>>,
 }
 
@@ -220,7 +219,7 @@ impl AsyncRead for Metered {
             return Poll::Ready(Err(e));
         }
         let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        let r = Pin::new(&mut this.inner).poll_read(cx, &mut buf[..n]);
+        let r = Pin::new(&mut &*this.inner).poll_read(cx, &mut buf[..n]);
         if let Poll::Ready(Ok(k)) = &r {
             if left != u64::MAX {
                 this.left.set(left - *k as u64);
@@ -236,14 +235,14 @@ impl AsyncWrite for Metered {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        Pin::new(&mut &*self.get_mut().inner).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        Pin::new(&mut &*self.get_mut().inner).poll_flush(cx)
     }
 
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_close(cx)
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(self.inner.get_ref().shutdown(std::net::Shutdown::Write))
     }
 }

@@ -66,7 +66,7 @@ pub(crate) struct Caller {
     /// Streamed bytes handed to the caller's connection and not yet written.
     pub queued: Rc<Cell<u64>>,
     pub max_queued: u64,
-    pub socket: TcpStream,
+    pub socket: crate::sock::Sock,
 }
 
 impl Caller {
@@ -76,7 +76,7 @@ impl Caller {
 
     /// Cuts the stream short; the writer may be stuck on a caller that does not read.
     fn abort(&self) {
-        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+        let _ = self.socket.get_ref().shutdown(std::net::Shutdown::Both);
         self.send(CallMsg::Abort);
     }
 

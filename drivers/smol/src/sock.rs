@@ -1,0 +1,67 @@
+//! Socket reads and writes on async-io directly. A keep-alive caller that has
+//! just been answered has not sent its next request yet: waiting for
+//! readiness before reading saves a read failing with EAGAIN on every call,
+//! and async-io's single waker slot keeps the interest armed across calls
+//! (async-net's streams re-register it whenever a clone is dropped).
+
+use async_io::Async;
+use std::cell::RefCell;
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::rc::Rc;
+use std::task::{ready, Poll};
+
+pub(crate) type Sock = Rc<Async<TcpStream>>;
+
+/// Bytes one read may return.
+const READ_CHUNK: usize = 16 * 1024;
+
+thread_local! {
+    /// One read buffer per thread, borrowed only within a single poll: no
+    /// per-connection buffer, and no zeroing of fresh memory on every read.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_CHUNK]);
+}
+
+/// Appends what one read returns to `buf`; `Ok(0)` is end of stream. With
+/// `wait_first`, waits for readiness before the first attempt.
+/// Cancel-safe: bytes reach `buf` only in the poll that returns them.
+pub(crate) fn read_more<'a>(
+    s: &'a Async<TcpStream>,
+    buf: &'a mut Vec<u8>,
+    wait_first: bool,
+) -> impl std::future::Future<Output = std::io::Result<usize>> + 'a {
+    let mut ready = !wait_first;
+    std::future::poll_fn(move |cx| loop {
+        if !ready {
+            ready!(s.poll_readable(cx))?;
+            ready = true;
+        }
+        let r = SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let r = s.get_ref().read(&mut scratch[..]);
+            if let Ok(n) = r {
+                buf.extend_from_slice(&scratch[..n]);
+            }
+            r
+        });
+        match r {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => ready = false,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            r => return Poll::Ready(r),
+        }
+    })
+}
+
+/// Writes all of `data`, waiting for room when the socket's buffer is full.
+pub(crate) async fn write_all(s: &Async<TcpStream>, mut data: &[u8]) -> std::io::Result<()> {
+    while !data.is_empty() {
+        match s.get_ref().write(data) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == ErrorKind::WouldBlock => s.writable().await?,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
