@@ -163,7 +163,7 @@ enum Next {
     Reject(u16, &'static str),
     Upgrade(
         osaurus_relay_engine::TunnelId,
-        Receiver<crate::core::TunnelMsg>,
+        Rc<crate::ws::Outbox>,
         String,
     ),
 }

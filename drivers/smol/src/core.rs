@@ -5,6 +5,7 @@ use crate::cluster::forward::Caller;
 use crate::cluster::{self, DirOp};
 use crate::entropy::OsEntropy;
 use crate::sock::Sock;
+use crate::ws::{Outbox, TunnelMsg};
 use osaurus_relay_engine::http::{Response, ResponseHead};
 use osaurus_relay_engine::{CallId, Entropy, Event, Hop, Input, Now, Output, Relay, TunnelId};
 use smol::channel::{unbounded, Receiver, Sender};
@@ -22,20 +23,12 @@ pub(crate) enum CallMsg {
     Chunk(Vec<u8>),
     End,
     Abort,
-    Upgrade(TunnelId, Receiver<TunnelMsg>),
-}
-
-/// What a tunnel's writer must do next.
-pub(crate) enum TunnelMsg {
-    Frame(String),
-    Close(u16, &'static str),
+    Upgrade(TunnelId, Rc<Outbox>),
 }
 
 struct Peer<M> {
     tx: Sender<M>,
     socket: Sock,
-    /// Bytes a tunnel may still send before it authenticates (u64::MAX after).
-    budget: Option<Rc<Cell<u64>>>,
 }
 
 pub(crate) struct Core {
@@ -48,7 +41,7 @@ pub(crate) struct Core {
     entropy: OsEntropy,
     origin: Instant,
     calls: HashMap<CallId, Peer<CallMsg>>,
-    tunnels: HashMap<TunnelId, Peer<TunnelMsg>>,
+    tunnels: HashMap<TunnelId, Rc<Outbox>>,
     next_call: u64,
     armed: Option<u64>,
     timer_wake: Sender<()>,
@@ -120,7 +113,6 @@ impl Core {
             Peer {
                 tx,
                 socket: socket.clone(),
-                budget: None,
             },
         );
         (id, rx)
@@ -128,15 +120,6 @@ impl Core {
 
     pub fn end_call(&mut self, id: CallId) {
         self.calls.remove(&id);
-    }
-
-    /// Binds the socket to a tunnel whose channel the dispatcher created.
-    /// Binds the socket and its pre-auth read budget to the tunnel.
-    pub fn set_tunnel_socket(&mut self, id: TunnelId, socket: &Sock, budget: Rc<Cell<u64>>) {
-        if let Some(p) = self.tunnels.get_mut(&id) {
-            p.socket = socket.clone();
-            p.budget = Some(budget);
-        }
     }
 
     pub fn end_tunnel(&mut self, id: TunnelId) {
@@ -202,23 +185,13 @@ impl Core {
                 self.send_call(call, CallMsg::Abort)
             }
             Output::Upgrade { call, tunnel } => {
-                let (tx, rx) = unbounded();
-                if let Some(p) = self.calls.get(&call) {
-                    let socket = p.socket.clone();
-                    self.tunnels.insert(
-                        tunnel,
-                        Peer {
-                            tx,
-                            socket,
-                            budget: None,
-                        },
-                    );
-                }
-                self.send_call(call, CallMsg::Upgrade(tunnel, rx));
+                let out = Rc::new(Outbox::new());
+                self.tunnels.insert(tunnel, out.clone());
+                self.send_call(call, CallMsg::Upgrade(tunnel, out));
             }
             Output::SendFrame { tunnel, text } => {
-                if let Some(p) = self.tunnels.get(&tunnel) {
-                    let _ = p.tx.try_send(TunnelMsg::Frame(text));
+                if let Some(out) = self.tunnels.get(&tunnel) {
+                    out.push(TunnelMsg::Frame(text));
                 }
             }
             Output::CloseTunnel {
@@ -226,15 +199,15 @@ impl Core {
                 code,
                 reason,
             } => {
-                if let Some(p) = self.tunnels.get(&tunnel) {
-                    let _ = p.tx.try_send(TunnelMsg::Close(code, reason));
+                if let Some(out) = self.tunnels.get(&tunnel) {
+                    out.push(TunnelMsg::Close(code, reason));
                 }
             }
             Output::Event(e) => {
                 if let Event::TunnelUp { tunnel, .. } = &e {
                     // Authenticated: frames may now be as large as the protocol allows.
-                    if let Some(b) = self.tunnels.get(tunnel).and_then(|p| p.budget.as_ref()) {
-                        b.set(u64::MAX);
+                    if let Some(out) = self.tunnels.get(tunnel) {
+                        out.budget.set(u64::MAX);
                     }
                 }
                 log_event(&e)

@@ -1,0 +1,227 @@
+//! A tunnel's WebSocket: the 101 handshake, then frames both ways. Frames are
+//! read straight out of one per-thread buffer and queued frames go out in one
+//! write, so an idle tunnel holds neither a read nor a write buffer.
+
+mod frames;
+mod outbox;
+
+use crate::conn::until;
+use crate::core::Shared;
+use crate::sock::{write_all, Sock};
+use async_tungstenite::tungstenite::handshake::derive_accept_key;
+use async_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+use frames::{FrameReader, Msg};
+use osaurus_relay_engine::{Input, TunnelId};
+pub(crate) use outbox::{Outbox, TunnelMsg};
+use std::cell::{Cell, RefCell};
+use std::io::{ErrorKind, Read};
+use std::rc::Rc;
+use std::task::{ready, Poll};
+use std::time::{Duration, Instant};
+use tracing::debug;
+
+/// The most one read takes from a tunnel.
+const READ_BYTES: usize = 64 * 1024;
+
+thread_local! {
+    /// Every tunnel reads into this, one poll at a time.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BYTES]);
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct WsOpts {
+    pub max_message: usize,
+    /// Bytes a tunnel may send before it authenticates (an auth frame).
+    pub pre_auth_bytes: u64,
+    /// A write that makes no progress this long drops the tunnel.
+    pub write_timeout: Duration,
+}
+
+/// How a tunnel ends.
+enum End {
+    /// The socket failed or closed: nothing more to say.
+    Gone,
+    /// Send this close frame, then close.
+    Close(u16, &'static str),
+    /// The client closed: answer with its code.
+    Answer(Option<u16>),
+}
+
+/// Completes the upgrade of `s` and runs the tunnel until either side closes.
+pub(crate) async fn accept(
+    core: Shared,
+    s: Sock,
+    leftover: Vec<u8>,
+    tunnel: TunnelId,
+    out: Rc<Outbox>,
+    key: String,
+    o: WsOpts,
+) {
+    out.budget.set(o.pre_auth_bytes);
+    let head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {}\r\n\r\n",
+        derive_accept_key(key.as_bytes())
+    );
+    let deadline = Instant::now() + o.write_timeout;
+    if matches!(
+        until(deadline, write_all(&s, head.as_bytes())).await,
+        Some(Ok(()))
+    ) {
+        let end = {
+            let writer = write_loop(&core, tunnel, &s, &out, &o);
+            let reader = read_loop(&core, tunnel, &s, &out, leftover, &o);
+            smol::future::or(writer, reader).await
+        };
+        let close = match end {
+            End::Gone => None,
+            End::Close(code, reason) => Some((code, reason)),
+            End::Answer(code) => Some((code.unwrap_or(1000), "")),
+        };
+        if let Some((code, reason)) = close {
+            let mut f = Vec::with_capacity(4 + reason.len());
+            frames::encode(
+                &mut f,
+                OpCode::Control(Control::Close),
+                &[&code.to_be_bytes(), reason.as_bytes()],
+            );
+            let _ = until(Instant::now() + o.write_timeout, write_all(&s, &f)).await;
+        }
+    }
+    let _ = s.get_ref().shutdown(std::net::Shutdown::Both);
+    let mut c = core.borrow_mut();
+    c.handle(Input::TunnelClosed { tunnel });
+    c.end_tunnel(tunnel);
+}
+
+/// Everything queued goes out in one write: one syscall for many frames under load.
+async fn write_loop(core: &Shared, tunnel: TunnelId, s: &Sock, out: &Outbox, o: &WsOpts) -> End {
+    loop {
+        let batch = out.take().await;
+        let size: usize = batch
+            .iter()
+            .map(|m| match m {
+                TunnelMsg::Frame(t) => t.len() + 10,
+                TunnelMsg::Pong(p) => p.len() + 2,
+                TunnelMsg::Close(..) => 0,
+            })
+            .sum();
+        let (mut buf, mut text_bytes, mut close) = (Vec::with_capacity(size), 0u64, None);
+        for m in batch {
+            match m {
+                TunnelMsg::Frame(t) => {
+                    text_bytes += t.len() as u64;
+                    frames::encode(&mut buf, OpCode::Data(Data::Text), &[t.as_bytes()]);
+                }
+                TunnelMsg::Pong(p) => {
+                    frames::encode(&mut buf, OpCode::Control(Control::Pong), &[&p])
+                }
+                TunnelMsg::Close(code, reason) => {
+                    close = Some(End::Close(code, reason));
+                    break;
+                }
+            }
+        }
+        let deadline = Instant::now() + o.write_timeout;
+        if !buf.is_empty() && !matches!(until(deadline, write_all(s, &buf)).await, Some(Ok(()))) {
+            return End::Gone;
+        }
+        if text_bytes > 0 {
+            core.borrow_mut().handle(Input::TunnelDrained {
+                tunnel,
+                bytes: text_bytes,
+            });
+        }
+        if let Some(end) = close {
+            return end;
+        }
+    }
+}
+
+async fn read_loop(
+    core: &Shared,
+    tunnel: TunnelId,
+    s: &Sock,
+    out: &Outbox,
+    mut leftover: Vec<u8>,
+    o: &WsOpts,
+) -> End {
+    let mut reader = FrameReader::new(o.max_message);
+    let closed_by_client = Cell::new(None);
+    let mut on = |m: Msg<'_>| match m {
+        Msg::Text(text) => core.borrow_mut().handle(Input::TunnelText { tunnel, text }),
+        Msg::Binary => core.borrow_mut().handle(Input::TunnelBinary { tunnel }),
+        Msg::Ping(p) => out.push(TunnelMsg::Pong(p.to_vec())),
+        Msg::Close(code) => closed_by_client.set(Some(code)),
+    };
+    if !leftover.is_empty() {
+        if let Err(end) = spend(out, leftover.len()) {
+            return end;
+        }
+        match reader.feed(&mut leftover, &mut on) {
+            Ok(true) => return End::Answer(closed_by_client.get().flatten()),
+            Ok(false) => {}
+            Err(f) => return fault(f),
+        }
+        drop(leftover);
+    }
+    loop {
+        let step = std::future::poll_fn(|cx| loop {
+            let r = SCRATCH.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                match s.get_ref().read(&mut scratch[..]) {
+                    Ok(0) => Some(Err(End::Gone)),
+                    Ok(n) => Some(match spend(out, n) {
+                        Err(end) => Err(end),
+                        Ok(()) => match reader.feed(&mut scratch[..n], &mut on) {
+                            Ok(true) => Err(End::Answer(None)),
+                            Ok(false) => Ok(()),
+                            Err(f) => Err(fault(f)),
+                        },
+                    }),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => None,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => Some(Ok(())),
+                    Err(e) => {
+                        debug!(tunnel = tunnel.0, error = %e, "tunnel read failed");
+                        Some(Err(End::Gone))
+                    }
+                }
+            });
+            match r {
+                Some(r) => return Poll::Ready(r),
+                None => {
+                    if let Err(e) = ready!(s.poll_readable(cx)) {
+                        debug!(tunnel = tunnel.0, error = %e, "tunnel poll failed");
+                        return Poll::Ready(Err(End::Gone));
+                    }
+                }
+            }
+        });
+        match step.await {
+            Ok(()) => {}
+            Err(End::Answer(_)) => return End::Answer(closed_by_client.get().flatten()),
+            Err(end) => return end,
+        }
+        // The callers this read fed get to write before the next read.
+        smol::future::yield_now().await;
+    }
+}
+
+/// Counts bytes read against the pre-auth budget.
+fn spend(out: &Outbox, n: usize) -> Result<(), End> {
+    let left = out.budget.get();
+    if left == u64::MAX {
+        return Ok(());
+    }
+    match left.checked_sub(n as u64) {
+        Some(l) => {
+            out.budget.set(l);
+            Ok(())
+        }
+        None => Err(fault(frames::Fault::TooBig)),
+    }
+}
+
+fn fault(f: frames::Fault) -> End {
+    let (code, reason) = f.close();
+    End::Close(code, reason)
+}
