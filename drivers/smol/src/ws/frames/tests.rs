@@ -195,3 +195,32 @@ fn server_frames_parse_back() {
         assert_eq!(out.len() - c.position() as usize, len + 2);
     }
 }
+
+proptest::proptest! {
+    /// Any bytes, cut anywhere: never a panic, and the same messages and
+    /// outcome however the bytes were split across reads.
+    #[test]
+    fn hostile_bytes_read_the_same_however_split(
+        frames in proptest::collection::vec(
+            (proptest::bool::ANY, 0u8..16, proptest::collection::vec(proptest::num::u8::ANY, 0..300), proptest::bool::ANY),
+            0..6,
+        ),
+        noise in proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+        cuts in proptest::collection::vec(0usize..2000, 0..4),
+    ) {
+        let mut wire = Vec::new();
+        for (fin, op, payload, masked) in &frames {
+            let mut f = frame(*fin, *op, payload);
+            if !masked {
+                f[1] &= 0x7f;
+            }
+            wire.extend(f);
+        }
+        wire.extend(noise);
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (wire.len() + 1)).collect();
+        cuts.sort_unstable();
+        let whole = run(256, &wire, &[]);
+        let split = run(256, &wire, &cuts);
+        proptest::prop_assert_eq!(whole, split);
+    }
+}
