@@ -58,15 +58,20 @@ pub(crate) async fn accept(
     o: WsOpts,
 ) {
     out.budget.set(o.pre_auth_bytes);
-    let head = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {}\r\n\r\n",
-        derive_accept_key(key.as_bytes())
-    );
-    let deadline = Instant::now() + o.write_timeout;
-    if matches!(
-        until(deadline, write_all(&s, head.as_bytes())).await,
-        Some(Ok(()))
-    ) {
+    let upgraded = {
+        // Scoped: neither the key nor the 101 head stays in an idle tunnel's state.
+        let head = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {}\r\n\r\n",
+            derive_accept_key(key.as_bytes())
+        );
+        drop(key);
+        let deadline = Instant::now() + o.write_timeout;
+        matches!(
+            until(deadline, write_all(&s, head.as_bytes())).await,
+            Some(Ok(()))
+        )
+    };
+    if upgraded {
         let end = {
             let writer = write_loop(&core, tunnel, &s, &out, &o);
             let reader = read_loop(&core, tunnel, &s, &out, leftover, &o);
