@@ -2,11 +2,11 @@
 
 use crate::core::{CallMsg, Shared};
 use crate::http1::{self, BodyFraming, ChunkedDecoder, Decoded, HeadLimits, ResponseFraming};
+use crate::mailbox::Mailbox;
 use crate::sock::{read_more, write_all, Sock};
 use async_io::Async;
 use osaurus_relay_engine::http::{error, status_has_body, Response};
 use osaurus_relay_engine::{CallId, Input, RequestHead};
-use smol::channel::Receiver;
 use smol::future::FutureExt;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::rc::Rc;
@@ -184,7 +184,7 @@ async fn exchange(
     peer: SocketAddr,
     h: http1::RequestHead,
     call: CallId,
-    rx: &Receiver<CallMsg>,
+    rx: &Mailbox<CallMsg>,
     o: &ConnOpts,
 ) -> Next {
     let body_follows = match h.body {
@@ -248,7 +248,7 @@ async fn read_body(
     buf: &mut Vec<u8>,
     framing: BodyFraming,
     call: CallId,
-    rx: &Receiver<CallMsg>,
+    rx: &Mailbox<CallMsg>,
     o: &ConnOpts,
 ) -> BodyEnd {
     let mut remaining = match framing {
@@ -358,7 +358,7 @@ async fn answer(
     s: &Async<TcpStream>,
     buf: &mut Vec<u8>,
     call: CallId,
-    rx: &Receiver<CallMsg>,
+    rx: &Mailbox<CallMsg>,
     w: &Writer,
     o: &ConnOpts,
 ) -> Next {
@@ -369,11 +369,11 @@ async fn answer(
             Event::Msg(Some(m))
         } else if buf.len() < o.head.max_head_bytes {
             // Watching for a hang-up only waits for readiness: no read per call.
-            async { Event::Msg(rx.recv().await.ok()) }
+            async { Event::Msg(Some(rx.recv().await)) }
                 .or(async { Event::Read(read_more(s, buf, true).await) })
                 .await
         } else {
-            Event::Msg(rx.recv().await.ok())
+            Event::Msg(Some(rx.recv().await))
         };
         let msg = match ev {
             Event::Read(Ok(0)) | Event::Read(Err(_)) => {
@@ -426,7 +426,7 @@ async fn answer(
                                 out.extend_from_slice(&d);
                             }
                             if out.len() < COALESCE_BYTES {
-                                next = rx.try_recv().ok();
+                                next = rx.try_recv();
                             }
                         }
                         other => pending = Some(other),

@@ -4,11 +4,12 @@ use crate::cluster::directory::Directory;
 use crate::cluster::forward::Caller;
 use crate::cluster::{self, DirOp};
 use crate::entropy::OsEntropy;
+use crate::mailbox::Mailbox;
 use crate::sock::Sock;
 use crate::ws::{Outbox, TunnelMsg};
 use osaurus_relay_engine::http::{Response, ResponseHead};
 use osaurus_relay_engine::{CallId, Entropy, Event, Hop, Input, Now, Output, Relay, TunnelId};
-use smol::channel::{unbounded, Receiver, Sender};
+use smol::channel::{Receiver, Sender};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::Shutdown;
@@ -26,8 +27,8 @@ pub(crate) enum CallMsg {
     Upgrade(TunnelId, Rc<Outbox>),
 }
 
-struct Peer<M> {
-    tx: Sender<M>,
+struct Peer {
+    mail: Rc<Mailbox<CallMsg>>,
     socket: Sock,
 }
 
@@ -40,7 +41,7 @@ pub(crate) struct Core {
     max_stream_buffer: u64,
     entropy: OsEntropy,
     origin: Instant,
-    calls: HashMap<CallId, Peer<CallMsg>>,
+    calls: HashMap<CallId, Peer>,
     tunnels: HashMap<TunnelId, Rc<Outbox>>,
     next_call: u64,
     armed: Option<u64>,
@@ -104,22 +105,24 @@ impl Core {
     }
 
     /// Registers a new call of the connection `socket`; its messages arrive on the receiver.
-    pub fn new_call(&mut self, socket: &Sock) -> (CallId, Receiver<CallMsg>) {
+    pub fn new_call(&mut self, socket: &Sock) -> (CallId, Rc<Mailbox<CallMsg>>) {
         self.next_call += 1;
         let id = CallId(self.next_call);
-        let (tx, rx) = unbounded();
+        let mail = Rc::new(Mailbox::new());
         self.calls.insert(
             id,
             Peer {
-                tx,
+                mail: mail.clone(),
                 socket: socket.clone(),
             },
         );
-        (id, rx)
+        (id, mail)
     }
 
     pub fn end_call(&mut self, id: CallId) {
-        self.calls.remove(&id);
+        if let Some(p) = self.calls.remove(&id) {
+            p.mail.close();
+        }
     }
 
     pub fn end_tunnel(&mut self, id: TunnelId) {
@@ -167,7 +170,7 @@ impl Core {
 
     fn send_call(&mut self, id: CallId, msg: CallMsg) {
         if let Some(p) = self.calls.get(&id) {
-            let _ = p.tx.try_send(msg);
+            p.mail.push(msg);
         }
     }
 
@@ -234,7 +237,7 @@ impl Core {
                 };
                 let queued = Rc::new(Cell::new(0));
                 let caller = Caller {
-                    tx: p.tx.clone(),
+                    tx: p.mail.clone(),
                     queued: queued.clone(),
                     max_queued: self.max_stream_buffer,
                     socket: p.socket.clone(),

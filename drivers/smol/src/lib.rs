@@ -8,6 +8,7 @@ mod core;
 pub mod entropy;
 pub mod http1;
 pub mod keys;
+mod mailbox;
 pub mod server;
 mod sock;
 mod ws;

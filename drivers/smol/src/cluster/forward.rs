@@ -5,7 +5,6 @@ use crate::core::CallMsg;
 use crate::http1::{ChunkedDecoder, Decoded};
 use osaurus_relay_engine::cluster::ForwardRequest;
 use osaurus_relay_engine::http::{self, Response, ResponseHead};
-use smol::channel::Sender;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
 use std::cell::Cell;
@@ -62,7 +61,7 @@ pub fn encode(r: &ForwardRequest, secret: &str) -> Vec<u8> {
 
 /// What the forwarding task shares with the caller's connection.
 pub(crate) struct Caller {
-    pub tx: Sender<CallMsg>,
+    pub tx: Rc<crate::mailbox::Mailbox<CallMsg>>,
     /// Streamed bytes handed to the caller's connection and not yet written.
     pub queued: Rc<Cell<u64>>,
     pub max_queued: u64,
@@ -71,7 +70,7 @@ pub(crate) struct Caller {
 
 impl Caller {
     fn send(&self, m: CallMsg) -> bool {
-        self.tx.try_send(m).is_ok()
+        self.tx.push(m)
     }
 
     /// Cuts the stream short; the writer may be stuck on a caller that does not read.

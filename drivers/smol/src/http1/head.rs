@@ -7,6 +7,7 @@
 //! authority becomes `host`). Authority-form and anything else is rejected.
 
 use std::fmt;
+use std::mem::MaybeUninit;
 
 /// Longer methods get 501, as RFC 9112 section 3 suggests.
 pub const MAX_METHOD_LEN: usize = 32;
@@ -88,6 +89,9 @@ type ParseResult = Result<Option<(RequestHead, usize)>, HeadError>;
 
 /// Parses one request head from the start of `buf`. `Ok(None)`: need more bytes.
 /// On success also returns the head's length; the body (if any) follows it.
+/// Header slots kept on the stack; larger configured limits use the heap.
+const STACK_SLOTS: usize = 128;
+
 pub fn parse_head(
     buf: &[u8],
     limits: &HeadLimits,
@@ -99,9 +103,17 @@ pub fn parse_head(
     let slots = limits
         .max_headers
         .min((limits.max_head_bytes / 3).saturating_add(1));
-    let mut headers = vec![httparse::EMPTY_HEADER; slots];
-    let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(window) {
+    // Uninitialised slots: no allocation and no zeroing per request.
+    let mut stack = [MaybeUninit::<httparse::Header<'_>>::uninit(); STACK_SLOTS];
+    let mut heap = Vec::new();
+    let slots = if slots <= STACK_SLOTS {
+        &mut stack[..slots]
+    } else {
+        heap.reserve_exact(slots);
+        &mut heap.spare_capacity_mut()[..slots]
+    };
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(window, slots) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if over_limit => return Err(HeadTooLarge),
         Ok(httparse::Status::Partial) => return Ok(None),

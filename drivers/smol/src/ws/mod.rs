@@ -101,7 +101,7 @@ pub(crate) async fn accept(
 /// Everything queued goes out in one write: one syscall for many frames under load.
 async fn write_loop(core: &Shared, tunnel: TunnelId, s: &Sock, out: &Outbox, o: &WsOpts) -> End {
     loop {
-        let batch = out.take().await;
+        let batch = out.mail.take_all().await;
         let size: usize = batch
             .iter()
             .map(|m| match m {

@@ -1,0 +1,124 @@
+//! A single-task queue: what the engine hands one call or tunnel task. A
+//! plain queue and one waker, allocated only while messages wait; a channel
+//! would allocate a block of slots and its listeners for every call.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::task::{Poll, Waker};
+
+pub(crate) struct Mailbox<T> {
+    queue: RefCell<VecDeque<T>>,
+    waker: RefCell<Option<Waker>>,
+    closed: Cell<bool>,
+}
+
+impl<T> Mailbox<T> {
+    pub fn new() -> Self {
+        Mailbox {
+            queue: RefCell::new(VecDeque::new()),
+            waker: RefCell::new(None),
+            closed: Cell::new(false),
+        }
+    }
+
+    /// Queues `m` for the task; false once the task has stopped listening.
+    pub fn push(&self, m: T) -> bool {
+        if self.closed.get() {
+            return false;
+        }
+        self.queue.borrow_mut().push_back(m);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+        true
+    }
+
+    /// The task stops listening: later pushes fail, queued messages are dropped.
+    pub fn close(&self) {
+        self.closed.set(true);
+        drop(std::mem::take(&mut *self.queue.borrow_mut()));
+        self.waker.borrow_mut().take();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.borrow().is_empty()
+    }
+
+    pub fn try_recv(&self) -> Option<T> {
+        let mut q = self.queue.borrow_mut();
+        let m = q.pop_front();
+        if q.is_empty() && q.capacity() > 0 {
+            // An idle task holds no queue memory.
+            *q = VecDeque::new();
+        }
+        m
+    }
+
+    /// Waits for the next message.
+    pub fn recv(&self) -> impl std::future::Future<Output = T> + '_ {
+        std::future::poll_fn(|cx| match self.try_recv() {
+            Some(m) => Poll::Ready(m),
+            None => {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+    }
+
+    /// Waits for messages, then takes every one queued.
+    pub fn take_all(&self) -> impl std::future::Future<Output = VecDeque<T>> + '_ {
+        std::future::poll_fn(|cx| {
+            let mut q = self.queue.borrow_mut();
+            if q.is_empty() {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            } else {
+                Poll::Ready(std::mem::take(&mut *q))
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Mailbox;
+    use std::future::Future;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn wakes_the_waiting_task_and_keeps_order() {
+        let woken = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mb = Mailbox::new();
+        {
+            let mut f = std::pin::pin!(mb.recv());
+            assert!(f.as_mut().poll(&mut cx).is_pending());
+            assert!(mb.push(1));
+            assert_eq!(woken.0.load(Ordering::SeqCst), 1);
+            assert!(mb.push(2));
+            assert_eq!(f.as_mut().poll(&mut cx), Poll::Ready(1));
+        }
+        assert_eq!(mb.try_recv(), Some(2));
+        assert_eq!(mb.queue.borrow().capacity(), 0, "drained: no memory held");
+        mb.push(3);
+        mb.push(4);
+        let mut all = std::pin::pin!(mb.take_all());
+        match all.as_mut().poll(&mut cx) {
+            Poll::Ready(q) => assert_eq!(Vec::from(q), vec![3, 4]),
+            Poll::Pending => panic!("messages were queued"),
+        }
+        mb.close();
+        assert!(!mb.push(5), "closed: pushes fail");
+        assert!(mb.is_empty());
+    }
+}
