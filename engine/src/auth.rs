@@ -43,7 +43,13 @@ pub fn parse_address(s: &str) -> Option<Address> {
 
 /// `0x` + lowercase hex: how the relay registers and reports addresses.
 pub fn to_lower(addr: &Address) -> String {
-    format!("0x{}", hex::encode(addr))
+    let mut text = [0u8; 40];
+    let mut out = String::with_capacity(42);
+    out.push_str("0x");
+    if hex::encode_to_slice(addr, &mut text).is_ok() {
+        out.push_str(std::str::from_utf8(&text).unwrap_or_default());
+    }
+    out
 }
 
 /// EIP-55 mixed-case checksum form.

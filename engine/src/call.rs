@@ -8,7 +8,7 @@ use crate::input::{CallId, RequestHead, TunnelId};
 use crate::limits::ms;
 use crate::output::{Event, Output};
 use crate::relay::Relay;
-use crate::time::{random_hex, Entropy};
+use crate::time::{push_random_hex, Entropy};
 use crate::timer::TimerKey;
 use core::net::IpAddr;
 
@@ -87,7 +87,7 @@ impl<E: Entropy> Relay<E> {
         if head.content_length.is_some_and(|n| n > self.body_limit()) {
             return self.respond(call, http::error(413, "body_too_large"));
         }
-        let headers = http::forward_headers(&head.headers, &to_lower(&agent), ip);
+        let headers = http::forward_headers(head.headers, to_lower(&agent), ip);
         let capacity = head.content_length.unwrap_or(0).min(self.body_limit()) as usize;
         let state = CallState::Receiving {
             method: head.method,
@@ -175,7 +175,9 @@ impl<E: Entropy> Relay<E> {
             return self.respond(call, http::error(502, "tunnel_send_failed"));
         }
         let req = loop {
-            let id = format!("req_{}", random_hex(&mut self.rng, 8));
+            let mut id = String::with_capacity(20);
+            id.push_str("req_");
+            push_random_hex(&mut self.rng, 8, &mut id);
             if !self.req_ids.contains_key(&id) {
                 break id;
             }

@@ -138,7 +138,29 @@ impl ServerFrame {
                 out.push_str("\"}");
                 out
             }
-            _ => serde_json::to_string(self).expect("frames always serialize"),
+            _ => {
+                // Sized up front: a request frame would otherwise grow twice.
+                let mut out = Vec::with_capacity(self.size_hint());
+                match serde_json::to_writer(&mut out, self) {
+                    Ok(()) => String::from_utf8(out).unwrap_or_default(),
+                    Err(_) => String::new(),
+                }
+            }
+        }
+    }
+
+    fn size_hint(&self) -> usize {
+        match self {
+            ServerFrame::Request {
+                path,
+                headers,
+                body,
+                ..
+            } => {
+                let h: usize = headers.0.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
+                96 + path.len() + h + body.as_ref().map_or(0, |b| b.len() + b.len() / 8)
+            }
+            _ => 128,
         }
     }
 

@@ -109,7 +109,7 @@ pub fn is_hop_request_header(name: &str) -> bool {
 
 /// The request headers a tunnel sees: lowercased names, repeated names joined
 /// with ", ", stripped per the rules, then `x-agent-address` and `x-forwarded-for`.
-pub fn forward_headers(headers: &[(String, String)], agent: &str, ip: IpAddr) -> Headers {
+pub fn forward_headers(headers: Vec<(String, String)>, agent: String, ip: IpAddr) -> Headers {
     let listed_in_connection: Vec<String> = headers
         .iter()
         .filter(|(k, _)| k.eq_ignore_ascii_case("connection"))
@@ -117,20 +117,20 @@ pub fn forward_headers(headers: &[(String, String)], agent: &str, ip: IpAddr) ->
         .map(|t| t.trim().to_ascii_lowercase())
         .collect();
     let mut out: Vec<(String, String)> = Vec::with_capacity(headers.len() + 2);
-    for (k, v) in headers {
-        let k = k.to_ascii_lowercase();
+    for (mut k, v) in headers {
+        k.make_ascii_lowercase();
         if strip_request_header(&k) || listed_in_connection.contains(&k) {
             continue;
         }
         match out.iter_mut().find(|(ek, _)| *ek == k) {
             Some((_, ev)) => {
                 ev.push_str(", ");
-                ev.push_str(v);
+                ev.push_str(&v);
             }
-            None => out.push((k, v.clone())),
+            None => out.push((k, v)),
         }
     }
-    out.push(("x-agent-address".into(), agent.to_string()));
+    out.push(("x-agent-address".into(), agent));
     out.push(("x-forwarded-for".into(), ip.to_string()));
     Headers(out)
 }
@@ -170,14 +170,14 @@ fn strip_response_header(name: &str) -> bool {
 /// Validates and sanitises a tunnel's response headers, adding CORS.
 pub fn response_headers(h: Headers) -> Result<Vec<(String, String)>, &'static str> {
     let mut out = Vec::with_capacity(h.0.len() + 2);
-    for (k, v) in h.0 {
+    for (mut k, v) in h.0 {
         if !is_token(&k) {
             return Err("invalid header name");
         }
         if !is_field_value(&v) {
             return Err("invalid header value");
         }
-        let k = k.to_ascii_lowercase();
+        k.make_ascii_lowercase();
         if !strip_response_header(&k) {
             out.push((k, v));
         }

@@ -68,9 +68,22 @@ impl<E: Entropy + ?Sized> Entropy for &mut E {
 
 /// `n` random bytes as lowercase hex.
 pub(crate) fn random_hex<E: Entropy + ?Sized>(rng: &mut E, n: usize) -> String {
-    let mut buf = vec![0u8; n];
-    rng.fill(&mut buf);
-    hex::encode(buf)
+    let mut out = String::with_capacity(2 * n);
+    push_random_hex(rng, n, &mut out);
+    out
+}
+
+/// Appends `n` random bytes as lowercase hex, without allocating on the way.
+pub(crate) fn push_random_hex<E: Entropy + ?Sized>(rng: &mut E, n: usize, out: &mut String) {
+    let (mut left, mut bytes, mut text) = (n, [0u8; 32], [0u8; 64]);
+    while left > 0 {
+        let k = left.min(32);
+        rng.fill(&mut bytes[..k]);
+        if hex::encode_to_slice(&bytes[..k], &mut text[..2 * k]).is_ok() {
+            out.push_str(std::str::from_utf8(&text[..2 * k]).unwrap_or_default());
+        }
+        left -= k;
+    }
 }
 
 #[cfg(test)]

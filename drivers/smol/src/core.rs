@@ -41,6 +41,9 @@ pub(crate) struct Core {
     max_stream_buffer: u64,
     entropy: OsEntropy,
     origin: Instant,
+    /// The wall clock as last read (monotonic ms, unix seconds): read again
+    /// every 100 ms rather than on every input.
+    wall: Cell<(u64, u64)>,
     calls: HashMap<CallId, Peer>,
     tunnels: HashMap<TunnelId, Rc<Outbox>>,
     next_call: u64,
@@ -66,6 +69,7 @@ impl Core {
             forwarded: HashMap::new(),
             entropy: OsEntropy::new(),
             origin,
+            wall: Cell::new((0, unix_now())),
             calls: HashMap::new(),
             tunnels: HashMap::new(),
             next_call: 0,
@@ -101,7 +105,12 @@ impl Core {
 
     fn now(&self) -> Now {
         let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
-        Now::new(ms, unix_now())
+        let (read_at, mut unix) = self.wall.get();
+        if ms.saturating_sub(read_at) >= 100 {
+            unix = unix_now();
+            self.wall.set((ms, unix));
+        }
+        Now::new(ms, unix)
     }
 
     /// Registers a new call of the connection `socket`; its messages arrive on the receiver.
