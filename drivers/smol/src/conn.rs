@@ -3,11 +3,12 @@
 use crate::core::{CallMsg, Shared};
 use crate::http1::{self, BodyFraming, ChunkedDecoder, Decoded, HeadLimits, ResponseFraming};
 use crate::mailbox::Mailbox;
-use crate::sock::{read_more, write_all, Sock};
+use crate::sock::{read_more, write_all, write_all_vectored, Sock};
 use async_io::Async;
 use osaurus_relay_engine::http::{error, status_has_body, Response};
 use osaurus_relay_engine::{CallId, Input, RequestHead};
 use smol::future::FutureExt;
+use std::io::IoSlice;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -26,6 +27,9 @@ pub(crate) struct ConnOpts {
     pub body_timeout: Duration,
     pub ws: crate::ws::WsOpts,
 }
+
+/// Bodies at least this large are not copied next to their head.
+const SEPARATE_BODY: usize = 4096;
 
 /// Queued stream chunks written to a caller in one write, at most (roughly).
 const COALESCE_BYTES: usize = 64 * 1024;
@@ -320,14 +324,19 @@ struct Writer {
 }
 
 impl Writer {
-    fn full(&self, r: &Response) -> Vec<u8> {
+    /// The head, with the body appended unless it is large enough to go
+    /// out by itself in the same vectored write (then `true`).
+    fn full(&self, r: &Response) -> (Vec<u8>, bool) {
         let has_body = status_has_body(r.status);
         // Only 1xx, 204 and 304 end at the blank line; a 205 needs its zero length.
         let framing = match r.status {
             204 | 304 => ResponseFraming::NoBody,
             _ => ResponseFraming::Length(if has_body { r.body.len() as u64 } else { 0 }),
         };
-        let mut out = Vec::with_capacity(256 + if self.is_head { 0 } else { r.body.len() });
+        let send_body = has_body && !self.is_head;
+        let apart = send_body && r.body.len() >= SEPARATE_BODY;
+        let inline = if send_body && !apart { r.body.len() } else { 0 };
+        let mut out = Vec::with_capacity(256 + inline);
         http1::write_head(
             &mut out,
             r.status,
@@ -336,10 +345,10 @@ impl Writer {
             self.keep_alive,
             self.minor,
         );
-        if has_body && !self.is_head {
+        if send_body && !apart {
             out.extend_from_slice(&r.body);
         }
-        out
+        (out, apart)
     }
 
     fn chunked(&self) -> bool {
@@ -388,8 +397,10 @@ async fn answer(
         let deadline = Instant::now() + o.io_timeout;
         let ok = match msg {
             CallMsg::Respond(r) => {
-                let out = w.full(&r);
-                return match until(deadline, write_all(s, &out)).await {
+                let (head, apart) = w.full(&r);
+                let body: &[u8] = if apart { &r.body } else { &[] };
+                let mut parts = [IoSlice::new(&head), IoSlice::new(body)];
+                return match until(deadline, write_all_vectored(s, &mut parts)).await {
                     Some(Ok(())) if w.keep_alive => Next::KeepAlive,
                     _ => Next::Close,
                 };

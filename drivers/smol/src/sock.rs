@@ -6,7 +6,7 @@
 
 use async_io::Async;
 use std::cell::RefCell;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, IoSlice, Read, Write};
 use std::net::TcpStream;
 use std::rc::Rc;
 use std::task::{ready, Poll};
@@ -58,6 +58,29 @@ pub(crate) async fn write_all(s: &Async<TcpStream>, mut data: &[u8]) -> std::io:
         match s.get_ref().write(data) {
             Ok(0) => return Err(ErrorKind::WriteZero.into()),
             Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == ErrorKind::WouldBlock => s.writable().await?,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Slices handed to one `writev`, at most (the kernel refuses more than 1024).
+const MAX_SLICES: usize = 512;
+
+/// Writes all of `bufs` with vectored writes: large bodies go out without
+/// first being copied next to their heads.
+pub(crate) async fn write_all_vectored(
+    s: &Async<TcpStream>,
+    mut bufs: &mut [IoSlice<'_>],
+) -> std::io::Result<()> {
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        let n = bufs.len().min(MAX_SLICES);
+        match s.get_ref().write_vectored(&bufs[..n]) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(k) => IoSlice::advance_slices(&mut bufs, k),
             Err(e) if e.kind() == ErrorKind::WouldBlock => s.writable().await?,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e),

@@ -267,3 +267,21 @@ proptest! {
         prop_assert_eq!(f.encode(), serde_json::to_string(&f).unwrap());
     }
 }
+
+#[test]
+fn string_fields_read_as_serde_reads_them() {
+    for raw in [
+        r#""""#,
+        r#""plain text, é and 😀""#,
+        r#""line\nbreak \"quoted\" \\ back \u00e9 \ud83d\ude00""#,
+        r#""tab\tend\/""#,
+    ] {
+        let v: &RawValue = serde_json::from_str(raw).unwrap();
+        let want: String = serde_json::from_str(raw).unwrap();
+        assert_eq!(json_string(v), Some(want), "{raw}");
+    }
+    for not_string in ["1", "null", r#"{"a":"b"}"#, r#"["x"]"#] {
+        let v: &RawValue = serde_json::from_str(not_string).unwrap();
+        assert_eq!(json_string(v), None, "{not_string}");
+    }
+}

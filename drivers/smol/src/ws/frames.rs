@@ -202,9 +202,9 @@ pub(crate) fn unmask(payload: &mut [u8], mask: [u8; 4]) {
     }
 }
 
-/// Appends one unmasked, final server frame.
-pub(crate) fn encode(out: &mut Vec<u8>, opcode: OpCode, payload: &[&[u8]]) {
-    let len: usize = payload.iter().map(|p| p.len()).sum();
+/// Appends one unmasked, final server frame of `len` payload bytes: its
+/// header, then the parts given (none when the payload is written apart).
+pub(crate) fn encode(out: &mut Vec<u8>, opcode: OpCode, payload: &[&[u8]], len: usize) {
     let h = FrameHeader {
         is_final: true,
         rsv1: false,

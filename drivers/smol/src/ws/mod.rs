@@ -7,13 +7,14 @@ mod outbox;
 
 use crate::conn::until;
 use crate::core::Shared;
-use crate::sock::{write_all, Sock};
+use crate::sock::{write_all, write_all_vectored, Sock};
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use async_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use frames::{FrameReader, Msg};
 use osaurus_relay_engine::{Input, TunnelId};
 pub(crate) use outbox::{Outbox, TunnelMsg};
 use std::cell::{Cell, RefCell};
+use std::io::IoSlice;
 use std::io::{ErrorKind, Read};
 use std::rc::Rc;
 use std::task::{ready, Poll};
@@ -88,6 +89,7 @@ pub(crate) async fn accept(
                 &mut f,
                 OpCode::Control(Control::Close),
                 &[&code.to_be_bytes(), reason.as_bytes()],
+                2 + reason.len(),
             );
             let _ = until(Instant::now() + o.write_timeout, write_all(&s, &f)).await;
         }
@@ -98,36 +100,55 @@ pub(crate) async fn accept(
     c.end_tunnel(tunnel);
 }
 
-/// Everything queued goes out in one write: one syscall for many frames under load.
+/// Everything queued goes out in one vectored write: one syscall for many
+/// frames under load, and large frames are not copied next to their headers.
 async fn write_loop(core: &Shared, tunnel: TunnelId, s: &Sock, out: &Outbox, o: &WsOpts) -> End {
     loop {
-        let batch = out.mail.take_all().await;
-        let size: usize = batch
-            .iter()
-            .map(|m| match m {
-                TunnelMsg::Frame(t) => t.len() + 10,
-                TunnelMsg::Pong(p) => p.len() + 2,
-                TunnelMsg::Close(..) => 0,
-            })
-            .sum();
-        let (mut buf, mut text_bytes, mut close) = (Vec::with_capacity(size), 0u64, None);
-        for m in batch {
+        let batch = Vec::from(out.mail.take_all().await);
+        // Headers and small frames are staged; each part is a staged range or a frame's text.
+        let (mut staged, mut parts) = (Vec::new(), Vec::new());
+        let (mut from, mut text_bytes, mut close) = (0, 0u64, None);
+        for (i, m) in batch.iter().enumerate() {
             match m {
+                TunnelMsg::Frame(t) if t.len() >= SEPARATE_FRAME => {
+                    text_bytes += t.len() as u64;
+                    frames::encode(&mut staged, OpCode::Data(Data::Text), &[], t.len());
+                    parts.push(Part::Staged(from..staged.len()));
+                    parts.push(Part::Text(i));
+                    from = staged.len();
+                }
                 TunnelMsg::Frame(t) => {
                     text_bytes += t.len() as u64;
-                    frames::encode(&mut buf, OpCode::Data(Data::Text), &[t.as_bytes()]);
+                    frames::encode(
+                        &mut staged,
+                        OpCode::Data(Data::Text),
+                        &[t.as_bytes()],
+                        t.len(),
+                    );
                 }
                 TunnelMsg::Pong(p) => {
-                    frames::encode(&mut buf, OpCode::Control(Control::Pong), &[&p])
+                    frames::encode(&mut staged, OpCode::Control(Control::Pong), &[p], p.len())
                 }
                 TunnelMsg::Close(code, reason) => {
-                    close = Some(End::Close(code, reason));
+                    close = Some(End::Close(*code, reason));
                     break;
                 }
             }
         }
+        parts.push(Part::Staged(from..staged.len()));
+        let mut slices: Vec<IoSlice<'_>> = parts
+            .iter()
+            .map(|p| match p {
+                Part::Staged(r) => IoSlice::new(&staged[r.clone()]),
+                Part::Text(i) => match &batch[*i] {
+                    TunnelMsg::Frame(t) => IoSlice::new(t.as_bytes()),
+                    _ => IoSlice::new(&[]),
+                },
+            })
+            .collect();
         let deadline = Instant::now() + o.write_timeout;
-        if !buf.is_empty() && !matches!(until(deadline, write_all(s, &buf)).await, Some(Ok(()))) {
+        let wrote = until(deadline, write_all_vectored(s, &mut slices)).await;
+        if !matches!(wrote, Some(Ok(()))) {
             return End::Gone;
         }
         if text_bytes > 0 {
@@ -140,6 +161,15 @@ async fn write_loop(core: &Shared, tunnel: TunnelId, s: &Sock, out: &Outbox, o: 
             return end;
         }
     }
+}
+
+/// Frames at least this large are written from the engine's string itself.
+const SEPARATE_FRAME: usize = 4096;
+
+/// A piece of one vectored write.
+enum Part {
+    Staged(std::ops::Range<usize>),
+    Text(usize),
 }
 
 async fn read_loop(

@@ -186,7 +186,7 @@ fn server_frames_parse_back() {
     for len in [0usize, 125, 126, 65_535, 65_536] {
         let body = vec![b'y'; len];
         let mut out = Vec::new();
-        encode(&mut out, OpCode::Data(Data::Text), &[b"ab", &body]);
+        encode(&mut out, OpCode::Data(Data::Text), &[b"ab", &body], len + 2);
         let mut c = Cursor::new(&out[..]);
         let (h, n) = FrameHeader::parse(&mut c).unwrap().unwrap();
         assert!(h.is_final && h.mask.is_none());
