@@ -34,6 +34,9 @@ impl Fault {
     }
 }
 
+/// The most reserved for a frame before its bytes arrive.
+const RESERVE_AHEAD: usize = 1 << 20;
+
 pub(crate) struct FrameReader {
     max: usize,
     /// The start of a frame that has not fully arrived.
@@ -78,12 +81,14 @@ impl FrameReader {
         if rest.is_empty() {
             return;
         }
-        // A large frame's size is known from its header: allocate once.
+        // A frame's size is known from its header: allocate once, up to a
+        // point (a claim of a huge frame must not reserve memory by itself).
         let total = match FrameHeader::parse(&mut Cursor::new(rest)) {
             Ok(Some((_, len))) => usize::try_from(len).unwrap_or(usize::MAX),
             _ => 0,
         };
-        self.partial.reserve(total.min(self.max).saturating_add(14));
+        self.partial
+            .reserve(total.min(self.max).min(RESERVE_AHEAD).saturating_add(14));
         self.partial.extend_from_slice(rest);
     }
 
