@@ -7,7 +7,7 @@ use crate::auth::{to_checksum, to_lower, tunnel_message, Address, SecretKey};
 use crate::frame::{AgentSig, AgentUrl, ClientFrame, Headers, Rejected, ServerFrame};
 use crate::limits::ms;
 use crate::time::{Entropy, Now};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 #[derive(Clone, Debug)]
@@ -152,7 +152,7 @@ pub struct Client<E: Entropy> {
     /// answers them in order, so an error belongs to the front one.
     outstanding: VecDeque<Control>,
     /// Requests being served locally, and whether their answer is streaming.
-    inflight: HashMap<String, bool>,
+    inflight: crate::map::Map<String, bool>,
     attempt: u32,
     online_since: Option<u64>,
     last_heard: u64,
@@ -172,7 +172,9 @@ fn hint(error: &str) -> &'static str {
 
 impl<E: Entropy> Client<E> {
     /// Starts by asking for a connection.
-    pub fn new(cfg: ClientConfig, keys: Vec<SecretKey>, rng: E, now: Now) -> Self {
+    pub fn new(cfg: ClientConfig, keys: Vec<SecretKey>, mut rng: E, now: Now) -> Self {
+        let mut seed = [0u8; 8];
+        rng.fill(&mut seed);
         let mut c = Client {
             cfg,
             rng,
@@ -182,7 +184,7 @@ impl<E: Entropy> Client<E> {
             adding: VecDeque::new(),
             confirming: VecDeque::new(),
             outstanding: VecDeque::new(),
-            inflight: HashMap::new(),
+            inflight: crate::map::map(u64::from_le_bytes(seed)),
             attempt: 0,
             online_since: None,
             last_heard: now.mono_ms,

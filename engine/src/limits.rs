@@ -1,6 +1,5 @@
 //! Every limit and timeout of the relay in one `Config`, and token buckets.
 
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::time::Duration;
 
@@ -144,14 +143,19 @@ impl Bucket {
 #[derive(Debug)]
 pub struct RateLimiter<K> {
     per_min: u64,
-    buckets: HashMap<K, Bucket>,
+    buckets: crate::map::Map<K, Bucket>,
 }
 
 impl<K: Hash + Eq + Clone> RateLimiter<K> {
     pub fn new(per_min: u32) -> Self {
+        Self::with_seed(per_min, 0)
+    }
+
+    /// Buckets hashed with `seed` (from the driver's entropy).
+    pub fn with_seed(per_min: u32, seed: u64) -> Self {
         RateLimiter {
             per_min: per_min as u64,
-            buckets: HashMap::new(),
+            buckets: crate::map::map(seed),
         }
     }
 

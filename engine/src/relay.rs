@@ -5,13 +5,14 @@ use crate::call::Call;
 use crate::http::{self, agent_from_host};
 use crate::input::{CallId, Input, RequestHead, TunnelId};
 use crate::limits::{ms, Config, RateLimiter};
+use crate::map::{map, Map};
 use crate::output::{Event, Output};
 use crate::stats::{Counters, Stats};
 use crate::time::{Entropy, Now};
 use crate::timer::{TimerKey, Timers};
 use crate::tunnel::Tunnel;
 use core::net::IpAddr;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 /// How often idle rate-limit buckets are forgotten.
 const SWEEP_MS: u64 = 10_000;
@@ -24,16 +25,18 @@ pub struct Relay<E: Entropy> {
     started_ms: u64,
     pub(crate) out: VecDeque<Output>,
     pub(crate) timers: Timers,
-    pub(crate) tunnels: HashMap<TunnelId, Tunnel>,
+    /// Seeds every hash map (drawn from the driver's entropy).
+    pub(crate) seed: u64,
+    pub(crate) tunnels: Map<TunnelId, Tunnel>,
     next_tunnel: u64,
     pub(crate) authed_tunnels: usize,
     /// Which tunnel serves each registered agent.
-    pub(crate) agents: HashMap<Address, TunnelId>,
+    pub(crate) agents: Map<Address, TunnelId>,
     /// Open WebSockets per IP (per [`http::limit_key`]), from the upgrade on.
-    pub(crate) ip_tunnels: HashMap<IpAddr, u32>,
-    pub(crate) calls: HashMap<CallId, Call>,
+    pub(crate) ip_tunnels: Map<IpAddr, u32>,
+    pub(crate) calls: Map<CallId, Call>,
     /// Request frame id → call, for calls sent to a tunnel.
-    pub(crate) req_ids: HashMap<String, CallId>,
+    pub(crate) req_ids: Map<String, CallId>,
     connect_rl: RateLimiter<IpAddr>,
     stats_rl: RateLimiter<IpAddr>,
     pub(crate) agent_rl: RateLimiter<Address>,
@@ -42,9 +45,9 @@ pub struct Relay<E: Entropy> {
     pub(crate) draining: Option<u64>,
     stopped: bool,
     /// Several instances: recent directory answers (owner, expiry ms).
-    pub(crate) located: HashMap<Address, (Option<String>, u64)>,
+    pub(crate) located: Map<Address, (Option<String>, u64)>,
     /// Several instances: calls waiting on a look-up, per agent.
-    pub(crate) locating: HashMap<Address, Vec<CallId>>,
+    pub(crate) locating: Map<Address, Vec<CallId>>,
     directory_up: bool,
 }
 
@@ -64,31 +67,37 @@ pub struct Sizes {
 }
 
 impl<E: Entropy> Relay<E> {
-    pub fn new(cfg: Config, rng: E, now: Now) -> Self {
+    pub fn new(cfg: Config, mut rng: E, now: Now) -> Self {
+        let seed = {
+            let mut b = [0u8; 8];
+            rng.fill(&mut b);
+            u64::from_le_bytes(b)
+        };
         let mut timers = Timers::default();
         timers.set(now.mono_ms + SWEEP_MS, TimerKey::Sweep);
         Relay {
-            connect_rl: RateLimiter::new(cfg.tunnel_connects_per_min),
-            stats_rl: RateLimiter::new(cfg.stats_requests_per_min),
-            agent_rl: RateLimiter::new(cfg.agent_requests_per_min),
+            connect_rl: RateLimiter::with_seed(cfg.tunnel_connects_per_min, seed),
+            stats_rl: RateLimiter::with_seed(cfg.stats_requests_per_min, seed),
+            agent_rl: RateLimiter::with_seed(cfg.agent_requests_per_min, seed),
             cfg,
             rng,
             now,
             started_ms: now.mono_ms,
             out: VecDeque::new(),
             timers,
-            tunnels: HashMap::new(),
+            seed,
+            tunnels: map(seed),
             next_tunnel: 1,
             authed_tunnels: 0,
-            agents: HashMap::new(),
-            ip_tunnels: HashMap::new(),
-            calls: HashMap::new(),
-            req_ids: HashMap::new(),
+            agents: map(seed),
+            ip_tunnels: map(seed),
+            calls: map(seed),
+            req_ids: map(seed),
             counters: Counters::default(),
             draining: None,
             stopped: false,
-            located: HashMap::new(),
-            locating: HashMap::new(),
+            located: map(seed),
+            locating: map(seed),
             directory_up: false,
         }
     }

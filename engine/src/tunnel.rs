@@ -5,12 +5,13 @@ use crate::cluster::PendingAuth;
 use crate::frame::{AgentSig, AgentUrl, ClientFrame, Inbound, Rejected, ServerFrame};
 use crate::input::{CallId, TunnelId};
 use crate::limits::{ms, Bucket, DuplicatePolicy};
+use crate::map::{set, Set};
 use crate::output::{Event, Output};
 use crate::relay::Relay;
 use crate::time::{random_hex, Entropy};
 use crate::timer::TimerKey;
 use core::net::IpAddr;
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 
 pub(crate) struct Tunnel {
     pub ip: IpAddr,
@@ -26,7 +27,7 @@ pub(crate) struct Tunnel {
     pub deadline: u64,
     /// Frame bytes handed to the driver and not yet written.
     pub queued: u64,
-    pub calls: HashSet<CallId>,
+    pub calls: Set<CallId>,
     /// Several instances: the handshake waits for its claims.
     pub pending_auth: Option<PendingAuth>,
     /// Several instances: `add_agent`s waiting for their claims.
@@ -82,7 +83,7 @@ impl<E: Entropy> Relay<E> {
                 missed_pings: 0,
                 deadline,
                 queued: 0,
-                calls: HashSet::new(),
+                calls: set(self.seed),
                 pending_auth: None,
                 pending_adds: Vec::new(),
             },
