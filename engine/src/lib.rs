@@ -61,7 +61,7 @@ pub mod frame;
 pub mod http;
 pub mod input;
 pub mod limits;
-mod map;
+pub mod map;
 pub mod output;
 mod relay;
 pub mod stats;

@@ -8,10 +8,10 @@ use crate::mailbox::Mailbox;
 use crate::sock::Sock;
 use crate::ws::{Outbox, TunnelMsg};
 use osaurus_relay_engine::http::{Response, ResponseHead};
+use osaurus_relay_engine::map::{map, Map};
 use osaurus_relay_engine::{CallId, Entropy, Event, Hop, Input, Now, Output, Relay, TunnelId};
 use smol::channel::{Receiver, Sender};
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::net::Shutdown;
 use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -37,15 +37,15 @@ pub(crate) struct Core {
     /// Several instances: the directory and its operations queue.
     dir: Option<(Rc<Directory>, Sender<DirOp>)>,
     /// Calls being answered by another instance: their queued stream bytes.
-    forwarded: HashMap<CallId, Rc<Cell<u64>>>,
+    forwarded: Map<CallId, Rc<Cell<u64>>>,
     max_stream_buffer: u64,
     entropy: OsEntropy,
     origin: Instant,
     /// The wall clock as last read (monotonic ms, unix seconds): read again
     /// every 100 ms rather than on every input.
     wall: Cell<(u64, u64)>,
-    calls: HashMap<CallId, Peer>,
-    tunnels: HashMap<TunnelId, Rc<Outbox>>,
+    calls: Map<CallId, Peer>,
+    tunnels: Map<TunnelId, Rc<Outbox>>,
     next_call: u64,
     armed: Option<u64>,
     timer_wake: Sender<()>,
@@ -62,16 +62,20 @@ impl Core {
     ) -> Self {
         let origin = Instant::now();
         let now = Now::new(0, unix_now());
+        let mut entropy = OsEntropy::new();
+        let mut seed = [0u8; 8];
+        entropy.fill(&mut seed);
+        let seed = u64::from_le_bytes(seed);
         Core {
             max_stream_buffer: relay_cfg.max_stream_buffer,
             relay: Relay::new(relay_cfg, OsEntropy::new(), now),
             dir: None,
-            forwarded: HashMap::new(),
-            entropy: OsEntropy::new(),
+            forwarded: map(seed),
+            entropy,
             origin,
             wall: Cell::new((0, unix_now())),
-            calls: HashMap::new(),
-            tunnels: HashMap::new(),
+            calls: map(seed),
+            tunnels: map(seed),
             next_call: 0,
             armed: None,
             timer_wake,

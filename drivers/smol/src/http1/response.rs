@@ -39,7 +39,11 @@ pub fn write_head(
     } else {
         500
     };
-    let _ = write!(out, "HTTP/1.1 {status} {}\r\n", reason_phrase(status));
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(reason_phrase(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
     for (name, value) in headers {
         let owned = ["content-length", "transfer-encoding", "connection"]
             .iter()
@@ -58,7 +62,9 @@ pub fn write_head(
     };
     match framing {
         ResponseFraming::Length(n) => {
-            let _ = write!(out, "content-length: {n}\r\n");
+            out.extend_from_slice(b"content-length: ");
+            push_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
         }
         ResponseFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         ResponseFraming::CloseDelimited | ResponseFraming::NoBody => {}
@@ -74,6 +80,21 @@ pub fn write_head(
     };
     out.extend_from_slice(connection);
     out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `n` in decimal (the formatting machinery costs more than the head).
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// Rejects every control character except HTAB, not just CR and LF.
