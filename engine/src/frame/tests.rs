@@ -266,6 +266,16 @@ proptest! {
         let f = ServerFrame::Request { id: "req_1".into(), method: "POST".into(), path: "/p?q=\"1\"".into(), headers, body: Some(body) };
         prop_assert_eq!(f.encode(), serde_json::to_string(&f).unwrap());
     }
+
+    #[test]
+    fn every_request_frame_encodes_as_serde_does(
+        id in any_text(), method in any_text(), path in any_text(),
+        headers in proptest::collection::vec((any_text(), any_text()), 0..5),
+        body in proptest::option::of(any_text()),
+    ) {
+        let f = ServerFrame::Request { id, method, path, headers: Headers(headers), body };
+        prop_assert_eq!(f.encode(), serde_json::to_string(&f).unwrap());
+    }
 }
 
 #[test]
