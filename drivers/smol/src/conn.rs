@@ -398,9 +398,9 @@ async fn answer(
         let ok = match msg {
             CallMsg::Respond(r) => {
                 let (head, apart) = w.full(&r);
-                let body: &[u8] = if apart { &r.body } else { &[] };
-                let mut parts = [IoSlice::new(&head), IoSlice::new(body)];
-                return match until(deadline, write_all_vectored(s, &mut parts)).await {
+                let mut both = [IoSlice::new(&head), IoSlice::new(&r.body)];
+                let parts = if apart { &mut both[..] } else { &mut both[..1] };
+                return match until(deadline, write_all_vectored(s, parts)).await {
                     Some(Ok(())) if w.keep_alive => Next::KeepAlive,
                     _ => Next::Close,
                 };

@@ -135,7 +135,9 @@ async fn write_loop(core: &Shared, tunnel: TunnelId, s: &Sock, out: &Outbox, o: 
                 }
             }
         }
-        parts.push(Part::Staged(from..staged.len()));
+        if from < staged.len() {
+            parts.push(Part::Staged(from..staged.len()));
+        }
         let mut slices: Vec<IoSlice<'_>> = parts
             .iter()
             .map(|p| match p {
