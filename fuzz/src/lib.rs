@@ -6,7 +6,7 @@ mod parsers;
 mod relay_steps;
 
 pub use client_steps::client_steps;
-pub use parsers::{chunked, frame_client, frame_relay, http_head};
+pub use parsers::{chunked, frame_client, frame_relay, http_head, ws_frames};
 pub use relay_steps::{relay_steps, relay_steps_counters};
 
 /// A fuzz target body.
@@ -20,4 +20,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("chunked", chunked),
     ("relay_steps", relay_steps),
     ("client_steps", client_steps),
+    ("ws_frames", ws_frames),
 ];

@@ -1,6 +1,7 @@
 //! Parser targets: no panic, and what parses re-encodes to the same thing.
 
 use osaurus_relay::http1::{parse_head, BodyFraming, ChunkedDecoder, Decoded, HeadLimits};
+use osaurus_relay::ws::frames::{Fault, FrameReader, Msg};
 use osaurus_relay_engine::frame::{Inbound, ServerFrame};
 
 /// Tunnel frames as the relay parses them.
@@ -85,4 +86,38 @@ fn decode(body: &[u8], cuts: &[usize]) -> (Vec<u8>, bool, bool) {
         }
     }
     (out, false, false)
+}
+
+/// A tunnel's WebSocket bytes, read whole and cut at arbitrary points: no
+/// panic, and the same messages and outcome however the bytes arrive.
+pub fn ws_frames(data: &[u8]) {
+    let Some((&split, wire)) = data.split_first() else {
+        return;
+    };
+    let whole = read_frames(wire, &[]);
+    let cuts: Vec<usize> = (1..wire.len())
+        .filter(|i| (i * 17 + split as usize).is_multiple_of(5))
+        .collect();
+    assert_eq!(
+        whole,
+        read_frames(wire, &cuts),
+        "frames must not depend on how bytes arrive"
+    );
+}
+
+/// What a reader with a 4 KiB message limit makes of `wire` fed in pieces.
+fn read_frames(wire: &[u8], cuts: &[usize]) -> (Vec<String>, Result<bool, Fault>) {
+    let mut reader = FrameReader::new(4096);
+    let mut seen = Vec::new();
+    let mut fed = Ok(false);
+    let mut start = 0;
+    for end in cuts.iter().copied().chain(std::iter::once(wire.len())) {
+        let mut piece = wire[start..end].to_vec();
+        start = end;
+        fed = reader.feed(&mut piece, &mut |m: Msg<'_>| seen.push(format!("{m:?}")));
+        if fed != Ok(false) {
+            break;
+        }
+    }
+    (seen, fed)
 }

@@ -11,7 +11,7 @@ pub mod keys;
 mod mailbox;
 pub mod server;
 mod sock;
-mod ws;
+pub mod ws;
 
 pub use config::ServeArgs;
 pub use server::{run, RelayHandle};

@@ -8,7 +8,7 @@ use std::io::Cursor;
 
 /// A complete message or control frame from the client.
 #[derive(Debug, PartialEq)]
-pub(crate) enum Msg<'a> {
+pub enum Msg<'a> {
     Text(&'a str),
     Binary,
     Ping(&'a [u8]),
@@ -18,7 +18,7 @@ pub(crate) enum Msg<'a> {
 
 /// Why the connection must be closed, as a close frame.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum Fault {
+pub enum Fault {
     Protocol,
     TooBig,
     BadUtf8,
@@ -37,7 +37,7 @@ impl Fault {
 /// The most reserved for a frame before its bytes arrive.
 const RESERVE_AHEAD: usize = 1 << 20;
 
-pub(crate) struct FrameReader {
+pub struct FrameReader {
     max: usize,
     /// The start of a frame that has not fully arrived.
     partial: Vec<u8>,
@@ -46,7 +46,7 @@ pub(crate) struct FrameReader {
 }
 
 /// What feeding bytes came to.
-pub(crate) type Fed = Result<bool, Fault>;
+pub type Fed = Result<bool, Fault>;
 
 impl FrameReader {
     pub fn new(max: usize) -> Self {
@@ -192,7 +192,7 @@ fn close_code(payload: &[u8]) -> Result<Option<u16>, Fault> {
 }
 
 /// XORs the client's mask over its payload, eight bytes at a time.
-pub(crate) fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+pub fn unmask(payload: &mut [u8], mask: [u8; 4]) {
     let wide = u64::from_ne_bytes([
         mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
     ]);
@@ -209,7 +209,7 @@ pub(crate) fn unmask(payload: &mut [u8], mask: [u8; 4]) {
 
 /// Appends one unmasked, final server frame of `len` payload bytes: its
 /// header, then the parts given (none when the payload is written apart).
-pub(crate) fn encode(out: &mut Vec<u8>, opcode: OpCode, payload: &[&[u8]], len: usize) {
+pub fn encode(out: &mut Vec<u8>, opcode: OpCode, payload: &[&[u8]], len: usize) {
     let h = FrameHeader {
         is_final: true,
         rsv1: false,

@@ -2,7 +2,7 @@
 //! read straight out of one per-thread buffer and queued frames go out in one
 //! write, so an idle tunnel holds neither a read nor a write buffer.
 
-mod frames;
+pub mod frames;
 mod outbox;
 
 use crate::conn::until;
