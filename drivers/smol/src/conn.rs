@@ -54,7 +54,7 @@ enum HeadRead {
     Reject(u16, &'static str),
 }
 
-async fn read_head(s: &Async<TcpStream>, buf: &mut Vec<u8>, o: &ConnOpts) -> HeadRead {
+async fn read_head(s: &Async<TcpStream>, buf: &mut Vec<u8>, o: &ConnOpts, first: bool) -> HeadRead {
     let started = !buf.is_empty();
     let mut deadline = Instant::now()
         + if started {
@@ -75,8 +75,9 @@ async fn read_head(s: &Async<TcpStream>, buf: &mut Vec<u8>, o: &ConnOpts) -> Hea
                 Err(e) => return HeadRead::Reject(e.status(), head_error_code(e.status())),
             }
         }
-        // Between requests the caller is usually still reading our answer.
-        match until(deadline, read_more(s, buf, !started)).await {
+        // A new connection's request is usually there already; between
+        // requests the caller is usually still reading our answer.
+        match until(deadline, read_more(s, buf, !started && !first)).await {
             Some(Ok(0)) | Some(Err(_)) => return HeadRead::Gone,
             Some(Ok(_)) => {}
             None if started => return HeadRead::Reject(408, "request_timeout"),
@@ -132,13 +133,15 @@ const LINGER: Duration = Duration::from_secs(2);
 
 pub(crate) async fn serve(core: Shared, s: Sock, peer: SocketAddr, o: Rc<ConnOpts>) {
     let mut buf: Vec<u8> = Vec::new();
+    let mut first = true;
     loop {
-        let (h, n) = match read_head(&s, &mut buf, &o).await {
+        let (h, n) = match read_head(&s, &mut buf, &o, first).await {
             HeadRead::Head(h, n) => (h, n),
             HeadRead::Gone => return,
             HeadRead::Reject(status, code) => return reject(&s, status, code).await,
         };
         buf.drain(..n);
+        first = false;
         let (call, rx) = core.borrow_mut().new_call(&s);
         let next = exchange(&core, &s, &mut buf, peer, h, call, &rx, &o).await;
         core.borrow_mut().end_call(call);
