@@ -27,7 +27,7 @@ pub struct Relay<E: Entropy> {
     pub(crate) timers: Timers,
     /// Seeds every hash map (drawn from the driver's entropy).
     pub(crate) seed: u64,
-    pub(crate) tunnels: Map<TunnelId, Tunnel>,
+    pub(crate) tunnels: Map<TunnelId, Box<Tunnel>>,
     next_tunnel: u64,
     pub(crate) authed_tunnels: usize,
     /// Which tunnel serves each registered agent.

@@ -71,9 +71,10 @@ impl<E: Entropy> Relay<E> {
     pub(crate) fn open_tunnel(&mut self, id: TunnelId, ip: IpAddr, limit_key: IpAddr) {
         let nonce = random_hex(&mut self.rng, 32);
         let deadline = self.now.mono_ms + ms(self.cfg.auth_timeout);
+        // Boxed: the map's spare slots then cost a pointer, not a whole tunnel.
         self.tunnels.insert(
             id,
-            Tunnel {
+            Box::new(Tunnel {
                 ip,
                 limit_key,
                 challenge: Some(nonce.clone()),
@@ -86,7 +87,7 @@ impl<E: Entropy> Relay<E> {
                 calls: set(self.seed),
                 pending_auth: None,
                 pending_adds: Vec::new(),
-            },
+            }),
         );
         self.timers.set(deadline, TimerKey::Tunnel(id.0));
         self.send(id, &ServerFrame::Challenge { nonce });

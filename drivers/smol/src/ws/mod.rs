@@ -68,7 +68,7 @@ pub(crate) async fn accept(
         drop(key);
         let deadline = Instant::now() + o.write_timeout;
         matches!(
-            until(deadline, write_all(&s, head.as_bytes())).await,
+            Box::pin(until(deadline, write_all(&s, head.as_bytes()))).await,
             Some(Ok(()))
         )
     };
@@ -91,7 +91,7 @@ pub(crate) async fn accept(
                 &[&code.to_be_bytes(), reason.as_bytes()],
                 2 + reason.len(),
             );
-            let _ = until(Instant::now() + o.write_timeout, write_all(&s, &f)).await;
+            let _ = Box::pin(until(Instant::now() + o.write_timeout, write_all(&s, &f))).await;
         }
     }
     let _ = s.get_ref().shutdown(std::net::Shutdown::Both);
@@ -149,7 +149,9 @@ async fn write_loop(core: &Shared, tunnel: TunnelId, s: &Sock, out: &Outbox, o: 
             })
             .collect();
         let deadline = Instant::now() + o.write_timeout;
-        let wrote = until(deadline, write_all_vectored(s, &mut slices)).await;
+        // Boxed: a write's timer and state live only while it runs, not in
+        // every idle tunnel's task.
+        let wrote = Box::pin(until(deadline, write_all_vectored(s, &mut slices))).await;
         if !matches!(wrote, Some(Ok(()))) {
             return End::Gone;
         }
