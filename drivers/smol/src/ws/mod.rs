@@ -81,7 +81,8 @@ pub(crate) async fn accept(
         let close = match end {
             End::Gone => None,
             End::Close(code, reason) => Some((code, reason)),
-            End::Answer(code) => Some((code.unwrap_or(1000), "")),
+            // Echo the client's code when it may be sent (RFC 6455 7.4), else 1000.
+            End::Answer(code) => Some((code.filter(|c| sendable(*c)).unwrap_or(1000), "")),
         };
         if let Some((code, reason)) = close {
             let mut f = Vec::with_capacity(4 + reason.len());
@@ -245,6 +246,11 @@ async fn read_loop(
     }
 }
 
+/// Close codes an endpoint may put in a close frame.
+fn sendable(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
 /// Counts bytes read against the pre-auth budget.
 fn spend(out: &Outbox, n: usize) -> Result<(), End> {
     let left = out.budget.get();
@@ -263,4 +269,17 @@ fn spend(out: &Outbox, n: usize) -> Result<(), End> {
 fn fault(f: frames::Fault) -> End {
     let (code, reason) = f.close();
     End::Close(code, reason)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_codes_allowed_on_the_wire_are_echoed() {
+        for c in [1000, 1001, 1003, 1007, 1011, 1014, 3000, 4000, 4999] {
+            assert!(super::sendable(c), "{c}");
+        }
+        for c in [0, 999, 1004, 1005, 1006, 1015, 2000, 2999, 5000, u16::MAX] {
+            assert!(!super::sendable(c), "{c}");
+        }
+    }
 }
