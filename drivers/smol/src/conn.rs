@@ -5,6 +5,7 @@ use crate::http1::{self, BodyFraming, ChunkedDecoder, Decoded, HeadLimits, Respo
 use crate::mailbox::Mailbox;
 use crate::sock::{read_more, write_all, write_all_vectored, Sock};
 use async_io::Async;
+use futures_util::FutureExt as _;
 use osaurus_relay_engine::http::{error, status_has_body, Response};
 use osaurus_relay_engine::{CallId, Input, RequestHead};
 use smol::future::FutureExt;
@@ -35,16 +36,14 @@ const SEPARATE_BODY: usize = 4096;
 const COALESCE_BYTES: usize = 64 * 1024;
 
 /// Runs `fut` until `deadline`; `None` if the deadline came first.
-pub(crate) async fn until<T>(
+/// Combinators, not async blocks: `fut` is stored once, which keeps every
+/// connection's and tunnel's task small.
+pub(crate) fn until<T>(
     deadline: Instant,
     fut: impl std::future::Future<Output = T>,
-) -> Option<T> {
-    async { Some(fut.await) }
-        .or(async {
-            async_io::Timer::at(deadline).await;
-            None
-        })
-        .await
+) -> impl std::future::Future<Output = Option<T>> {
+    fut.map(Some)
+        .or(async_io::Timer::at(deadline).map(|_| None))
 }
 
 enum HeadRead {
