@@ -4,7 +4,9 @@
 //! drain [`Client::poll_output`], re-arm a timer at [`Client::poll_timeout`].
 
 use crate::auth::{to_checksum, to_lower, tunnel_message, Address, SecretKey};
-use crate::frame::{AgentSig, AgentUrl, ClientFrame, Headers, Rejected, ServerFrame};
+use crate::frame::{
+    AgentSig, AgentUrl, Body, ChunkData, ClientFrame, Headers, Rejected, ServerFrame,
+};
 use crate::limits::ms;
 use crate::time::{Entropy, Now};
 use std::collections::VecDeque;
@@ -46,7 +48,7 @@ pub enum ClientInput<'a> {
         id: String,
         status: u16,
         headers: Headers,
-        body: String,
+        body: Vec<u8>,
     },
     /// The local server started a streamed answer.
     LocalStreamStart {
@@ -56,7 +58,7 @@ pub enum ClientInput<'a> {
     },
     LocalStreamChunk {
         id: String,
-        data: String,
+        data: Vec<u8>,
     },
     LocalStreamEnd {
         id: String,
@@ -82,7 +84,11 @@ pub enum ClientOutput {
         method: String,
         path: String,
         headers: Headers,
-        body: Option<String>,
+        /// The exact bytes the caller sent (base64 on the wire already decoded).
+        body: Vec<u8>,
+        /// The relay decodes binary stream chunks: an answer that is large or
+        /// of unknown length may stream, whatever its type.
+        stream_any: bool,
     },
     /// Drop the local call `id`.
     CancelLocal {
@@ -119,6 +125,12 @@ pub enum ClientEvent {
         attempt: u32,
     },
     RelayRestarting,
+    /// The local answer to `id` is not UTF-8 and the relay does not
+    /// advertise `body_encoding` (the reference relay): answered 502 instead
+    /// of sending base64 that would reach the caller as text.
+    BinaryNotRelayed {
+        id: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,7 +169,19 @@ pub struct Client<E: Entropy> {
     online_since: Option<u64>,
     last_heard: u64,
     restart_now: bool,
+    /// Extensions the relay listed in `auth_ok`.
+    features: Vec<String>,
     out: VecDeque<ClientOutput>,
+}
+
+/// What the app answers when its local server fails.
+fn local_error(id: String) -> ClientFrame {
+    ClientFrame::Response {
+        id,
+        status: 502,
+        headers: Headers(vec![("content-type".into(), "application/json".into())]),
+        body: r#"{"error":"local_server_error"}"#.into(),
+    }
 }
 
 fn hint(error: &str) -> &'static str {
@@ -189,6 +213,7 @@ impl<E: Entropy> Client<E> {
             online_since: None,
             last_heard: now.mono_ms,
             restart_now: false,
+            features: Vec::new(),
             out: VecDeque::new(),
         };
         c.out.push_back(ClientOutput::Connect);
@@ -217,6 +242,11 @@ impl<E: Entropy> Client<E> {
 
     pub fn inflight(&self) -> usize {
         self.inflight.len()
+    }
+
+    /// Whether the relay listed this extension in `auth_ok`.
+    pub fn relay_has(&self, feature: &str) -> bool {
+        self.features.iter().any(|f| f == feature)
     }
 
     fn send(&mut self, f: ClientFrame) {
@@ -280,14 +310,20 @@ impl<E: Entropy> Client<E> {
                 headers,
                 body,
             } => {
-                if self.inflight.remove(&id).is_some() {
-                    self.send(ClientFrame::Response {
-                        id,
-                        status,
-                        headers,
-                        body,
-                    });
+                if self.inflight.remove(&id).is_none() {
+                    return;
                 }
+                let body = Body::from_bytes(body);
+                if body.is_binary() && !self.relay_has("body_encoding") {
+                    self.status(ClientEvent::BinaryNotRelayed { id: id.clone() });
+                    return self.send(local_error(id));
+                }
+                self.send(ClientFrame::Response {
+                    id,
+                    status,
+                    headers,
+                    body,
+                });
             }
             ClientInput::LocalStreamStart {
                 id,
@@ -305,7 +341,16 @@ impl<E: Entropy> Client<E> {
             }
             ClientInput::LocalStreamChunk { id, data } => {
                 if self.inflight.get(&id) == Some(&true) {
-                    self.send(ClientFrame::StreamChunk { id, data });
+                    let data = match Body::from_bytes(data) {
+                        Body::Binary(b) if !self.relay_has("stream_body_encoding") => {
+                            Body::Text(String::from_utf8_lossy(&b).into_owned())
+                        }
+                        data => data,
+                    };
+                    self.send(ClientFrame::StreamChunk {
+                        id,
+                        data: ChunkData(data),
+                    });
                 }
             }
             ClientInput::LocalStreamEnd { id } => {
@@ -316,16 +361,7 @@ impl<E: Entropy> Client<E> {
             ClientInput::LocalFailed { id } => match self.inflight.remove(&id) {
                 // Mid-stream there is no way to send a status any more: end it.
                 Some(true) => self.send(ClientFrame::StreamEnd { id }),
-                Some(false) => {
-                    let headers = Headers(vec![("content-type".into(), "application/json".into())]);
-                    let body = r#"{"error":"local_server_error"}"#.into();
-                    self.send(ClientFrame::Response {
-                        id,
-                        status: 502,
-                        headers,
-                        body,
-                    });
-                }
+                Some(false) => self.send(local_error(id)),
                 None => {}
             },
             ClientInput::AddAgent(key) => {
@@ -364,8 +400,16 @@ impl<E: Entropy> Client<E> {
                 });
                 self.state = State::AwaitAuth;
             }
-            (State::AwaitAuth, ServerFrame::AuthOk { agents, rejected }) => {
+            (
+                State::AwaitAuth,
+                ServerFrame::AuthOk {
+                    agents,
+                    rejected,
+                    features,
+                },
+            ) => {
                 self.state = State::Ready;
+                self.features = features;
                 self.online_since = Some(self.now.mono_ms);
                 self.status(ClientEvent::Online { agents, rejected });
             }
@@ -393,7 +437,7 @@ impl<E: Entropy> Client<E> {
                     });
                 }
             }
-            (State::Ready, ServerFrame::AgentAdded { address, url }) => {
+            (State::Ready, ServerFrame::AgentAdded { address, url, .. }) => {
                 let pos = self
                     .confirming
                     .iter()
@@ -426,12 +470,14 @@ impl<E: Entropy> Client<E> {
                 },
             ) if !self.inflight.contains_key(&id) => {
                 self.inflight.insert(id.clone(), false);
+                let stream_any = self.relay_has("stream_body_encoding");
                 self.out.push_back(ClientOutput::Forward {
                     id,
                     method,
                     path,
                     headers,
-                    body,
+                    body: body.into_bytes(),
+                    stream_any,
                 });
             }
             (State::Ready, ServerFrame::Cancel { id }) if self.inflight.contains_key(&id) => {
@@ -496,6 +542,7 @@ impl<E: Entropy> Client<E> {
             self.attempt = 0;
         }
         self.online_since = None;
+        self.features.clear();
         let delay = if std::mem::take(&mut self.restart_now) {
             0
         } else {

@@ -2,10 +2,10 @@
 
 use crate::auth::{to_lower, Address};
 use crate::cluster::{Hop, Parked};
-use crate::frame::{Headers, ServerFrame};
+use crate::frame::{Body, Headers, ServerFrame};
 use crate::http::{self, status_has_body, Response, ResponseHead};
 use crate::input::{CallId, RequestHead, TunnelId};
-use crate::limits::ms;
+use crate::limits::{ms, BinaryBodies};
 use crate::output::{Event, Output};
 use crate::relay::Relay;
 use crate::time::{push_random_hex, Entropy};
@@ -164,10 +164,11 @@ impl<E: Entropy> Relay<E> {
             };
             return self.route_elsewhere(call, agent, relayed, req);
         };
-        let body = match String::from_utf8(body) {
-            Ok(b) if b.is_empty() => None,
-            Ok(b) => Some(b),
-            Err(_) => return self.respond(call, http::error(415, "body_not_utf8")),
+        let body = match Body::from_bytes(body) {
+            Body::Binary(_) if self.cfg.binary_request_bodies == BinaryBodies::Reject => {
+                return self.respond(call, http::error(415, "body_not_utf8"))
+            }
+            body => body,
         };
         let queued = self.tunnels.get(&tunnel).map_or(0, |t| t.queued);
         let limit = self.cfg.max_tunnel_buffer;
@@ -188,8 +189,14 @@ impl<E: Entropy> Relay<E> {
             path,
             headers,
             body,
-        };
-        self.send(tunnel, &frame);
+        }
+        .encode();
+        let max_frame = self.cfg.max_request_frame_bytes;
+        if max_frame != 0 && frame.len() as u64 > max_frame {
+            // Better than a frame that makes the app drop the whole tunnel.
+            return self.respond(call, http::error(413, "body_too_large"));
+        }
+        self.send_text(tunnel, frame);
         self.counters.total_requests_relayed += 1;
         if let Some(t) = self.tunnels.get_mut(&tunnel) {
             t.calls.insert(call);
@@ -236,6 +243,21 @@ impl<E: Entropy> Relay<E> {
                 let status = if code == "gateway_timeout" { 504 } else { 502 };
                 self.respond(call, http::error(status, code));
             }
+        }
+    }
+
+    /// `agent` left `tunnel`: its calls there end with 502 at once. The app
+    /// drops that agent's work itself and would never answer; no `cancel`.
+    pub(crate) fn end_agent_calls(&mut self, tunnel: TunnelId, agent: Address) {
+        let Some(t) = self.tunnels.get(&tunnel) else {
+            return;
+        };
+        let mut ended: Vec<CallId> = (t.calls.iter().copied())
+            .filter(|c| self.calls.get(c).is_some_and(|c| c.agent == agent))
+            .collect();
+        ended.sort();
+        for c in ended {
+            self.fail_call(c, "agent_offline");
         }
     }
 
@@ -337,7 +359,7 @@ impl<E: Entropy> Relay<E> {
         req: &str,
         status: u16,
         headers: Headers,
-        body: String,
+        body: Body,
     ) {
         let Some(call) = self.owned_call(tunnel, req) else {
             return;
@@ -415,7 +437,7 @@ impl<E: Entropy> Relay<E> {
         });
     }
 
-    pub(crate) fn on_stream_chunk(&mut self, tunnel: TunnelId, req: &str, data: String) {
+    pub(crate) fn on_stream_chunk(&mut self, tunnel: TunnelId, req: &str, data: Body) {
         let Some(call) = self.owned_call(tunnel, req) else {
             return;
         };

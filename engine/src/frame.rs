@@ -7,6 +7,13 @@ use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
 
+mod body;
+pub use body::{base64_from_json, push_base64, Body, ChunkData, BASE64};
+
+/// What this relay understands beyond the contract, listed in `auth_ok` and
+/// `agent_added` so a client knows it may send base64 bodies and chunks.
+pub const FEATURES: [&str; 2] = ["body_encoding", "stream_body_encoding"];
+
 /// Header name/value pairs, in order; a JSON object of strings on the wire.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Headers(pub Vec<(String, String)>);
@@ -79,6 +86,9 @@ pub enum ServerFrame {
         agents: Vec<AgentUrl>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         rejected: Vec<Rejected>,
+        /// Extensions the relay understands (see [`FEATURES`]); the app ignores it.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        features: Vec<String>,
     },
     AuthError {
         error: String,
@@ -86,6 +96,8 @@ pub enum ServerFrame {
     AgentAdded {
         address: String,
         url: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        features: Vec<String>,
     },
     AgentRemoved {
         address: String,
@@ -97,8 +109,9 @@ pub enum ServerFrame {
         method: String,
         path: String,
         headers: Headers,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        body: Option<String>,
+        /// Always sent (`""` without a body), as the reference relay does.
+        #[serde(flatten)]
+        body: Body,
     },
     Ping {
         ts: u64,
@@ -138,13 +151,17 @@ impl ServerFrame {
                     escape_into(&mut out, v);
                     out.push('"');
                 }
-                out.push('}');
-                if let Some(body) = body {
-                    out.push_str(r#","body":""#);
-                    escape_into(&mut out, body);
-                    out.push('"');
+                out.push_str(r#"},"body":""#);
+                match body {
+                    Body::Text(t) => {
+                        escape_into(&mut out, t);
+                        out.push_str("\"}");
+                    }
+                    Body::Binary(b) => {
+                        push_base64(&mut out, b);
+                        out.push_str(r#"","bodyEncoding":"base64"}"#);
+                    }
                 }
-                out.push('}');
                 out
             }
             _ => {
@@ -166,7 +183,8 @@ impl ServerFrame {
                 ..
             } => {
                 let h: usize = headers.0.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
-                96 + path.len() + h + body.as_ref().map_or(0, |b| b.len() + b.len() / 8)
+                let b = body.wire_len();
+                128 + path.len() + h + b + if body.is_binary() { 0 } else { b / 8 }
             }
             _ => 128,
         }
@@ -271,7 +289,8 @@ pub enum ClientFrame {
         id: String,
         status: u16,
         headers: Headers,
-        body: String,
+        #[serde(flatten)]
+        body: Body,
     },
     StreamStart {
         id: String,
@@ -280,7 +299,8 @@ pub enum ClientFrame {
     },
     StreamChunk {
         id: String,
-        data: String,
+        #[serde(flatten)]
+        data: ChunkData,
     },
     StreamEnd {
         id: String,
@@ -336,6 +356,8 @@ struct Wire<'a> {
     signature: Option<&'a RawValue>,
     #[serde(borrow)]
     ts: Option<&'a RawValue>,
+    #[serde(rename = "bodyEncoding", borrow)]
+    body_encoding: Option<&'a RawValue>,
 }
 
 fn field<'a, T: Deserialize<'a>>(raw: Option<&'a RawValue>) -> Option<T> {
@@ -365,6 +387,20 @@ fn json_string(raw: &RawValue) -> Option<String> {
     match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
         Some(inner) if !inner.as_bytes().contains(&b'\\') => Some(inner.to_string()),
         _ => serde_json::from_str(text).ok(),
+    }
+}
+
+/// `bodyEncoding: "base64"`; any other value (or none) means text, as the app reads it.
+fn is_base64(raw: Option<&RawValue>) -> bool {
+    raw.is_some_and(|r| r.get() == "\"base64\"")
+}
+
+/// A body or chunk: text, or base64 decoded straight from the frame's text.
+fn payload(raw: &RawValue, base64: bool) -> Option<Body> {
+    if base64 {
+        base64_from_json(raw.get()).map(Body::Binary)
+    } else {
+        json_string(raw).map(Body::Text)
     }
 }
 
@@ -417,11 +453,16 @@ impl Inbound {
                 ts: field(w.ts).unwrap_or(0),
             },
             ("response", Some(id)) => {
+                let base64 = is_base64(w.body_encoding);
                 let parsed = status(w.status).and_then(|st| {
                     let body = match w.body {
-                        None => String::new(),
-                        Some(r) if r.get() == "null" => String::new(),
-                        Some(r) => json_string(r).ok_or("body is not a string")?,
+                        None => Body::default(),
+                        Some(r) if r.get() == "null" => Body::default(),
+                        Some(r) => payload(r, base64).ok_or(if base64 {
+                            "body is not valid base64"
+                        } else {
+                            "body is not a string"
+                        })?,
                     };
                     Ok((st, headers(w.headers)?, body))
                 });
@@ -445,15 +486,27 @@ impl Inbound {
                     Err(why) => return Inbound::BadReply { id, why },
                 }
             }
-            ("stream_chunk", Some(id)) => match w.data.and_then(json_string) {
-                Some(data) => ClientFrame::StreamChunk { id, data },
-                None => {
-                    return Inbound::BadReply {
+            ("stream_chunk", Some(id)) => {
+                let base64 = is_base64(w.body_encoding);
+                match w.data.and_then(|r| payload(r, base64)) {
+                    Some(data) => ClientFrame::StreamChunk {
                         id,
-                        why: "data is not a string",
+                        data: ChunkData(data),
+                    },
+                    None if base64 => {
+                        return Inbound::BadReply {
+                            id,
+                            why: "data is not valid base64",
+                        }
+                    }
+                    None => {
+                        return Inbound::BadReply {
+                            id,
+                            why: "data is not a string",
+                        }
                     }
                 }
-            },
+            }
             ("stream_end", Some(id)) => ClientFrame::StreamEnd { id },
             _ => return Inbound::Unknown,
         };

@@ -229,10 +229,17 @@ pub fn preflight(request_headers: &[(String, String)]) -> Response {
         .find(|(k, _)| k.eq_ignore_ascii_case("access-control-request-headers"))
         .map(|(_, v)| v.as_str())
         .filter(|v| !v.trim().is_empty() && v.split(',').all(|t| is_token(t.trim())));
-    let allow = match asked {
-        Some(v) => format!("content-type, authorization, x-request-id, {}", v.trim()),
-        None => "content-type, authorization, x-request-id".into(),
-    };
+    // The reference's list, then what was asked, each name once.
+    let mut names: Vec<String> = ["content-type", "authorization", "x-request-id"]
+        .map(String::from)
+        .into();
+    for t in asked.into_iter().flat_map(|v| v.split(',')) {
+        let t = t.trim().to_ascii_lowercase();
+        if !names.contains(&t) {
+            names.push(t);
+        }
+    }
+    let allow = names.join(", ");
     let pairs = [
         (ACAO, "*".to_string()),
         (

@@ -71,7 +71,7 @@ mod tunnel;
 
 pub use cluster::{ClaimOutcome, ClusterConfig, Hop, Located, RemoteRoute};
 pub use input::{CallId, Input, RequestHead, TunnelId};
-pub use limits::{ClientIpSource, Config, DuplicatePolicy};
+pub use limits::{BinaryBodies, ClientIpSource, Config, DuplicatePolicy};
 pub use output::{Event, Output};
 pub use relay::{Relay, Sizes};
 pub use time::{Entropy, Now, SeededRng};

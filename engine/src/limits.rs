@@ -12,6 +12,15 @@ pub enum DuplicatePolicy {
     Reject,
 }
 
+/// What becomes of a request body that is not UTF-8 text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinaryBodies {
+    /// Sent as base64 with `"bodyEncoding": "base64"` (the app decodes it).
+    Base64,
+    /// 415 `body_not_utf8`, for app builds that predate `bodyEncoding`.
+    Reject,
+}
+
 /// Where the client IP of a call comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientIpSource {
@@ -37,6 +46,11 @@ pub struct Config {
     pub control_frames_per_min: u32,
     /// Request body limit; 0 means unlimited.
     pub max_body_bytes: u64,
+    /// Largest request frame sent to a tunnel (413 beyond); 0 means only
+    /// `max_body_bytes` applies. The app drops its whole tunnel on a message
+    /// over its WebSocket limit (about 1 MiB).
+    pub max_request_frame_bytes: u64,
+    pub binary_request_bodies: BinaryBodies,
     pub auth_timeout: Duration,
     pub response_timeout: Duration,
     pub stream_idle_timeout: Duration,
@@ -70,6 +84,8 @@ impl Default for Config {
             max_agents_per_tunnel: 50,
             control_frames_per_min: 10,
             max_body_bytes: 10 * 1024 * 1024,
+            max_request_frame_bytes: 0,
+            binary_request_bodies: BinaryBodies::Base64,
             auth_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(30),
             stream_idle_timeout: Duration::from_secs(30),

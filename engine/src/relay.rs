@@ -235,6 +235,12 @@ impl<E: Entropy> Relay<E> {
             ),
             _ => http::client_ip(&head.headers, head.peer, &self.cfg.client_ip),
         };
+        // An agent host belongs to the agent: every path goes to its tunnel,
+        // `/health` included (the app probes it to prove the public route).
+        let agent = (head.host.as_deref()).and_then(|h| agent_from_host(h, &self.cfg.base_domain));
+        if let Some(agent) = agent {
+            return self.agent_call(call, head, agent, ip);
+        }
         match path {
             "/health" => self.health(call),
             "/stats" => {
@@ -246,14 +252,7 @@ impl<E: Entropy> Relay<E> {
                 }
             }
             "/tunnel/connect" => self.connect(call, &head, ip),
-            _ => match head
-                .host
-                .as_deref()
-                .and_then(|h| agent_from_host(h, &self.cfg.base_domain))
-            {
-                Some(agent) => self.agent_call(call, head, agent, ip),
-                None => self.respond(call, http::error(400, "invalid_subdomain")),
-            },
+            _ => self.respond(call, http::error(400, "invalid_subdomain")),
         }
     }
 

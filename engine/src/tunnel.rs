@@ -40,6 +40,13 @@ impl Tunnel {
     }
 }
 
+fn features() -> Vec<String> {
+    crate::frame::FEATURES
+        .iter()
+        .map(|f| f.to_string())
+        .collect()
+}
+
 /// Auth errors that close the handshake, with their close codes.
 const MALFORMED: u16 = 4000;
 const AUTH_FAILED: u16 = 4001;
@@ -251,7 +258,7 @@ impl<E: Entropy> Relay<E> {
                 status,
                 headers,
             } => self.on_stream_start(id, &req, status, headers),
-            ClientFrame::StreamChunk { id: req, data } => self.on_stream_chunk(id, &req, data),
+            ClientFrame::StreamChunk { id: req, data } => self.on_stream_chunk(id, &req, data.0),
             ClientFrame::StreamEnd { id: req } => self.on_stream_end(id, &req),
             ClientFrame::Auth { .. } => self.counters.invalid_frames += 1,
         }
@@ -264,7 +271,8 @@ impl<E: Entropy> Relay<E> {
             t.challenge = Some(String::new());
         }
         if expected.as_deref() != Some(nonce.as_str()) || nonce.is_empty() {
-            return self.auth_error(id, "invalid_nonce", AUTH_FAILED);
+            // 4000, as the reference relay closes it.
+            return self.auth_error(id, "invalid_nonce", MALFORMED);
         }
         if agents.is_empty() {
             return self.auth_error(id, "no_agents", MALFORMED);
@@ -351,6 +359,7 @@ impl<E: Entropy> Relay<E> {
             &ServerFrame::AuthOk {
                 agents: accepted,
                 rejected,
+                features: features(),
             },
         );
         self.event(Event::TunnelUp {
@@ -377,6 +386,7 @@ impl<E: Entropy> Relay<E> {
         };
         t.agents.retain(|a| *a != addr);
         let empty = t.agents.is_empty();
+        self.end_agent_calls(old, addr);
         let address = to_lower(&addr);
         self.send(
             old,
@@ -489,6 +499,7 @@ impl<E: Entropy> Relay<E> {
             &ServerFrame::AgentAdded {
                 url: self.url(&lower),
                 address: lower.clone(),
+                features: features(),
             },
         );
         self.event(Event::AgentAdded {
@@ -508,6 +519,7 @@ impl<E: Entropy> Relay<E> {
             return;
         }
         t.agents.retain(|a| *a != addr);
+        self.end_agent_calls(id, addr);
         if self.agents.get(&addr) == Some(&id) {
             self.agents.remove(&addr);
             self.release(&addr);

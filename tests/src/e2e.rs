@@ -5,7 +5,7 @@ use async_tungstenite::tungstenite::Message;
 use async_tungstenite::WebSocketStream;
 use osaurus_relay::{RelayHandle, ServeArgs};
 use osaurus_relay_engine::auth::SecretKey;
-use osaurus_relay_engine::frame::{ClientFrame, Headers, ServerFrame};
+use osaurus_relay_engine::frame::{Body, ClientFrame, Headers, ServerFrame};
 use smol::future::FutureExt;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
@@ -142,7 +142,7 @@ impl Tunnel {
     }
 
     /// Reads frames until a request arrives; returns it.
-    pub async fn request(&mut self) -> (String, String, String, Headers, Option<String>) {
+    pub async fn request(&mut self) -> (String, String, String, Headers, Body) {
         match self.recv().await {
             ServerFrame::Request {
                 id,
@@ -156,12 +156,17 @@ impl Tunnel {
     }
 
     pub async fn reply(&mut self, id: &str, status: u16, ctype: &str, body: &str) {
+        self.reply_body(id, status, ctype, body.into()).await;
+    }
+
+    /// Answers with `body` as is: text, or base64 with `bodyEncoding`.
+    pub async fn reply_body(&mut self, id: &str, status: u16, ctype: &str, body: Body) {
         let headers = Headers(vec![("content-type".into(), ctype.into())]);
         self.send(&ClientFrame::Response {
             id: id.into(),
             status,
             headers,
-            body: body.into(),
+            body,
         })
         .await;
     }

@@ -5,7 +5,7 @@
 
 use crate::harness::checksum;
 use osaurus_relay_engine::auth::{tunnel_message, SecretKey};
-use osaurus_relay_engine::frame::{AgentSig, ClientFrame, Headers, ServerFrame};
+use osaurus_relay_engine::frame::{AgentSig, Body, ChunkData, ClientFrame, Headers, ServerFrame};
 use osaurus_relay_engine::{CallId, Config, Input, Now, Output, Relay, SeededRng, TunnelId};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -302,7 +302,7 @@ pub struct Describer {
 
 impl Describer {
     pub fn describe(&mut self, o: &Output) -> Option<(Scope, String)> {
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let text = |b: &[u8]| show(b);
         let call = |c: &CallId| Scope::Call(c.0);
         Some(match o {
             Output::Respond { call: c, response } => {
@@ -346,7 +346,9 @@ impl Describer {
                 self.challenges.push((tunnel, nonce));
                 "challenge".into()
             }
-            ServerFrame::AuthOk { agents, rejected } => {
+            ServerFrame::AuthOk {
+                agents, rejected, ..
+            } => {
                 let ok: Vec<String> = agents.iter().map(|a| name(&a.address)).collect();
                 let no: Vec<String> = rejected.iter().map(|r| name(&r.address)).collect();
                 format!("auth_ok [{}] rejected [{}]", ok.join(" "), no.join(" "))
@@ -362,7 +364,7 @@ impl Describer {
                 let call = call.unwrap_or(u64::MAX);
                 self.req_call.insert(id.clone(), call);
                 self.call_req.insert(call, id);
-                format!("request c{call} {}", body.map_or(0, |b| b.len()))
+                format!("request c{call} {}", body.len())
             }
             ServerFrame::Ping { .. } => "ping".into(),
             ServerFrame::Error { error } => format!("error {error}"),
@@ -385,9 +387,39 @@ pub enum Answer {
     Start(u16),
     Chunk(String),
     End,
+    /// A `response` whose body travels as base64 (`bodyEncoding`).
+    Base64Response(u16, Vec<u8>),
+    /// A `stream_chunk` whose data travels as base64.
+    Base64Chunk(Vec<u8>),
+    /// A `response` marked base64 whose body is not.
+    BadBase64,
+    /// A `stream_chunk` marked base64 whose data is not.
+    BadBase64Chunk,
+}
+
+/// Bytes as the simulations write them: text when UTF-8, else hex, so a
+/// binary body compares byte for byte.
+pub fn show(b: &[u8]) -> String {
+    match std::str::from_utf8(b) {
+        Ok(t) => t.to_string(),
+        Err(_) => format!("hex:{}", hex(b)),
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 impl Answer {
+    /// Bytes a chunk carries to the caller.
+    pub fn chunk_len(&self) -> u64 {
+        match self {
+            Answer::Chunk(d) => d.len() as u64,
+            Answer::Base64Chunk(b) => b.len() as u64,
+            _ => 0,
+        }
+    }
+
     /// The frame answering request `id` this way.
     pub fn frame(&self, id: &str) -> String {
         let id = id.to_string();
@@ -399,7 +431,7 @@ impl Answer {
                     id,
                     status,
                     headers,
-                    body,
+                    body: body.into(),
                 }
             }
             Answer::BadHeader => {
@@ -408,7 +440,7 @@ impl Answer {
                     id,
                     status: 200,
                     headers,
-                    body,
+                    body: body.into(),
                 }
             }
             Answer::BadStatus => {
@@ -422,8 +454,31 @@ impl Answer {
                     headers,
                 }
             }
-            Answer::Chunk(data) => ClientFrame::StreamChunk { id, data },
+            Answer::Chunk(data) => ClientFrame::StreamChunk {
+                id,
+                data: data.into(),
+            },
             Answer::End => ClientFrame::StreamEnd { id },
+            Answer::Base64Response(status, bytes) => ClientFrame::Response {
+                id,
+                status,
+                headers: headers("content-type"),
+                body: Body::Binary(bytes),
+            },
+            Answer::Base64Chunk(bytes) => ClientFrame::StreamChunk {
+                id,
+                data: ChunkData(Body::Binary(bytes)),
+            },
+            Answer::BadBase64 => {
+                return format!(
+                    r#"{{"type":"response","id":"{id}","status":200,"headers":{{}},"body":"a=b","bodyEncoding":"base64"}}"#
+                )
+            }
+            Answer::BadBase64Chunk => {
+                return format!(
+                    r#"{{"type":"stream_chunk","id":"{id}","data":"é","bodyEncoding":"base64"}}"#
+                )
+            }
         };
         frame.encode()
     }
@@ -514,14 +569,23 @@ impl CallModel {
         let (waiting, streaming) = (self.phase == Phase::Waiting, self.phase == Phase::Streaming);
         let line = match a {
             Answer::Response(s, _) | Answer::Start(s) if waiting && no_body(s) => format!("{s} "),
+            Answer::Base64Response(s, _) if waiting && no_body(s) => format!("{s} "),
             Answer::Response(s, body) if waiting => format!("{s} {body}"),
+            Answer::Base64Response(s, body) if waiting => format!("{s} {}", show(body)),
             Answer::Start(s) if waiting => {
                 (self.phase, self.at, self.queued) = (Phase::Streaming, now, 0);
                 return (vec![format!("start {s}")], false);
             }
-            Answer::Chunk(d) if streaming && d.len() as u64 <= cfg.max_chunk_bytes => {
+            Answer::Chunk(_) | Answer::Base64Chunk(_)
+                if streaming && a.chunk_len() <= cfg.max_chunk_bytes =>
+            {
+                let d = match a {
+                    Answer::Chunk(d) => d.clone(),
+                    Answer::Base64Chunk(b) => show(b),
+                    _ => unreachable!(),
+                };
                 self.at = now;
-                self.queued += d.len() as u64;
+                self.queued += a.chunk_len();
                 let cap = cfg.max_stream_buffer;
                 if cap != 0 && self.queued > cap {
                     return (self.fail("slow_consumer").into_iter().collect(), true);
@@ -548,7 +612,11 @@ pub type Key = (u64, u8, u64);
 pub enum Fact {
     Answer(Answer),
     Gone,
-    Lost,
+    /// Its tunnel is gone; `superseded` when a newer session took its agent
+    /// (the call then ends as `agent_offline`).
+    Lost {
+        superseded: bool,
+    },
 }
 
 impl CallModel {
@@ -569,8 +637,8 @@ impl CallModel {
                 return (out, ["gateway timeout", "stream idle timeout"][streaming]);
             }
             match fact {
-                Fact::Lost => {
-                    out.extend(m.fail("tunnel_closed"));
+                Fact::Lost { superseded } => {
+                    out.extend(m.fail(["tunnel_closed", "agent_offline"][superseded as usize]));
                     return (out, ["tunnel closed", "tunnel lost mid-stream"][streaming]);
                 }
                 Fact::Gone => return (out, "caller gone"),

@@ -249,7 +249,7 @@ fn a_caller_that_never_reads_its_stream_is_cut_and_the_tunnel_told() {
         for _ in 0..256 {
             t.send(&ClientFrame::StreamChunk {
                 id: id.clone(),
-                data: chunk.clone(),
+                data: chunk.clone().into(),
             })
             .await;
         }

@@ -19,7 +19,7 @@ fn buffered_call_round_trip_and_keep_alive_reuse() {
         c.send(raw.as_bytes()).await;
         let (id, method, path, headers, body) = t.request().await;
         assert_eq!(
-            (method.as_str(), path.as_str(), body.as_deref()),
+            (method.as_str(), path.as_str(), body.as_text()),
             ("POST", "/v1/chat?x=1", Some("{\"a\":1}"))
         );
         assert_eq!(headers.get("authorization"), Some("Bearer k"));
@@ -120,7 +120,7 @@ fn streaming_chunks_reach_the_caller_one_by_one() {
             let data = format!("data: {{\"token\":{i}}}\n\n");
             t.send(&ClientFrame::StreamChunk {
                 id: id.clone(),
-                data: data.clone(),
+                data: data.clone().into(),
             })
             .await;
             // The caller has this chunk before the tunnel sends the next one.
@@ -171,7 +171,7 @@ fn ten_mib_boundary_with_length_and_chunked() {
             let mut c = Caller::connect(relay.addr).await;
             c.send(&post(&host_of(&a), "/", &vec![b'x'; max])).await;
             let (id, _, _, _, body) = t.request().await;
-            assert_eq!(body.map(|b| b.len()), Some(max));
+            assert_eq!(body.as_text().map(str::len), Some(max));
             t.reply(&id, 200, "text/plain", "ok").await;
             c.response(false).await
         };
@@ -201,7 +201,7 @@ fn ten_mib_boundary_with_length_and_chunked() {
             let _ = smol::io::AsyncWriteExt::write_all(&mut c.s, b"0\r\n\r\n").await;
             if want == 200 {
                 let (id, _, _, _, body) = t.request().await;
-                assert_eq!(body.map(|b| b.len()), Some(max));
+                assert_eq!(body.as_text().map(str::len), Some(max));
                 t.reply(&id, 200, "text/plain", "ok").await;
             }
             let r = c.response(false).await;

@@ -1,7 +1,7 @@
 //! Public calls through the engine: routing, errors, relay, streams, timeouts.
 
-use osaurus_relay_engine::frame::{ClientFrame, ServerFrame};
-use osaurus_relay_engine::{Config, Input, Output};
+use osaurus_relay_engine::frame::{Body, ClientFrame, ServerFrame};
+use osaurus_relay_engine::{BinaryBodies, Config, Input, Output};
 use osaurus_relay_tests::harness::*;
 
 #[test]
@@ -65,7 +65,7 @@ fn buffered_relay_round_trip() {
         (method.as_str(), path.as_str()),
         ("POST", "/v1/chat?stream=false")
     );
-    assert_eq!(body.as_deref(), Some(r#"{"message":"hello"}"#));
+    assert_eq!(body.as_text(), Some(r#"{"message":"hello"}"#));
     assert_eq!(
         headers,
         &hv(&[
@@ -251,17 +251,54 @@ fn body_limit_is_exact_for_streamed_bodies() {
             assert!(frames(&out, t).is_empty());
         } else {
             let fs = frames(&out, t);
-            let [ServerFrame::Request { body: Some(b), .. }] = fs.as_slice() else {
+            let [ServerFrame::Request { body, .. }] = fs.as_slice() else {
                 panic!()
             };
-            assert_eq!(b.len(), max);
+            assert_eq!(body.as_text().map(str::len), Some(max));
         }
     }
-    let (c, out) = h.request(H::head("POST", "/", &host_of(&a)), &[0xff, 0xfe]);
+}
+
+#[test]
+fn binary_request_bodies_go_as_base64_or_get_415_when_configured() {
+    let bytes = [0xff, 0xfe, 0, b'a', 0x80];
+    let mut h = H::default();
+    let a = key(1);
+    let t = h.connect(&[&a]);
+    let (c, out) = h.request(H::head("POST", "/up", &host_of(&a)), &bytes);
+    let fs = frames(&out, t);
+    let [ServerFrame::Request { body, .. }] = fs.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(body, &Body::Binary(bytes.to_vec()));
+    let wire = out.iter().find_map(|o| match o {
+        Output::SendFrame { text, .. } if text.contains("request") => Some(text.clone()),
+        _ => None,
+    });
+    assert!(wire
+        .unwrap()
+        .ends_with(r#","body":"//4AYYA=","bodyEncoding":"base64"}"#));
+    assert_eq!(response(&out, c), None, "sent, not answered");
+    // Text stays text, without the field; no body is "".
+    let (_, out) = h.request(H::head("POST", "/up", &host_of(&a)), "é ✓".as_bytes());
+    let fs = frames(&out, t);
+    assert!(matches!(&fs[..], [ServerFrame::Request { body: Body::Text(b), .. }] if b == "é ✓"));
+    let (_, out) = h.request(H::head("GET", "/", &host_of(&a)), b"");
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::SendFrame { text, .. } if text.ends_with(r#","body":""}"#))));
+
+    let mut h = H::new(Config {
+        binary_request_bodies: BinaryBodies::Reject,
+        ..test_config()
+    });
+    let t = h.connect(&[&a]);
+    let (c, out) = h.request(H::head("POST", "/", &host_of(&a)), &bytes);
     assert_eq!(
         response(&out, c),
         Some((415, r#"{"error":"body_not_utf8"}"#.into()))
     );
+    assert!(frames(&out, t).is_empty());
 }
 
 #[test]

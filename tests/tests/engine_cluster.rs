@@ -105,7 +105,10 @@ fn handshake_waits_for_claims_then_serves_locally() {
     let (a, b) = (key(1), key(2));
     let (t, out) = connect(&mut h, &[&a, &b], ClaimOutcome::Ours);
     let fs = frames(&out, t);
-    let [ServerFrame::AuthOk { agents, rejected }] = fs.as_slice() else {
+    let [ServerFrame::AuthOk {
+        agents, rejected, ..
+    }] = fs.as_slice()
+    else {
         panic!("expected auth_ok: {out:?}");
     };
     let got: Vec<&str> = agents.iter().map(|x| x.address.as_str()).collect();
@@ -130,7 +133,10 @@ fn unavailable_directory_accepts_and_held_agents_are_rejected() {
     assert!(claimed(&mut h, t, &b, ClaimOutcome::HeldBy("inst-b".into())).is_empty());
     let out = claimed(&mut h, t, &a, ClaimOutcome::Unavailable);
     let fs = frames(&out, t);
-    let [ServerFrame::AuthOk { agents, rejected }] = fs.as_slice() else {
+    let [ServerFrame::AuthOk {
+        agents, rejected, ..
+    }] = fs.as_slice()
+    else {
         panic!("expected auth_ok: {out:?}");
     };
     assert_eq!(agents.len(), 1);

@@ -4,6 +4,11 @@ use osaurus_relay_engine::frame::{AgentUrl, ClientFrame, Rejected, ServerFrame};
 use osaurus_relay_engine::{DuplicatePolicy, Event, Input, Output};
 use osaurus_relay_tests::harness::*;
 
+/// Advertised in `auth_ok` and `agent_added`: the relay decodes base64 bodies and chunks.
+fn features() -> Vec<String> {
+    vec!["body_encoding".into(), "stream_body_encoding".into()]
+}
+
 #[test]
 fn auth_ok_reports_lowercase_addresses_and_urls() {
     let mut h = H::default();
@@ -24,6 +29,7 @@ fn auth_ok_reports_lowercase_addresses_and_urls() {
             },
         ],
         rejected: vec![],
+        features: features(),
     };
     assert_eq!(frames(&out, t), vec![want]);
     assert!(out
@@ -49,13 +55,13 @@ fn every_auth_error_has_its_code_and_close() {
             "wrong nonce",
             |h, _| h.auth_frame(&[&key(1)], &"ab".repeat(32)),
             "invalid_nonce",
-            4001,
+            4000,
         ),
         (
             "empty nonce",
             |h, _| h.auth_frame(&[&key(1)], ""),
             "invalid_nonce",
-            4001,
+            4000,
         ),
         ("no agents", |h, n| h.auth_frame(&[], n), "no_agents", 4000),
         (
@@ -133,7 +139,7 @@ fn nonce_is_single_use_across_connections() {
     let (_t1, n1) = h.open_from("192.0.2.1");
     let (t2, _n2) = h.open_from("192.0.2.1");
     let out = h.text(t2, &h.auth_frame(&[&key(1)], &n1));
-    assert_eq!(closes(&out), vec![(t2, 4001, "invalid_nonce")]);
+    assert_eq!(closes(&out), vec![(t2, 4000, "invalid_nonce")]);
 }
 
 #[test]
@@ -146,7 +152,8 @@ fn add_and_remove_agents_mid_session() {
         frames(&out, t),
         vec![ServerFrame::AgentAdded {
             address: lower(&b),
-            url: format!("https://{}", host_of(&b))
+            url: format!("https://{}", host_of(&b)),
+            features: features(),
         }]
     );
     assert_eq!(h.relay.agent_tunnel(&b.address()), Some(t));
@@ -332,6 +339,7 @@ fn reject_policy_keeps_the_first_tunnel() {
             address: lower(&a),
             reason: "already_registered".into(),
         }],
+        features: features(),
     };
     assert_eq!(frames(&out, t), vec![want]);
     assert!(frames(&out, first).is_empty());

@@ -337,7 +337,13 @@ impl Run {
                 }
             }
             Op::Reply(i, a, other, stray) => {
-                let body = matches!(a, Answer::Chunk(_) | Answer::End);
+                let body = matches!(
+                    a,
+                    Answer::Chunk(_)
+                        | Answer::Base64Chunk(_)
+                        | Answer::BadBase64Chunk
+                        | Answer::End
+                );
                 let want = [Phase::Waiting, Phase::Streaming][body as usize];
                 let aim = |c: &u64| self.phase(*c) == want;
                 let Some(c) = pick(self.dispatched.clone(), aim, i, stray) else {
@@ -427,6 +433,7 @@ impl Run {
             T::Remove(k) => {
                 if self.after_auth(t, false) && self.tuns[t].agents.contains(&k) {
                     self.tuns[t].agents.retain(|x| *x != k);
+                    self.end_agent_calls(t, k);
                     if self.agents[k] == Some(t) {
                         self.agents[k] = None;
                     }
@@ -539,7 +546,7 @@ impl Run {
     fn auth(&mut self, t: usize, keys: &[usize], how: How) {
         match (self.tuns[t].st, how) {
             (Ts::Authed | Ts::Closed, _) => return,
-            (_, How::WrongNonce) => return self.auth_error(t, "invalid_nonce", 4001),
+            (_, How::WrongNonce) => return self.auth_error(t, "invalid_nonce", 4000),
             _ if keys.is_empty() => return self.auth_error(t, "no_agents", 4000),
             (_, How::BadSig) => return self.auth_error(t, "signature_verification_failed", 4001),
             _ => {}
@@ -557,11 +564,21 @@ impl Run {
         self.expect_frame(t, format!("auth_ok [{}] rejected []", names.join(" ")));
     }
 
+    /// `k` left `t`: its calls there end at once (the app drops them itself).
+    fn end_agent_calls(&mut self, t: usize, k: usize) {
+        let ended = (self.calls.iter_mut()).filter(|(_, m)| m.tun == t && m.agent == k);
+        for (c, m) in ended {
+            let line = m.call.fail("agent_offline");
+            self.exp.extend(line.map(|l| (Scope::Call(*c), l)));
+        }
+    }
+
     /// Registers `k` on `t`. Under takeover `k` leaves the tunnel that held
     /// it, which closes once it holds no agent.
     fn take_over(&mut self, t: usize, k: usize) {
         if let Some(old) = self.agents[k].filter(|o| *o != t) {
             self.tuns[old].agents.retain(|x| *x != k);
+            self.end_agent_calls(old, k);
             self.expect_frame(old, format!("agent_removed k{k} superseded"));
             if self.tuns[old].agents.is_empty() {
                 self.drop_tunnel(old, Some((1000, "superseded")));
@@ -668,12 +685,15 @@ fn op() -> impl Strategy<Value = Op> {
     let answer = {
         use Answer::*;
         let (ok, no_content) = (Response(200, "ok".into()), Response(204, "dropped".into()));
+        let bytes = || prop::collection::vec(any::<u8>(), 0..24);
         prop_oneof![
             8 => (0usize..20).prop_map(|n| Chunk("x".repeat(n))),
+            3 => bytes().prop_map(Base64Chunk),
             3 => Just(ok),
+            2 => (prop::sample::select(vec![200u16, 204]), bytes()).prop_map(|(s, b)| Base64Response(s, b)),
             4 => Just(Start(200)),
             3 => Just(End),
-            4 => select(vec![no_content, BadStatus, BadHeader, Start(204)]),
+            4 => select(vec![no_content, BadStatus, BadHeader, Start(204), BadBase64, BadBase64Chunk]),
         ]
     };
     prop_oneof![

@@ -10,7 +10,7 @@
 //! answered. A failure names its seed; `SIM_SEED=<seed>` replays just that one.
 
 use osaurus_relay_engine::auth::{Address, SecretKey};
-use osaurus_relay_engine::frame::{ClientFrame, ServerFrame};
+use osaurus_relay_engine::frame::{Body, ClientFrame, ServerFrame};
 use osaurus_relay_engine::{CallId, Config, Input, Output, SeededRng, TunnelId};
 use osaurus_relay_tests::harness::{host_of, key, lower, test_config, DOMAIN, H};
 use osaurus_relay_tests::sim::*;
@@ -97,6 +97,8 @@ struct Conn {
     authed: Option<u64>,
     /// When the relay lost the tunnel (closed it or saw the socket die).
     lost: Option<Key>,
+    /// Lost because a newer session took its agents over.
+    superseded: bool,
     /// Last delivery time each way: a socket delivers in order.
     to_relay: u64,
     to_client: u64,
@@ -106,7 +108,7 @@ struct Conn {
 #[derive(Debug, Default)]
 struct Call {
     agent: usize,
-    body: Option<String>,
+    body: Option<Vec<u8>>,
     /// Answers the agent's host sends, each this long after the request arrives.
     plan: Vec<(u64, Answer)>,
     hangup: Option<u64>,
@@ -205,7 +207,11 @@ impl<'a> Sim<'a> {
             let agent = agents[k % agents.len()];
             let ghost = next + self.below(GHOSTS as u64) as usize;
             let agent = [agent, ghost][(self.below(100) < 3) as usize];
-            let body = format!("b{}", self.text(300));
+            let mut body = format!("b{}", self.text(300)).into_bytes();
+            if self.below(2) == 0 {
+                // Not UTF-8: travels as base64 and must arrive byte for byte.
+                body.extend([0xff, 0xc3, self.below(256) as u8]);
+            }
             let body = (self.below(3) == 0).then_some(body);
             let hangup = (self.below(100) < 4).then(|| self.below(4_000));
             let plan = self.answers(i);
@@ -248,7 +254,12 @@ impl<'a> Sim<'a> {
         let status = [200, 200, 200, 201, 404, 500, 204][self.below(7) as usize];
         let delay = self.below(1_500);
         match self.below(100) {
-            0..=49 => vec![(delay, Response(status, body))],
+            0..=39 => vec![(delay, Response(status, body))],
+            40..=49 => {
+                let mut bytes = body.into_bytes();
+                bytes.extend([0, 0xfe, self.below(256) as u8]);
+                vec![(delay, Base64Response(status, bytes))]
+            }
             50..=74 => {
                 let stall = self.below(100) < 20;
                 let mut at = self.below(800);
@@ -256,7 +267,13 @@ impl<'a> Sim<'a> {
                 for n in 0..1 + self.below(5) {
                     at += self.below(700) + if stall && n == 0 { idle + 1 } else { 0 };
                     let data = format!("data: c{}-{n} {}\n\n", i + 1, self.text(20));
-                    steps.push((at, Chunk(data)));
+                    if self.below(4) == 0 {
+                        let mut bytes = data.into_bytes();
+                        bytes.push(0xff);
+                        steps.push((at, Base64Chunk(bytes)));
+                    } else {
+                        steps.push((at, Chunk(data)));
+                    }
                 }
                 steps.push((at + self.below(700), End));
                 steps
@@ -267,7 +284,7 @@ impl<'a> Sim<'a> {
                 0 => vec![(delay, BadStatus)],
                 1 => vec![(delay, BadHeader)],
                 2 => vec![(delay, Chunk(body))],
-                3 => vec![(delay, End)],
+                3 => vec![(delay, [End, BadBase64][self.below(2) as usize].clone())],
                 _ => vec![(delay, Start(200)), (delay + 10, Response(200, body))],
             },
         }
@@ -394,7 +411,9 @@ impl<'a> Sim<'a> {
                 .encode();
                 self.send_up(t, text, Note::Auth);
             }
-            ServerFrame::AuthOk { agents, rejected } => {
+            ServerFrame::AuthOk {
+                agents, rejected, ..
+            } => {
                 let got: Vec<&str> = agents.iter().map(|a| a.address.as_str()).collect();
                 let want: Vec<&str> = client.agents.iter().map(lower).collect();
                 let ok = got == want && rejected.is_empty();
@@ -413,7 +432,7 @@ impl<'a> Sim<'a> {
                 let c = path[2..].parse::<usize>().expect("our paths") - 1;
                 let call = &self.calls[c];
                 let ok = method == ["GET", "POST"][call.body.is_some() as usize]
-                    && body == call.body
+                    && body == Body::from_bytes(call.body.clone().unwrap_or_default())
                     && headers.get("x-agent-address") == Some(lower(&call.agent));
                 ensure!(self, ok, "c{} got {method} {headers:?} {body:?}", c + 1);
                 for (after, a) in call.plan.clone() {
@@ -466,7 +485,7 @@ impl<'a> Sim<'a> {
         (self.calls[c].sent, self.calls[c].expect) = (now, expect);
         self.input(Input::CallHead { call: id, head });
         if let Some(b) = body {
-            for chunk in b.as_bytes().chunks(97) {
+            for chunk in b.chunks(97) {
                 self.input(Input::CallBody { call: id, chunk });
             }
             self.input(Input::CallBodyEnd { call: id });
@@ -550,6 +569,11 @@ impl<'a> Sim<'a> {
         };
         ensure!(self, expected, "{t:?} closed {code} {reason}: {conn:?}");
         self.tally(reason);
+        if reason == "superseded" {
+            if let Some(conn) = self.conns.get_mut(&t) {
+                conn.superseded = conn.lost.is_none();
+            }
+        }
         self.lose(t);
         let at = now + self.latency();
         self.q.push(at, Ev::Closed(t));
@@ -568,7 +592,8 @@ impl<'a> Sim<'a> {
             return (vec![error_line(502, "agent_offline")], "agent offline");
         };
         let lost = self.conns[&t].lost.expect("every tunnel is lost at last");
-        let facts = call.facts.iter().cloned().chain([(lost, Fact::Lost)]);
+        let superseded = self.conns[&t].superseded;
+        let facts = (call.facts.iter().cloned()).chain([(lost, Fact::Lost { superseded })]);
         CallModel::replay(call.sent, facts.collect(), &self.cfg)
     }
 

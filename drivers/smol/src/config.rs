@@ -1,7 +1,9 @@
 //! `osaurus-relay serve` settings: each an environment variable and a flag.
 
 use clap::Args;
-use osaurus_relay_engine::{ClientIpSource, ClusterConfig, Config, DuplicatePolicy, RemoteRoute};
+use osaurus_relay_engine::{
+    BinaryBodies, ClientIpSource, ClusterConfig, Config, DuplicatePolicy, RemoteRoute,
+};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -14,6 +16,14 @@ fn policy(s: &str) -> Result<DuplicatePolicy, String> {
         "takeover" => Ok(DuplicatePolicy::Takeover),
         "reject" => Ok(DuplicatePolicy::Reject),
         _ => Err("expected takeover or reject".into()),
+    }
+}
+
+fn binary_bodies(s: &str) -> Result<BinaryBodies, String> {
+    match s {
+        "base64" => Ok(BinaryBodies::Base64),
+        "reject" => Ok(BinaryBodies::Reject),
+        _ => Err("expected base64 or reject".into()),
     }
 }
 
@@ -73,6 +83,15 @@ pub struct ServeArgs {
     /// Request body limit in bytes (0: unlimited).
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub max_body_bytes: u64,
+    /// Largest request frame sent to a tunnel, in bytes (0: only
+    /// MAX_BODY_BYTES applies). The Osaurus app drops its whole tunnel on a
+    /// message over about 1 MiB: 1048576 answers such calls 413 instead.
+    #[arg(long, env = "MAX_REQUEST_FRAME_BYTES", default_value_t = 0)]
+    pub max_request_frame_bytes: u64,
+    /// Request bodies that are not UTF-8: base64 (sent with
+    /// bodyEncoding "base64") or reject (415, for app builds before it).
+    #[arg(long, env = "BINARY_REQUEST_BODIES", default_value = "base64", value_parser = binary_bodies)]
+    pub binary_request_bodies: BinaryBodies,
     #[arg(long, env = "AUTH_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub auth_timeout: Duration,
     /// Time a tunnel has to start answering a call (then 504).
@@ -211,6 +230,8 @@ impl ServeArgs {
             max_agents_per_tunnel: self.max_agents_per_tunnel,
             control_frames_per_min: self.control_frames_per_min,
             max_body_bytes: self.max_body_bytes,
+            max_request_frame_bytes: self.max_request_frame_bytes,
+            binary_request_bodies: self.binary_request_bodies,
             auth_timeout: self.auth_timeout,
             response_timeout: self.response_timeout,
             stream_idle_timeout: self.stream_idle_timeout,

@@ -281,7 +281,7 @@ fn local_failure_is_a_502_and_cancel_drops_the_local_call() {
             id,
             status: 200,
             headers: Headers::default(),
-            body: String::new(),
+            body: Vec::new(),
         },
     );
     assert_eq!(p.client.poll_output(), None);

@@ -9,6 +9,14 @@ fn text() -> impl Strategy<Value = String> {
     ]
 }
 
+/// Text (any, or exactly what the fast paths care about) or any bytes.
+fn body() -> impl Strategy<Value = Body> {
+    prop_oneof![
+        text().prop_map(Body::Text),
+        proptest::collection::vec(any::<u8>(), 0..300).prop_map(Body::Binary),
+    ]
+}
+
 fn headers() -> impl Strategy<Value = Headers> {
     proptest::collection::vec(("[a-z][a-z0-9-]{0,12}", text()), 0..5).prop_map(|mut v| {
         v.sort_by(|a, b| a.0.cmp(&b.0));
@@ -40,7 +48,7 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
         ),
         text().prop_map(|address| ClientFrame::RemoveAgent { address }),
         any::<u64>().prop_map(|ts| ClientFrame::Pong { ts }),
-        (text(), 200u16..600, headers(), text()).prop_map(|(id, status, headers, body)| {
+        (text(), 200u16..600, headers(), body()).prop_map(|(id, status, headers, body)| {
             ClientFrame::Response {
                 id,
                 status,
@@ -55,7 +63,10 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
                 headers,
             }
         }),
-        (text(), text()).prop_map(|(id, data)| ClientFrame::StreamChunk { id, data }),
+        (text(), body()).prop_map(|(id, data)| ClientFrame::StreamChunk {
+            id,
+            data: ChunkData(data)
+        }),
         text().prop_map(|id| ClientFrame::StreamEnd { id }),
     ]
 }
@@ -69,25 +80,28 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
             proptest::collection::vec(au, 0..3),
             proptest::collection::vec(rj, 0..2)
         )
-            .prop_map(|(agents, rejected)| ServerFrame::AuthOk { agents, rejected }),
+            .prop_map(|(agents, rejected)| ServerFrame::AuthOk {
+                agents,
+                rejected,
+                features: FEATURES.iter().map(|f| f.to_string()).collect()
+            }),
         text().prop_map(|error| ServerFrame::AuthError { error }),
-        (text(), text()).prop_map(|(address, url)| ServerFrame::AgentAdded { address, url }),
+        (text(), text()).prop_map(|(address, url)| ServerFrame::AgentAdded {
+            address,
+            url,
+            features: vec![]
+        }),
         (text(), proptest::option::of(text()))
             .prop_map(|(address, reason)| ServerFrame::AgentRemoved { address, reason }),
-        (
-            text(),
-            text(),
-            text(),
-            headers(),
-            proptest::option::of(text())
-        )
-            .prop_map(|(id, method, path, headers, body)| ServerFrame::Request {
+        (text(), text(), text(), headers(), body()).prop_map(
+            |(id, method, path, headers, body)| ServerFrame::Request {
                 id,
                 method,
                 path,
                 headers,
                 body
-            }),
+            }
+        ),
         any::<u64>().prop_map(|ts| ServerFrame::Ping { ts }),
         text().prop_map(|error| ServerFrame::Error { error }),
         text().prop_map(|id| ServerFrame::Cancel { id }),
@@ -119,18 +133,54 @@ fn encodes_the_contract_shapes() {
     let f = ServerFrame::AuthOk {
         agents: vec![],
         rejected: vec![],
+        features: vec![],
     };
     assert_eq!(f.encode(), r#"{"type":"auth_ok","agents":[]}"#);
-    let f = ServerFrame::Request {
+    let f = ServerFrame::AuthOk {
+        agents: vec![],
+        rejected: vec![],
+        features: vec!["body_encoding".into()],
+    };
+    assert_eq!(
+        f.encode(),
+        r#"{"type":"auth_ok","agents":[],"features":["body_encoding"]}"#
+    );
+    let mut f = ServerFrame::Request {
         id: "req_1".into(),
         method: "GET".into(),
         path: "/x?y=1".into(),
         headers: Headers(vec![("a".into(), "b".into())]),
-        body: None,
+        body: Body::default(),
     };
+    // `body` is always there, as the reference relay sends it.
     assert_eq!(
         f.encode(),
-        r#"{"type":"request","id":"req_1","method":"GET","path":"/x?y=1","headers":{"a":"b"}}"#
+        r#"{"type":"request","id":"req_1","method":"GET","path":"/x?y=1","headers":{"a":"b"},"body":""}"#
+    );
+    if let ServerFrame::Request { body, .. } = &mut f {
+        *body = Body::Binary(vec![0xff, 0xfe, 0]);
+    }
+    assert_eq!(
+        f.encode(),
+        r#"{"type":"request","id":"req_1","method":"GET","path":"/x?y=1","headers":{"a":"b"},"body":"//4A","bodyEncoding":"base64"}"#
+    );
+    let r = ClientFrame::Response {
+        id: "r".into(),
+        status: 200,
+        headers: Headers::default(),
+        body: Body::Binary(vec![0x89, b'P', b'N', b'G']),
+    };
+    assert_eq!(
+        r.encode(),
+        r#"{"type":"response","id":"r","status":200,"headers":{},"body":"iVBORw==","bodyEncoding":"base64"}"#
+    );
+    let c = ClientFrame::StreamChunk {
+        id: "r".into(),
+        data: ChunkData(Body::Binary(vec![0xff])),
+    };
+    assert_eq!(
+        c.encode(),
+        r#"{"type":"stream_chunk","id":"r","data":"/w==","bodyEncoding":"base64"}"#
     );
     assert_eq!(
         ClientFrame::RequestChallenge.encode(),
@@ -263,7 +313,7 @@ proptest! {
     #[test]
     fn fast_request_encoding_matches_serde(body in any_text(), pad in 256usize..1024, headers in headers()) {
         let body = format!("{body}{}", "x".repeat(pad));
-        let f = ServerFrame::Request { id: "req_1".into(), method: "POST".into(), path: "/p?q=\"1\"".into(), headers, body: Some(body) };
+        let f = ServerFrame::Request { id: "req_1".into(), method: "POST".into(), path: "/p?q=\"1\"".into(), headers, body: Body::Text(body) };
         prop_assert_eq!(f.encode(), serde_json::to_string(&f).unwrap());
     }
 
@@ -271,7 +321,7 @@ proptest! {
     fn every_request_frame_encodes_as_serde_does(
         id in any_text(), method in any_text(), path in any_text(),
         headers in proptest::collection::vec((any_text(), any_text()), 0..5),
-        body in proptest::option::of(any_text()),
+        body in prop_oneof![any_text().prop_map(Body::Text), proptest::collection::vec(any::<u8>(), 0..600).prop_map(Body::Binary)],
     ) {
         let f = ServerFrame::Request { id, method, path, headers: Headers(headers), body };
         prop_assert_eq!(f.encode(), serde_json::to_string(&f).unwrap());

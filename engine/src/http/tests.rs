@@ -185,6 +185,20 @@ fn errors_and_preflight_carry_cors() {
         .unwrap()
         .1;
     assert_eq!(allow, "content-type, authorization, x-request-id");
+    let again = preflight(&hv(&[(
+        "access-control-request-headers",
+        "Content-Type, Authorization, MCP-Session-Id, mcp-session-id",
+    )]));
+    let allow = &again
+        .headers
+        .iter()
+        .find(|(k, _)| k == "access-control-allow-headers")
+        .unwrap()
+        .1;
+    assert_eq!(
+        allow, "content-type, authorization, x-request-id, mcp-session-id",
+        "each header named once"
+    );
 }
 
 #[test]

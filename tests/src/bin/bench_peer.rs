@@ -81,13 +81,13 @@ async fn tunnel(
                     id,
                     status: 200,
                     headers: text_headers(),
-                    body: b.clone(),
+                    body: b.clone().into(),
                 }],
                 Mode::Echo => vec![ClientFrame::Response {
                     id,
                     status: 200,
                     headers: text_headers(),
-                    body: body.unwrap_or_default(),
+                    body,
                 }],
                 Mode::Stream(k, chunk) => {
                     // Frames go out as they are made: the first byte must not
@@ -103,7 +103,7 @@ async fn tunnel(
                     for _ in 0..*k {
                         let f = ClientFrame::StreamChunk {
                             id: id.clone(),
-                            data: chunk.clone(),
+                            data: chunk.clone().into(),
                         };
                         if ws.send(Message::text(f.encode())).await.is_err() {
                             return;

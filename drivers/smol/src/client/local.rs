@@ -12,14 +12,14 @@ pub enum LocalEvent {
     Full {
         status: u16,
         headers: Headers,
-        body: String,
+        body: Vec<u8>,
     },
     Start {
         status: u16,
         headers: Headers,
     },
-    /// One SSE event or one NDJSON line.
-    Chunk(String),
+    /// One SSE event or NDJSON line, or a piece of a large or open-ended answer.
+    Chunk(Vec<u8>),
     End,
     Failed(String),
 }
@@ -28,7 +28,7 @@ pub struct Request {
     pub method: String,
     pub path: String,
     pub headers: Headers,
-    pub body: Option<String>,
+    pub body: Vec<u8>,
 }
 
 /// A local HTTP/1.1 origin (`http://host:port`) and its idle connections.
@@ -41,6 +41,11 @@ pub struct Local {
 
 const MAX_IDLE: usize = 32;
 const MAX_BODY: usize = 64 << 20;
+/// Answers larger than this (or of unknown length) stream, where the relay
+/// decodes binary chunks: one frame per read instead of one huge frame.
+const STREAM_OVER: usize = 1 << 20;
+/// Bytes read from the local server at a time.
+const READ_BYTES: usize = 64 * 1024;
 
 /// Request headers that belong to one hop, or that this client writes itself.
 fn hop(name: &str) -> bool {
@@ -72,7 +77,7 @@ impl Local {
     }
 
     fn encode(&self, r: &Request) -> Vec<u8> {
-        let body = r.body.as_deref().unwrap_or("");
+        let body = &r.body;
         let mut out = format!(
             "{} {} HTTP/1.1\r\nhost: {}\r\n",
             r.method, r.path, self.addr
@@ -90,12 +95,21 @@ impl Local {
             out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
         }
         out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(body.as_bytes());
+        out.extend_from_slice(body);
         out
     }
 
     /// Performs `r`, reporting through `emit`; ends with `Full`, `End` or `Failed`.
-    pub async fn call(&self, r: &Request, emit: &mut dyn FnMut(LocalEvent)) {
+    /// With `stream_any`, large and open-ended answers stream as they are
+    /// read, each piece only once `gate` says the relay link has room.
+    pub async fn call(
+        &self,
+        r: &Request,
+        stream_any: bool,
+        gate: &Gate,
+        emit: &mut dyn FnMut(LocalEvent),
+    ) {
+        let how = How { stream_any, gate };
         let raw = self.encode(r);
         // A pooled connection may have been closed by the server meanwhile: retry once fresh.
         let mut pooled = self.idle.borrow_mut().pop();
@@ -116,14 +130,15 @@ impl Local {
                 Err(e) => return emit(LocalEvent::Failed(format!("connect {}: {e}", self.addr))),
             },
         };
-        let mut answer = read_answer(&mut conn, r.method == "HEAD", emit).await;
+        let head_req = r.method == "HEAD";
+        let mut answer = read_answer(&mut conn, head_req, &how, emit).await;
         if reused && matches!(answer, Err(Answer::Closed)) {
             // The server had closed the idle connection: the request never ran.
             answer = match TcpStream::connect(self.addr.as_str()).await {
                 Ok(mut c) => match c.write_all(&raw).await {
                     Ok(()) => {
                         conn = c;
-                        read_answer(&mut conn, r.method == "HEAD", emit).await
+                        read_answer(&mut conn, head_req, &how, emit).await
                     }
                     Err(e) => Err(Answer::Bad(format!("write to {}: {e}", self.addr))),
                 },
@@ -147,10 +162,66 @@ impl Local {
 }
 
 async fn fill(c: &mut TcpStream, buf: &mut Vec<u8>) -> Result<usize, String> {
-    let mut tmp = [0u8; 16 * 1024];
-    let n = c.read(&mut tmp).await.map_err(|e| format!("read: {e}"))?;
-    buf.extend_from_slice(&tmp[..n]);
-    Ok(n)
+    let at = buf.len();
+    buf.resize(at + READ_BYTES, 0);
+    let n = c.read(&mut buf[at..]).await;
+    buf.truncate(at + *n.as_ref().unwrap_or(&0));
+    n.map_err(|e| format!("read: {e}"))
+}
+
+/// `fill`, once the relay link has room when streaming.
+async fn more(c: &mut TcpStream, buf: &mut Vec<u8>, gate: Option<&Gate>) -> Result<usize, String> {
+    if let Some(g) = gate {
+        g.ready().await;
+    }
+    fill(c, buf).await
+}
+
+/// Bytes handed to the relay link and not yet written: a streaming local
+/// answer is read only as fast as the relay takes it.
+#[derive(Default)]
+pub struct Gate {
+    queued: std::cell::Cell<u64>,
+    drained: event_listener::Event,
+}
+
+/// Above this many queued bytes, streaming answers wait.
+const GATE_BYTES: u64 = 1 << 20;
+
+impl Gate {
+    pub fn add(&self, n: u64) {
+        self.queued.set(self.queued.get() + n);
+    }
+
+    pub fn sub(&self, n: u64) {
+        self.queued.set(self.queued.get().saturating_sub(n));
+        self.drained.notify(usize::MAX);
+    }
+
+    /// The link is gone: nothing is queued any more.
+    pub fn reset(&self) {
+        self.queued.set(0);
+        self.drained.notify(usize::MAX);
+    }
+
+    /// Returns once the relay link has room. Yields first, so the event
+    /// just emitted reaches the link (and the count) before it is checked.
+    pub async fn ready(&self) {
+        futures_lite::future::yield_now().await;
+        while self.queued.get() > GATE_BYTES {
+            let wait = self.drained.listen();
+            if self.queued.get() <= GATE_BYTES {
+                break;
+            }
+            wait.await;
+        }
+    }
+}
+
+/// How an answer may be relayed.
+struct How<'a> {
+    stream_any: bool,
+    gate: &'a Gate,
 }
 
 /// Why no answer could be read.
@@ -179,39 +250,65 @@ enum Framing {
     Close,
 }
 
-/// Splits a streamed body into SSE events or NDJSON lines.
+/// How a streamed body is cut into chunks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    /// One SSE event per chunk.
+    Events,
+    /// One NDJSON line per chunk.
+    Lines,
+    /// Each read as it comes (large or open-ended answers).
+    Reads,
+}
+
+/// An event or line longer than this goes out in pieces, as the app does.
+const MAX_PIECE: usize = 16 * 1024;
+
+/// Splits a streamed body into chunks.
 struct Splitter {
-    sse: bool,
+    cut: Cut,
     pending: Vec<u8>,
 }
 
 impl Splitter {
     fn push(&mut self, data: &[u8], emit: &mut dyn FnMut(LocalEvent)) {
+        if self.cut == Cut::Reads {
+            if !data.is_empty() {
+                emit(LocalEvent::Chunk(data.to_vec()));
+            }
+            return;
+        }
         self.pending.extend_from_slice(data);
         loop {
-            let cut = if self.sse {
-                find(&self.pending, b"\n\n")
+            let cut = match self.cut {
+                Cut::Events => find(&self.pending, b"\n\n")
                     .map(|i| i + 2)
-                    .or_else(|| find(&self.pending, b"\r\n\r\n").map(|i| i + 4))
-            } else {
-                find(&self.pending, b"\n").map(|i| i + 1)
+                    .or_else(|| find(&self.pending, b"\r\n\r\n").map(|i| i + 4)),
+                _ => find(&self.pending, b"\n").map(|i| i + 1),
             };
+            let cut =
+                cut.or_else(|| (self.pending.len() >= MAX_PIECE).then(|| utf8_cut(&self.pending)));
             let Some(cut) = cut else { return };
             let piece: Vec<u8> = self.pending.drain(..cut).collect();
-            emit(LocalEvent::Chunk(
-                String::from_utf8_lossy(&piece).into_owned(),
-            ));
+            emit(LocalEvent::Chunk(piece));
         }
     }
 
     fn finish(&mut self, emit: &mut dyn FnMut(LocalEvent)) {
         if !self.pending.is_empty() {
-            let rest = std::mem::take(&mut self.pending);
-            emit(LocalEvent::Chunk(
-                String::from_utf8_lossy(&rest).into_owned(),
-            ));
+            emit(LocalEvent::Chunk(std::mem::take(&mut self.pending)));
         }
     }
+}
+
+/// Where to split a long piece so no UTF-8 character is cut in two.
+fn utf8_cut(b: &[u8]) -> usize {
+    let at = MAX_PIECE.min(b.len());
+    (at.saturating_sub(3)..=at)
+        .rev()
+        .find(|&i| i == b.len() || (b[i] & 0xc0) != 0x80)
+        .filter(|&i| i > 0)
+        .unwrap_or(at)
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -222,6 +319,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 async fn read_answer(
     c: &mut TcpStream,
     head_req: bool,
+    how: &How<'_>,
     emit: &mut dyn FnMut(LocalEvent),
 ) -> Result<bool, Answer> {
     let mut buf = Vec::new();
@@ -289,8 +387,18 @@ async fn read_answer(
         Framing::Close
     };
     let ctype = get("content-type").unwrap_or("").to_ascii_lowercase();
-    let streaming =
-        ctype.starts_with("text/event-stream") || ctype.starts_with("application/x-ndjson");
+    let cut = if ctype.starts_with("text/event-stream") {
+        Some(Cut::Events)
+    } else if ctype.starts_with("application/x-ndjson") {
+        Some(Cut::Lines)
+    } else {
+        let large = match framing {
+            Framing::None => false,
+            Framing::Length(n) => n > STREAM_OVER,
+            Framing::Chunked | Framing::Close => true,
+        };
+        (how.stream_any && large).then_some(Cut::Reads)
+    };
     let keep: Vec<(String, String)> = headers
         .into_iter()
         .filter(|(k, _)| {
@@ -302,8 +410,8 @@ async fn read_answer(
         .collect();
     let reusable = !close && !matches!(framing, Framing::Close);
     let mut body = Vec::new();
-    let mut splitter = streaming.then(|| Splitter {
-        sse: ctype.starts_with("text/event-stream"),
+    let mut splitter = cut.map(|cut| Splitter {
+        cut,
         pending: Vec::new(),
     });
     if splitter.is_some() {
@@ -312,6 +420,8 @@ async fn read_answer(
             headers: Headers(keep.clone()),
         });
     }
+    // A streamed answer is read only as fast as the relay link takes it.
+    let gate = splitter.is_some().then_some(how.gate);
     let mut sink = |data: &[u8], emit: &mut dyn FnMut(LocalEvent)| -> Result<(), Answer> {
         match splitter.as_mut() {
             Some(s) => s.push(data, emit),
@@ -332,7 +442,7 @@ async fn read_answer(
             if left == 0 {
                 break;
             }
-            if fill(c, &mut buf).await? == 0 {
+            if more(c, &mut buf, gate).await? == 0 {
                 return Err("the local server closed inside a body".into());
             }
         },
@@ -349,7 +459,7 @@ async fn read_answer(
                     }
                     Decoded::NeedMore { consumed } => {
                         buf.drain(..consumed);
-                        if fill(c, &mut buf).await? == 0 {
+                        if more(c, &mut buf, gate).await? == 0 {
                             return Err("the local server closed inside a body".into());
                         }
                     }
@@ -363,7 +473,7 @@ async fn read_answer(
         Framing::Close => loop {
             sink(&buf, emit)?;
             buf.clear();
-            if fill(c, &mut buf).await? == 0 {
+            if more(c, &mut buf, gate).await? == 0 {
                 break;
             }
         },
@@ -373,15 +483,12 @@ async fn read_answer(
             s.finish(emit);
             emit(LocalEvent::End);
         }
-        None => match String::from_utf8(body) {
-            Ok(body) => emit(LocalEvent::Full {
-                status,
-                headers: Headers(keep),
-                body,
-            }),
-            // The protocol carries bodies as text: say so rather than mangle bytes.
-            Err(_) => return Err("the local answer is not UTF-8 text".into()),
-        },
+        // Text or not, the tunnel client decides how it travels.
+        None => emit(LocalEvent::Full {
+            status,
+            headers: Headers(keep),
+            body,
+        }),
     }
     Ok(reusable && buf.is_empty())
 }

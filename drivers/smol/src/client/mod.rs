@@ -4,7 +4,7 @@ mod dial;
 mod local;
 
 pub use dial::RelayUrl;
-pub use local::{Local, LocalEvent, Request};
+pub use local::{Gate, Local, LocalEvent, Request};
 
 use crate::entropy::OsEntropy;
 use async_tungstenite::tungstenite::Message;
@@ -65,6 +65,7 @@ pub async fn run(ex: &LocalExecutor<'static>, o: TunnelOpts) {
     };
     let mut client = Client::new(o.client.clone(), o.keys.clone(), OsEntropy::new(), now());
     let local = Rc::new(o.local);
+    let gate = Rc::new(Gate::default());
     let (ev_tx, ev_rx) = unbounded::<Ev>();
     // The current connection: its generation and its writer's queue.
     let mut generation = 0u64;
@@ -95,18 +96,23 @@ pub async fn run(ex: &LocalExecutor<'static>, o: TunnelOpts) {
                 }
                 ClientOutput::Send(text) => {
                     if let Some((w, _, _)) = &writer {
+                        gate.add(text.len() as u64);
                         let _ = w.try_send(Message::text(text));
                     }
                 }
-                ClientOutput::Close => writer = None,
+                ClientOutput::Close => {
+                    writer = None;
+                    gate.reset();
+                }
                 ClientOutput::Forward {
                     id,
                     method,
                     path,
                     headers,
                     body,
+                    stream_any,
                 } => {
-                    let (tx, l, rid) = (ev_tx.clone(), local.clone(), id.clone());
+                    let (tx, l, rid, g) = (ev_tx.clone(), local.clone(), id.clone(), gate.clone());
                     let req = Request {
                         method: method.clone(),
                         path: path.clone(),
@@ -115,7 +121,7 @@ pub async fn run(ex: &LocalExecutor<'static>, o: TunnelOpts) {
                     };
                     let task = ex.spawn(async move {
                         // Unbounded: each event reaches the loop as it happens.
-                        l.call(&req, &mut |e| {
+                        l.call(&req, stream_any, &g, &mut |e| {
                             let _ = tx.try_send(Ev::Local(rid.clone(), e));
                         })
                         .await;
@@ -174,12 +180,15 @@ pub async fn run(ex: &LocalExecutor<'static>, o: TunnelOpts) {
             Ev::Dialed(g, Ok(ws)) => {
                 let (mut tx_ws, mut rx_ws) = (*ws).split();
                 let (wtx, wrx) = unbounded::<Message>();
-                let etx = ev_tx.clone();
+                let (etx, sent) = (ev_tx.clone(), gate.clone());
+                gate.reset();
                 let write_task = ex.spawn(async move {
                     while let Ok(m) = wrx.recv().await {
+                        let n = m.len() as u64;
                         if tx_ws.send(m).await.is_err() {
                             break;
                         }
+                        sent.sub(n);
                     }
                     let _ = tx_ws.close(None).await;
                 });
@@ -201,6 +210,7 @@ pub async fn run(ex: &LocalExecutor<'static>, o: TunnelOpts) {
             Ev::Text(g, t) if g == generation => client.handle(now(), ClientInput::Text(&t)),
             Ev::Closed(g) if g == generation => {
                 writer = None;
+                gate.reset();
                 client.handle(now(), ClientInput::Disconnected);
             }
             Ev::Text(..) | Ev::Closed(_) => {}
@@ -282,6 +292,10 @@ fn report(e: &ClientEvent) {
             info!(attempt, "reconnecting in {:.1} s", *in_ms as f64 / 1000.0)
         }
         ClientEvent::RelayRestarting => info!("relay restarting: reconnecting at once"),
+        ClientEvent::BinaryNotRelayed { .. } => warn!(
+            "the local answer is not UTF-8 and this relay does not advertise body_encoding \
+             (it would deliver base64 text): answered 502"
+        ),
     }
 }
 
