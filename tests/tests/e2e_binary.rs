@@ -1,0 +1,176 @@
+//! Binary-safe bodies and agent-owned hosts, over loopback: byte-exact.
+
+use osaurus_relay_engine::frame::{Body, ClientFrame, ServerFrame};
+use osaurus_relay_tests::e2e::*;
+use osaurus_relay_tests::harness::{host_of, key};
+use osaurus_relay_tests::origin::Origin;
+
+/// Deterministic bytes that are not UTF-8 (every byte value appears).
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn binary_answers_and_uploads_arrive_byte_for_byte() {
+    let relay = start(|_| {});
+    let a = key(1);
+    smol::block_on(async {
+        let mut t = Tunnel::connect(relay.addr, &[&a]).await;
+        // A binary answer marked base64 reaches the caller decoded.
+        let png = noise(300 * 1024, 7);
+        let mut c = Caller::connect(relay.addr).await;
+        c.send(&get(&host_of(&a), "/img.png")).await;
+        let (id, _, _, _, body) = t.request().await;
+        assert_eq!(body, Body::Text(String::new()), "no body is \"\"");
+        t.reply_body(&id, 200, "image/png", Body::Binary(png.clone()))
+            .await;
+        let r = c.response(false).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-length"), Some("307200"));
+        assert!(r.body == png, "decoded bytes, not base64 text");
+        // A binary upload goes to the tunnel as base64 of the exact bytes.
+        let up = noise(4096, 9);
+        let mut c = Caller::connect(relay.addr).await;
+        c.send(&post(&host_of(&a), "/upload", &up)).await;
+        let (id, _, _, _, body) = t.request().await;
+        assert_eq!(body, Body::Binary(up));
+        t.reply(&id, 200, "text/plain", "ok").await;
+        assert_eq!(c.response(false).await.text(), "ok");
+        // Not base64: that call fails, the tunnel keeps serving.
+        let mut c = Caller::connect(relay.addr).await;
+        c.send(&get(&host_of(&a), "/bad")).await;
+        let (id, ..) = t.request().await;
+        t.send_text(&format!(
+            r#"{{"type":"response","id":"{id}","status":200,"headers":{{}},"body":"*not*","bodyEncoding":"base64"}}"#
+        ))
+        .await;
+        let r = c.response(false).await;
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (502, r#"{"error":"bad_host_response"}"#)
+        );
+        assert_eq!(t.recv().await, ServerFrame::Cancel { id });
+        // A binary stream chunk is decoded too.
+        let mut c = Caller::connect(relay.addr).await;
+        c.send(&get(&host_of(&a), "/stream")).await;
+        let (id, ..) = t.request().await;
+        t.send(&ClientFrame::StreamStart {
+            id: id.clone(),
+            status: 200,
+            headers: Default::default(),
+        })
+        .await;
+        assert_eq!(c.head().await.0, 200);
+        let piece = noise(1000, 3);
+        t.send(&ClientFrame::StreamChunk {
+            id: id.clone(),
+            data: osaurus_relay_engine::frame::ChunkData(Body::Binary(piece.clone())),
+        })
+        .await;
+        assert_eq!(c.chunk().await, Ok(Some(piece)));
+        t.send(&ClientFrame::StreamEnd { id }).await;
+        assert_eq!(c.chunk().await, Ok(None));
+    });
+}
+
+#[test]
+fn an_agent_host_forwards_health_and_stats_to_the_agent() {
+    let relay = start(|_| {});
+    let (a, off) = (key(1), key(2));
+    smol::block_on(async {
+        // No tunnel: the app's probe must not look green.
+        let r = call(relay.addr, &get(&host_of(&off), "/health")).await;
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (502, r#"{"error":"agent_offline"}"#)
+        );
+        let mut t = Tunnel::connect(relay.addr, &[&a]).await;
+        for path in ["/health", "/stats"] {
+            let mut c = Caller::connect(relay.addr).await;
+            c.send(&get(&host_of(&a), path)).await;
+            let (id, _, got, ..) = t.request().await;
+            assert_eq!(got, path);
+            t.reply(&id, 200, "application/json", r#"{"local":true}"#)
+                .await;
+            assert_eq!(c.response(false).await.text(), r#"{"local":true}"#);
+        }
+        // The relay's own endpoints still answer on other hosts.
+        let r = call(relay.addr, &get("relay.test", "/health")).await;
+        assert_eq!(r.status, 200);
+        assert!(r.text().contains("\"tunnels\":1"));
+    });
+}
+
+#[test]
+fn a_removed_agent_takes_its_calls_with_it() {
+    let relay = start(|_| {});
+    let (a, b) = (key(1), key(2));
+    smol::block_on(async {
+        let mut t = Tunnel::connect(relay.addr, &[&a, &b]).await;
+        let mut ca = Caller::connect(relay.addr).await;
+        ca.send(&get(&host_of(&a), "/slow")).await;
+        let _ = t.request().await;
+        let mut cb = Caller::connect(relay.addr).await;
+        cb.send(&get(&host_of(&b), "/other")).await;
+        let (idb, ..) = t.request().await;
+        t.send(&ClientFrame::RemoveAgent {
+            address: osaurus_relay_tests::harness::lower(&a),
+        })
+        .await;
+        let r = ca.response(false).await;
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (502, r#"{"error":"agent_offline"}"#)
+        );
+        // The other agent's call is untouched.
+        t.reply(&idb, 200, "text/plain", "b").await;
+        assert_eq!(cb.response(false).await.text(), "b");
+    });
+}
+
+#[test]
+fn a_request_frame_over_the_configured_limit_gets_413() {
+    let relay = start(|a| a.max_request_frame_bytes = 64 * 1024);
+    let a = key(1);
+    smol::block_on(async {
+        let mut t = Tunnel::connect(relay.addr, &[&a]).await;
+        let r = call(relay.addr, &post(&host_of(&a), "/big", &vec![b'x'; 70_000])).await;
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (413, r#"{"error":"body_too_large"}"#)
+        );
+        // Smaller bodies still pass on the same tunnel.
+        let mut c = Caller::connect(relay.addr).await;
+        c.send(&post(&host_of(&a), "/small", b"ok")).await;
+        let (id, ..) = t.request().await;
+        t.reply(&id, 200, "text/plain", "fine").await;
+        assert_eq!(c.response(false).await.text(), "fine");
+    });
+}
+
+#[test]
+fn our_client_carries_binary_both_ways_and_streams_large_answers() {
+    let relay = start(|_| {});
+    let origin = Origin::spawn("origin");
+    let a = key(1);
+    let client = ClientHandle::spawn(relay.addr, &origin.url(), &[&a]);
+    smol::block_on(async {
+        client.online().await;
+        // Echoed bytes: base64 up to the client, decoded for the origin,
+        // base64 back, decoded for the caller.
+        for (n, seed) in [(3 * 1024, 1), (300 * 1024, 2), (2 * 1024 * 1024, 3)] {
+            let body = noise(n, seed);
+            let r = call(relay.addr, &post(&host_of(&a), "/echo", &body)).await;
+            assert_eq!(r.status, 200, "{n} bytes");
+            assert!(r.body == body, "{n} bytes arrive byte for byte");
+        }
+    });
+}
