@@ -130,6 +130,19 @@ impl<E: Entropy> Relay<E> {
         }
     }
 
+    /// The directory came back: every agent accepted while it was away (no
+    /// key written) gets its key now, not only at the next refresh.
+    pub(crate) fn on_directory_health(&mut self, up: bool) {
+        let was = std::mem::replace(&mut self.directory_up, up);
+        if up && !was {
+            let mut ids: Vec<TunnelId> = self.tunnels.keys().copied().collect();
+            ids.sort_unstable();
+            for id in ids {
+                self.refresh(id);
+            }
+        }
+    }
+
     pub(crate) fn on_claimed(&mut self, id: TunnelId, agent: &str, outcome: ClaimOutcome) {
         let Some(addr) = auth::parse_address(agent) else {
             return;

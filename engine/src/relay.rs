@@ -48,7 +48,7 @@ pub struct Relay<E: Entropy> {
     pub(crate) located: Map<Address, (Option<String>, u64)>,
     /// Several instances: calls waiting on a look-up, per agent.
     pub(crate) locating: Map<Address, Vec<CallId>>,
-    directory_up: bool,
+    pub(crate) directory_up: bool,
 }
 
 /// Sizes of everything the engine holds, for invariant checks.
@@ -131,7 +131,7 @@ impl<E: Entropy> Relay<E> {
             } => self.on_claimed(tunnel, agent, outcome),
             Input::ClaimLost { tunnel, agent } => self.on_claim_lost(tunnel, agent),
             Input::Located { agent, found } => self.on_located(agent, found),
-            Input::DirectoryHealth { up } => self.directory_up = up,
+            Input::DirectoryHealth { up } => self.on_directory_health(up),
         }
         self.maybe_finish_shutdown();
     }

@@ -75,10 +75,11 @@ fn a_call_landing_on_another_instance_is_forwarded() {
     let b = instance(&redis, "inst-b", false, |_| {});
     let origin = Origin::spawn("origin");
     let k = key(1);
-    let client = ClientHandle::spawn(a.addr, &origin.url(), &[&k]);
     smol::block_on(async {
         redis_ok(a.addr).await;
         redis_ok(b.addr).await;
+        // Connected once Redis is reachable, so auth_ok follows a written claim.
+        let client = ClientHandle::spawn(a.addr, &origin.url(), &[&k]);
         client.online().await;
         assert_eq!(
             redis.cli(&["GET", &format!("agent:{}", lower(&k))]),
@@ -107,9 +108,10 @@ fn on_fly_a_call_for_another_instance_is_replayed_there() {
     let b = instance(&redis, "m-b", true, |_| {});
     let origin = Origin::spawn("origin");
     let k = key(1);
-    let client = ClientHandle::spawn(a.addr, &origin.url(), &[&k]);
     smol::block_on(async {
+        redis_ok(a.addr).await;
         redis_ok(b.addr).await;
+        let client = ClientHandle::spawn(a.addr, &origin.url(), &[&k]);
         client.online().await;
         let r = call(b.addr, &get(&host_of(&k), "/hello")).await;
         assert_eq!(r.status, 307);
@@ -127,10 +129,10 @@ fn a_newer_session_on_another_instance_takes_the_agent_over() {
     let b = instance(&redis, "inst-b", false, short_pings);
     let (first, second) = (Origin::spawn("first"), Origin::spawn("second"));
     let k = key(1);
-    let old = ClientHandle::spawn(a.addr, &first.url(), &[&k]);
     smol::block_on(async {
         redis_ok(a.addr).await;
         redis_ok(b.addr).await;
+        let old = ClientHandle::spawn(a.addr, &first.url(), &[&k]);
         old.online().await;
         let new = ClientHandle::spawn(b.addr, &second.url(), &[&k]);
         new.online().await;
@@ -194,9 +196,10 @@ fn a_killed_instance_s_claims_expire_and_another_serves_the_agent() {
     });
     let origin = Origin::spawn("origin");
     let k = key(1);
-    let client = ClientHandle::spawn(a.1, &origin.url(), &[&k]);
     smol::block_on(async {
+        redis_ok(a.1).await;
         redis_ok(b.addr).await;
+        let client = ClientHandle::spawn(a.1, &origin.url(), &[&k]);
         client.online().await;
         assert_eq!(redis.cli(&["GET", &format!("agent:{}", lower(&k))]), "m-a");
         a.kill();

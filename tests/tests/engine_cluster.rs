@@ -421,3 +421,33 @@ fn stats_name_the_instance_and_redis_health() {
     let v: serde_json::Value = serde_json::from_str(&response(&out, c).unwrap().1).unwrap();
     assert!(v.get("instance_id").is_none() && v.get("redis").is_none());
 }
+
+#[test]
+fn the_directory_coming_back_refreshes_every_tunnel_at_once() {
+    let mut h = H::new(cluster(RemoteRoute::FlyReplay));
+    let (a, b) = (key(1), key(2));
+    // Accepted while the directory was away: no key written for them.
+    let (t1, _) = connect(&mut h, &[&a], ClaimOutcome::Unavailable);
+    let (t2, _) = connect(&mut h, &[&b], ClaimOutcome::Unavailable);
+    let mut out = h.step(Input::DirectoryHealth { up: true });
+    out.sort_by_key(|o| match o {
+        Output::Refresh { tunnel, .. } => tunnel.0,
+        _ => u64::MAX,
+    });
+    assert_eq!(
+        out,
+        [
+            Output::Refresh {
+                tunnel: t1,
+                agents: vec![lower(&a)]
+            },
+            Output::Refresh {
+                tunnel: t2,
+                agents: vec![lower(&b)]
+            }
+        ]
+    );
+    // Only the transition refreshes; staying up or going down does not.
+    assert!(h.step(Input::DirectoryHealth { up: true }).is_empty());
+    assert!(h.step(Input::DirectoryHealth { up: false }).is_empty());
+}
