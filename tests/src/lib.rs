@@ -1,7 +1,9 @@
 //! Shared helpers for the simulation and end-to-end tests.
 
+pub mod child;
 pub mod e2e;
 pub mod harness;
+pub mod noise;
 pub mod origin;
 pub mod redis;
 pub mod sim;

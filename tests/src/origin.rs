@@ -108,6 +108,12 @@ async fn serve(mut s: TcpStream, c: std::sync::Arc<Chans>) {
             r.extend_from_slice(body);
             r
         };
+        if let Some((n, seed, chunked)) = bytes_route(&head.target) {
+            if send_noise(&mut s, n, seed, chunked).await.is_err() {
+                return;
+            }
+            continue;
+        }
         match head.target.as_str() {
             "/hello" => {
                 let _ = s
@@ -150,4 +156,45 @@ async fn serve(mut s: TcpStream, c: std::sync::Arc<Chans>) {
             }
         }
     }
+}
+
+/// `/bytes/N/SEED` (content-length) or `/chunked/N/SEED`: N bytes of noise.
+fn bytes_route(target: &str) -> Option<(usize, u64, bool)> {
+    let (chunked, rest) = if let Some(r) = target.strip_prefix("/bytes/") {
+        (false, r)
+    } else {
+        (true, target.strip_prefix("/chunked/")?)
+    };
+    let (n, seed) = rest.split_once('/')?;
+    Some((n.parse().ok()?, seed.parse().ok()?, chunked))
+}
+
+async fn send_noise(s: &mut TcpStream, n: usize, seed: u64, chunked: bool) -> std::io::Result<()> {
+    let framing = if chunked {
+        "transfer-encoding: chunked".to_string()
+    } else {
+        format!("content-length: {n}")
+    };
+    let head =
+        format!("HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n{framing}\r\n\r\n");
+    s.write_all(head.as_bytes()).await?;
+    let mut gen = crate::noise::Noise::new(seed);
+    let mut piece = vec![0u8; 64 * 1024];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(piece.len());
+        gen.fill(&mut piece[..k]);
+        if chunked {
+            s.write_all(format!("{k:x}\r\n").as_bytes()).await?;
+        }
+        s.write_all(&piece[..k]).await?;
+        if chunked {
+            s.write_all(b"\r\n").await?;
+        }
+        left -= k;
+    }
+    if chunked {
+        s.write_all(b"0\r\n\r\n").await?;
+    }
+    Ok(())
 }

@@ -1,22 +1,11 @@
 //! Binary-safe bodies and agent-owned hosts, over loopback: byte-exact.
 
 use osaurus_relay_engine::frame::{Body, ClientFrame, ServerFrame};
+use osaurus_relay_tests::child::Child;
 use osaurus_relay_tests::e2e::*;
 use osaurus_relay_tests::harness::{host_of, key};
+use osaurus_relay_tests::noise::{noise, Noise};
 use osaurus_relay_tests::origin::Origin;
-
-/// Deterministic bytes that are not UTF-8 (every byte value appears).
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
 
 #[test]
 fn binary_answers_and_uploads_arrive_byte_for_byte() {
@@ -165,13 +154,110 @@ fn our_client_carries_binary_both_ways_buffered_and_over_the_streaming_path() {
     smol::block_on(async {
         client.online().await;
         // Echoed bytes: base64 up to the client, decoded for the origin,
-        // base64 back, decoded for the caller. 2 MiB is over the 1 MiB mark, so
-        // it goes back as a stream (that it streamed is not asserted here).
-        for (n, seed) in [(3 * 1024, 1), (300 * 1024, 2), (2 * 1024 * 1024, 3)] {
+        // base64 back, decoded for the caller. Up to 1 MiB the answer is one
+        // `response` frame (the caller gets its length); over it, a stream
+        // (the relay frames a stream chunked).
+        for (n, seed, streamed) in [
+            (3 * 1024, 1, false),
+            (300 * 1024, 2, false),
+            (2 * 1024 * 1024, 3, true),
+        ] {
             let body = noise(n, seed);
             let r = call(relay.addr, &post(&host_of(&a), "/echo", &body)).await;
             assert_eq!(r.status, 200, "{n} bytes");
             assert!(r.body == body, "{n} bytes arrive byte for byte");
+            let framing = (r.header("content-length"), r.header("transfer-encoding"));
+            if streamed {
+                assert_eq!(framing, (None, Some("chunked")), "{n} bytes streamed");
+            } else {
+                assert_eq!(
+                    framing,
+                    (Some(n.to_string().as_str()), None),
+                    "{n} bytes in one frame"
+                );
+            }
         }
+        // An answer of unknown length streams whatever its size.
+        let r = call(relay.addr, &get(&host_of(&a), "/chunked/5000/4")).await;
+        assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+        assert!(r.body == noise(5000, 4), "chunked answer byte for byte");
+    });
+}
+
+#[test]
+fn ten_mib_bodies_arrive_byte_for_byte_both_ways() {
+    let relay = start(|_| {});
+    let a = key(1);
+    smol::block_on(async {
+        let mut t = Tunnel::connect(relay.addr, &[&a]).await;
+        // 10 MiB is MAX_BODY_BYTES: the largest upload the relay takes.
+        let up = noise(10 * 1024 * 1024, 21);
+        let mut c = Caller::connect(relay.addr).await;
+        c.send(&post(&host_of(&a), "/upload", &up)).await;
+        let (id, _, _, _, body) = t.request().await;
+        assert!(
+            body == Body::Binary(up),
+            "the upload, as base64 of its bytes"
+        );
+        let down = noise(10 * 1024 * 1024, 22);
+        t.reply_body(
+            &id,
+            200,
+            "application/octet-stream",
+            Body::Binary(down.clone()),
+        )
+        .await;
+        let r = c.response(false).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-length"), Some("10485760"));
+        assert!(r.body == down, "the answer, decoded");
+    });
+}
+
+/// Peak RSS growth (KiB) a 64 MiB download may cause in either process: a
+/// quarter of the body, so holding it whole (or base64 of it) fails.
+const PEAK_GROWTH_KIB: u64 = 16 * 1024;
+
+#[test]
+fn a_64_mib_download_streams_through_our_client_in_bounded_memory() {
+    let (relay, addr) = Child::relay(env!("CARGO_BIN_EXE_relay_child"), &[]);
+    let origin = Origin::spawn("origin");
+    let exe = env!("CARGO_BIN_EXE_tunnel_child");
+    let client = Child::tunnel(exe, addr, &origin.url(), 1);
+    let host = host_of(&key(1));
+    smol::block_on(async {
+        // Warm both processes up, then take their peaks as the baseline.
+        let r = call(addr, &get(&host, "/chunked/300000/5")).await;
+        assert!(r.body == noise(300_000, 5));
+        let base = (relay.peak_rss_kib(), client.peak_rss_kib());
+        const N: usize = 64 * 1024 * 1024;
+        let mut c = Caller::connect(addr).await;
+        c.send(&get(&host, &format!("/bytes/{N}/11"))).await;
+        let (status, headers) = c.head().await;
+        assert_eq!(status, 200);
+        assert!(
+            headers.contains(&("transfer-encoding".into(), "chunked".into())),
+            "{headers:?}"
+        );
+        let mut want = Noise::new(11);
+        let mut expect = Vec::new();
+        let mut got = 0;
+        while let Some(piece) = c.chunk().await.expect("the stream ends cleanly") {
+            expect.resize(piece.len(), 0);
+            want.fill(&mut expect);
+            assert!(piece == expect, "bytes from {got} differ");
+            got += piece.len();
+        }
+        assert_eq!(got, N);
+        let grew = (
+            relay.peak_rss_kib().saturating_sub(base.0),
+            client.peak_rss_kib().saturating_sub(base.1),
+        );
+        println!(
+            "peak RSS growth over a 64 MiB download (KiB): relay {}, client {}",
+            grew.0, grew.1
+        );
+        assert!(grew.0 < PEAK_GROWTH_KIB, "relay peak grew {} KiB", grew.0);
+        assert!(grew.1 < PEAK_GROWTH_KIB, "client peak grew {} KiB", grew.1);
     });
 }

@@ -5,11 +5,11 @@
 use osaurus_relay::{RelayHandle, ServeArgs};
 use osaurus_relay_engine::agent::ClientEvent;
 use osaurus_relay_engine::auth::SecretKey;
+use osaurus_relay_tests::child::Child;
 use osaurus_relay_tests::e2e::*;
 use osaurus_relay_tests::harness::{host_of, key, lower};
 use osaurus_relay_tests::origin::Origin;
 use osaurus_relay_tests::redis::RedisServer;
-use std::io::BufRead;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -152,44 +152,18 @@ fn a_newer_session_on_another_instance_takes_the_agent_over() {
     });
 }
 
-/// The relay in a child process; killed with SIGKILL on drop.
-struct Child(std::process::Child, SocketAddr);
-
-impl Child {
-    fn spawn(redis: &RedisServer, id: &str, env: &[(&str, &str)]) -> Child {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_relay_child"));
-        c.env("REDIS_URL", redis.url())
-            .env("FLY_MACHINE_ID", id)
-            .env("BASE_DOMAIN", osaurus_relay_tests::harness::DOMAIN)
-            .env("RUST_LOG", "off")
-            .envs(env.iter().copied())
-            .stdout(std::process::Stdio::piped());
-        let mut child = c.spawn().expect("relay_child starts");
-        let out = child.stdout.take().expect("piped");
-        let mut line = String::new();
-        std::io::BufReader::new(out)
-            .read_line(&mut line)
-            .expect("address line");
-        let addr = line.trim().parse().expect("the child prints its address");
-        Child(child, addr)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// The relay in a child process of its own, killed with SIGKILL on drop.
+fn relay_child(redis: &RedisServer, id: &str, env: &[(&str, &str)]) -> (Child, SocketAddr) {
+    let url = redis.url();
+    let mut all = vec![("REDIS_URL", url.as_str()), ("FLY_MACHINE_ID", id)];
+    all.extend_from_slice(env);
+    Child::relay(env!("CARGO_BIN_EXE_relay_child"), &all)
 }
 
 #[test]
 fn a_killed_instance_s_claims_expire_and_another_serves_the_agent() {
     let redis = RedisServer::start();
-    let mut a = Child::spawn(&redis, "m-a", &[("CLAIM_TTL", "1s")]);
+    let (mut a, a_addr) = relay_child(&redis, "m-a", &[("CLAIM_TTL", "1s")]);
     // B rejects duplicates: it serves the agent only once A's claim is gone.
     let b = instance(&redis, "m-b", true, |a| {
         a.duplicate_policy = osaurus_relay_engine::DuplicatePolicy::Reject
@@ -197,9 +171,9 @@ fn a_killed_instance_s_claims_expire_and_another_serves_the_agent() {
     let origin = Origin::spawn("origin");
     let k = key(1);
     smol::block_on(async {
-        redis_ok(a.1).await;
+        redis_ok(a_addr).await;
         redis_ok(b.addr).await;
-        let client = ClientHandle::spawn(a.1, &origin.url(), &[&k]);
+        let client = ClientHandle::spawn(a_addr, &origin.url(), &[&k]);
         client.online().await;
         assert_eq!(redis.cli(&["GET", &format!("agent:{}", lower(&k))]), "m-a");
         a.kill();

@@ -204,10 +204,8 @@ impl Gate {
         self.drained.notify(usize::MAX);
     }
 
-    /// Returns once the relay link has room. Yields first, so the event
-    /// just emitted reaches the link (and the count) before it is checked.
+    /// Returns once the relay link has room.
     pub async fn ready(&self) {
-        futures_lite::future::yield_now().await;
         while self.queued.get() > GATE_BYTES {
             let wait = self.drained.listen();
             if self.queued.get() <= GATE_BYTES {

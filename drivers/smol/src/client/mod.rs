@@ -120,8 +120,13 @@ pub async fn run(ex: &LocalExecutor<'static>, o: TunnelOpts) {
                         body,
                     };
                     let task = ex.spawn(async move {
-                        // Unbounded: each event reaches the loop as it happens.
+                        // Unbounded: each event reaches the loop as it happens. A
+                        // chunk counts against the gate from here, not only once the
+                        // loop has framed it: the reader must not run ahead of it.
                         l.call(&req, stream_any, &g, &mut |e| {
+                            if let LocalEvent::Chunk(d) = &e {
+                                g.add(d.len() as u64);
+                            }
                             let _ = tx.try_send(Ev::Local(rid.clone(), e));
                         })
                         .await;
@@ -240,7 +245,11 @@ pub async fn run(ex: &LocalExecutor<'static>, o: TunnelOpts) {
                         status,
                         headers,
                     },
-                    LocalEvent::Chunk(data) => ClientInput::LocalStreamChunk { id, data },
+                    LocalEvent::Chunk(data) => {
+                        // Its frame (counted by `Send`) replaces the raw bytes.
+                        gate.sub(data.len() as u64);
+                        ClientInput::LocalStreamChunk { id, data }
+                    }
                     LocalEvent::End => ClientInput::LocalStreamEnd { id },
                     LocalEvent::Failed(_) => ClientInput::LocalFailed { id },
                 };
