@@ -1,6 +1,7 @@
 //! End-to-end helpers: a relay on 127.0.0.1:0, a WebSocket tunnel peer, raw HTTP callers.
 
 use crate::harness::DOMAIN;
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::WebSocketStream;
 use osaurus_relay::{RelayHandle, ServeArgs};
@@ -68,13 +69,21 @@ pub struct Tunnel {
 impl Tunnel {
     /// Opens the WebSocket and reads the challenge.
     pub async fn open(addr: SocketAddr) -> (Tunnel, String) {
+        Tunnel::open_with(addr, None).await
+    }
+
+    /// `open` with the WebSocket limits of `cfg` (e.g. the app's 1 MiB).
+    pub async fn open_with(addr: SocketAddr, cfg: Option<WebSocketConfig>) -> (Tunnel, String) {
         let s = within("tcp connect", TcpStream::connect(addr))
             .await
             .expect("connects");
         let url = format!("ws://{addr}/tunnel/connect");
-        let (ws, _) = within("ws handshake", async_tungstenite::client_async(url, s))
-            .await
-            .expect("websocket upgrade");
+        let (ws, _) = within(
+            "ws handshake",
+            async_tungstenite::client_async_with_config(url, s, cfg),
+        )
+        .await
+        .expect("websocket upgrade");
         let mut t = Tunnel { ws };
         match t.recv().await {
             ServerFrame::Challenge { nonce } => (t, nonce),

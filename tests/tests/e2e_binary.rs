@@ -1,11 +1,14 @@
 //! Binary-safe bodies and agent-owned hosts, over loopback: byte-exact.
 
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use osaurus_relay_engine::auth::SecretKey;
 use osaurus_relay_engine::frame::{Body, ClientFrame, ServerFrame};
 use osaurus_relay_tests::child::Child;
 use osaurus_relay_tests::e2e::*;
 use osaurus_relay_tests::harness::{host_of, key};
 use osaurus_relay_tests::noise::{noise, Noise};
 use osaurus_relay_tests::origin::Origin;
+use smol::stream::StreamExt;
 
 #[test]
 fn binary_answers_and_uploads_arrive_byte_for_byte() {
@@ -142,6 +145,74 @@ fn a_request_frame_over_the_configured_limit_gets_413() {
         let (id, ..) = t.request().await;
         t.reply(&id, 200, "text/plain", "fine").await;
         assert_eq!(c.response(false).await.text(), "fine");
+    });
+}
+
+/// A tunnel peer with the app's WebSocket receive limit (1 MiB, the
+/// platform default it does not raise), authenticated.
+async fn app_like(addr: std::net::SocketAddr, a: &SecretKey) -> Tunnel {
+    let cfg = WebSocketConfig::default().max_message_size(Some(APP_MAX_MESSAGE));
+    let (mut t, nonce) = Tunnel::open_with(addr, Some(cfg)).await;
+    t.send_text(&Tunnel::auth_text(&[a], &nonce)).await;
+    assert!(matches!(t.recv().await, ServerFrame::AuthOk { .. }));
+    t
+}
+
+const APP_MAX_MESSAGE: usize = 1 << 20;
+
+/// Measures point 8 of the binary issue: what a request frame over the app's
+/// receive limit does, without and with `MAX_REQUEST_FRAME_BYTES`.
+#[test]
+fn a_request_frame_over_the_apps_receive_limit_costs_the_tunnel_unless_capped() {
+    let big = vec![b'x'; 1536 * 1024];
+    // Default (no cap beyond MAX_BODY_BYTES): the frame reaches the app,
+    // whose receive fails; it drops the tunnel, so the call beside it fails too.
+    let relay = start(|_| {});
+    let a = key(1);
+    smol::block_on(async {
+        let mut t = app_like(relay.addr, &a).await;
+        let mut beside = Caller::connect(relay.addr).await;
+        beside.send(&get(&host_of(&a), "/slow")).await;
+        let _ = t.request().await;
+        let mut c = Caller::connect(relay.addr).await;
+        c.send(&post(&host_of(&a), "/upload", &big)).await;
+        let failed = within("the app's receive", t.ws.next()).await;
+        assert!(
+            matches!(
+                failed,
+                Some(Err(async_tungstenite::tungstenite::Error::Capacity(_)))
+            ),
+            "{failed:?}"
+        );
+        drop(t);
+        for mut caller in [c, beside] {
+            let r = caller.response(false).await;
+            assert_eq!(
+                (r.status, r.text().as_str()),
+                (502, r#"{"error":"tunnel_closed"}"#)
+            );
+        }
+        let r = call(relay.addr, &get(&host_of(&a), "/after")).await;
+        assert_eq!(
+            r.text(),
+            r#"{"error":"agent_offline"}"#,
+            "until it reconnects"
+        );
+    });
+    // With the cap at the app's limit: 413, and the tunnel keeps serving.
+    let relay = start(|a| a.max_request_frame_bytes = APP_MAX_MESSAGE as u64);
+    smol::block_on(async {
+        let mut t = app_like(relay.addr, &a).await;
+        let mut beside = Caller::connect(relay.addr).await;
+        beside.send(&get(&host_of(&a), "/slow")).await;
+        let (id, ..) = t.request().await;
+        let r = call(relay.addr, &post(&host_of(&a), "/upload", &big)).await;
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (413, r#"{"error":"body_too_large"}"#)
+        );
+        t.reply(&id, 200, "text/plain", "still here").await;
+        assert_eq!(beside.response(false).await.text(), "still here");
     });
 }
 

@@ -23,10 +23,19 @@ struct Pair {
     seen: Vec<ClientOutput>,
     responses: Vec<(CallId, u16, Vec<u8>)>,
     next_call: u64,
+    /// Every frame the client sent.
+    sent: Vec<String>,
+    /// Plays a relay without our extensions (the reference): `features` is
+    /// taken out of `auth_ok` and `agent_added`.
+    strip_features: bool,
 }
 
 impl Pair {
     fn new(keys: Vec<SecretKey>) -> Pair {
+        Pair::with(keys, false)
+    }
+
+    fn with(keys: Vec<SecretKey>, strip_features: bool) -> Pair {
         let now = Now::new(0, 1_709_136_000);
         let cfg = Config {
             base_domain: "relay.test".into(),
@@ -41,6 +50,8 @@ impl Pair {
             seen: Vec::new(),
             responses: Vec::new(),
             next_call: 0,
+            sent: Vec::new(),
+            strip_features,
         };
         p.run();
         p
@@ -69,6 +80,7 @@ impl Pair {
                         self.relay.handle(self.now, Input::CallHead { call, head });
                     }
                     ClientOutput::Send(text) => {
+                        self.sent.push(text.clone());
                         if let Some(t) = self.tunnel {
                             self.relay.handle(
                                 self.now,
@@ -97,6 +109,11 @@ impl Pair {
                         self.client.handle(self.now, ClientInput::Connected);
                     }
                     Output::SendFrame { tunnel, text } if Some(tunnel) == self.tunnel => {
+                        let text = if self.strip_features {
+                            without_features(&text)
+                        } else {
+                            text
+                        };
                         self.client.handle(self.now, ClientInput::Text(&text));
                     }
                     Output::CloseTunnel { tunnel, .. } if Some(tunnel) == self.tunnel => {
@@ -192,6 +209,88 @@ impl Pair {
             })
             .collect()
     }
+}
+
+fn without_features(text: &str) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(text).unwrap();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("features");
+    }
+    v.to_string()
+}
+
+/// Bytes that are not UTF-8.
+const BINARY: &[u8] = &[0x89, b'P', b'N', b'G', 0xff, 0x00, 0xfe];
+
+/// Serves one call for `a` with a binary local answer; returns what the
+/// caller got and the frames the client sent for it.
+fn binary_answer(p: &mut Pair, a: &SecretKey) -> ((CallId, u16, Vec<u8>), Vec<String>) {
+    p.take_seen();
+    p.sent.clear();
+    let call = p.get(a, "/image.png");
+    let id = p.forwarded().remove(0);
+    let headers = Headers(vec![("content-type".into(), "image/png".into())]);
+    let input = ClientInput::LocalResponse {
+        id,
+        status: 200,
+        headers,
+        body: BINARY.to_vec(),
+    };
+    p.client.handle(p.now, input);
+    p.run();
+    let got = p.responses.pop().expect("the caller got an answer");
+    assert_eq!(got.0, call);
+    (got, std::mem::take(&mut p.sent))
+}
+
+#[test]
+fn a_binary_answer_is_base64_only_to_a_relay_that_decodes_it() {
+    let a = key(1);
+    let mut ours = Pair::new(vec![a.clone()]);
+    let ((_, status, body), sent) = binary_answer(&mut ours, &a);
+    assert_eq!((status, body.as_slice()), (200, BINARY));
+    assert!(sent[0].contains(r#""bodyEncoding":"base64""#), "{sent:?}");
+    assert!(!ours.take_seen().iter().any(|o| matches!(
+        o,
+        ClientOutput::Status(ClientEvent::BinaryNotRelayed { .. })
+    )));
+
+    let mut reference = Pair::with(vec![a.clone()], true);
+    assert!(reference.client.is_online());
+    let ((_, status, body), sent) = binary_answer(&mut reference, &a);
+    assert_eq!(
+        (status, body.as_slice()),
+        (502, br#"{"error":"local_server_error"}"#.as_slice())
+    );
+    assert!(
+        sent.iter().all(|f| !f.contains("base64")),
+        "no base64 to a relay that would pass it on as text: {sent:?}"
+    );
+    assert!(reference.take_seen().iter().any(|o| matches!(
+        o,
+        ClientOutput::Status(ClientEvent::BinaryNotRelayed { .. })
+    )));
+    // Without the stream extension nothing is streamed that need not be.
+    let _ = reference.get(&a, "/big");
+    let forwarded = reference.take_seen();
+    assert!(
+        forwarded.iter().any(|o| matches!(
+            o,
+            ClientOutput::Forward {
+                stream_any: false,
+                ..
+            }
+        )),
+        "{forwarded:?}"
+    );
+    let _ = ours.get(&a, "/big");
+    assert!(ours.take_seen().iter().any(|o| matches!(
+        o,
+        ClientOutput::Forward {
+            stream_any: true,
+            ..
+        }
+    )));
 }
 
 #[test]
