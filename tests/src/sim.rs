@@ -364,7 +364,12 @@ impl Describer {
                 let call = call.unwrap_or(u64::MAX);
                 self.req_call.insert(id.clone(), call);
                 self.call_req.insert(call, id);
-                format!("request c{call} {}", body.len())
+                let enc = if matches!(body, Body::Binary(_)) {
+                    " base64"
+                } else {
+                    ""
+                };
+                format!("request c{call} {}{enc}", body.len())
             }
             ServerFrame::Ping { .. } => "ping".into(),
             ServerFrame::Error { error } => format!("error {error}"),

@@ -72,7 +72,8 @@ enum T {
 /// What a caller (or its socket) does.
 #[derive(Clone, Copy, Debug)]
 enum C {
-    Chunk(usize),
+    /// A body chunk of that many bytes; `true`: bytes that are not UTF-8.
+    Chunk(usize, bool),
     BodyEnd,
     Gone,
     Drained(u64),
@@ -105,6 +106,8 @@ struct Mc {
     tun: usize,
     /// Body bytes so far while the body arrives.
     body: Option<u64>,
+    /// Some body byte was not UTF-8: the request frame carries base64.
+    binary: bool,
     call: CallModel,
 }
 
@@ -300,7 +303,7 @@ impl Run {
             }
             Op::OnCall(i, op, stray) => {
                 let aim = |c: &u64| match op {
-                    C::Chunk(_) | C::BodyEnd => self.receiving(*c),
+                    C::Chunk(..) | C::BodyEnd => self.receiving(*c),
                     C::Gone => self.receiving(*c) || self.phase(*c) != Phase::Done,
                     C::Drained(_) => self.phase(*c) == Phase::Streaming,
                 };
@@ -309,13 +312,14 @@ impl Run {
                 };
                 let (call, m) = (CallId(c), self.calls.get_mut(&c).expect("picked"));
                 match op {
-                    C::Chunk(len) => {
+                    C::Chunk(len, binary) => {
+                        m.binary |= binary && len > 0;
                         let size = m.body.map(|n| n + len as u64);
                         m.body = size.filter(|n| *n <= self.cfg.max_body_bytes);
                         if m.body != size {
                             self.expect_answer(c, [error_line(413, "body_too_large")]);
                         }
-                        let chunk = &vec![b'a'; len];
+                        let chunk = &vec![if binary { 0xff } else { b'a' }; len];
                         self.handle(Input::CallBody { call, chunk })
                     }
                     C::BodyEnd => {
@@ -504,7 +508,8 @@ impl Run {
             return self.expect_answer(c, [error_line(502, "agent_offline")]);
         };
         (m.tun, m.call) = (t, CallModel::sent(now, &self.cfg));
-        self.expect_frame(t, format!("request c{c} {len}"));
+        let enc = if m.binary { " base64" } else { "" };
+        self.expect_frame(t, format!("request c{c} {len}{enc}"));
         self.dispatched.push(c);
     }
 
@@ -673,7 +678,7 @@ fn op() -> impl Strategy<Value = Op> {
         8 => Just(T::Pong),
     ];
     let call = prop_oneof![
-        3 => (0usize..40).prop_map(C::Chunk),
+        3 => (0usize..40, prop::bool::weighted(0.25)).prop_map(|(n, b)| C::Chunk(n, b)),
         4 => (0u64..30).prop_map(C::Drained),
         4 => select(vec![C::BodyEnd, C::BodyEnd, C::BodyEnd, C::Gone]),
     ];
