@@ -135,19 +135,22 @@ pub fn forward_headers(headers: Vec<(String, String)>, agent: String, ip: IpAddr
     Headers(out)
 }
 
-/// RFC 9110 token characters.
-pub fn is_token(name: &str) -> bool {
+/// RFC 9110 token characters (header names, codings): the one definition
+/// the engine's rules and the HTTP/1.1 codec share.
+pub fn is_token(name: impl AsRef<[u8]>) -> bool {
+    let name = name.as_ref();
     !name.is_empty()
         && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
 }
 
 /// Visible characters, spaces, tabs and non-ASCII; no CR, LF, NUL or other controls.
-pub fn is_field_value(value: &str) -> bool {
+pub fn is_field_value(value: impl AsRef<[u8]>) -> bool {
     value
-        .bytes()
-        .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+        .as_ref()
+        .iter()
+        .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 /// Never relayed back to callers: hop-by-hop and framing (the relay frames).

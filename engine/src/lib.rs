@@ -68,6 +68,7 @@ pub mod stats;
 pub mod time;
 mod timer;
 mod tunnel;
+pub mod wire;
 
 pub use cluster::{ClaimOutcome, ClusterConfig, Hop, Located, RemoteRoute};
 pub use input::{CallId, Input, RequestHead, TunnelId};

@@ -1,8 +1,10 @@
 //! Parser targets: no panic, and what parses re-encodes to the same thing.
 
-use osaurus_relay::http1::{parse_head, BodyFraming, ChunkedDecoder, Decoded, HeadLimits};
-use osaurus_relay::ws::frames::{Fault, FrameReader, Msg};
 use osaurus_relay_engine::frame::{Inbound, ServerFrame};
+use osaurus_relay_engine::wire::http1::{
+    parse_head, BodyFraming, ChunkedDecoder, Decoded, HeadLimits,
+};
+use osaurus_relay_engine::wire::ws::{Fault, FrameReader, Msg};
 
 /// Tunnel frames as the relay parses them.
 pub fn frame_relay(data: &[u8]) {

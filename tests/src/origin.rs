@@ -1,6 +1,6 @@
 //! A local HTTP server owned by a test: the thing a tunnel client exposes.
 
-use osaurus_relay::http1::{parse_head, BodyFraming, HeadLimits};
+use osaurus_relay_engine::wire::http1::{parse_head, BodyFraming, HeadLimits};
 use smol::channel::{unbounded, Receiver, Sender};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};

@@ -1,12 +1,14 @@
 //! One caller connection: HTTP/1.1 requests in, engine outputs out.
 
 use crate::core::{CallMsg, Shared};
-use crate::http1::{self, BodyFraming, ChunkedDecoder, Decoded, HeadLimits, ResponseFraming};
 use crate::mailbox::Mailbox;
 use crate::sock::{read_more, write_all, write_all_vectored, Sock};
 use async_io::Async;
 use futures_util::FutureExt as _;
 use osaurus_relay_engine::http::{error, status_has_body, Response};
+use osaurus_relay_engine::wire::http1::{
+    self, BodyFraming, ChunkedDecoder, Decoded, HeadLimits, ResponseFraming,
+};
 use osaurus_relay_engine::{CallId, Input, RequestHead};
 use smol::future::FutureExt;
 use std::io::IoSlice;

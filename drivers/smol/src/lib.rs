@@ -6,7 +6,6 @@ pub mod config;
 mod conn;
 mod core;
 pub mod entropy;
-pub mod http1;
 pub mod keys;
 mod mailbox;
 pub mod server;

@@ -1,7 +1,7 @@
 //! Calling the local HTTP server the tunnel exposes, with connection reuse.
 
-use crate::http1::{ChunkedDecoder, Decoded};
 use osaurus_relay_engine::frame::Headers;
+use osaurus_relay_engine::wire::http1::{ChunkedDecoder, Decoded};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
 use std::cell::RefCell;

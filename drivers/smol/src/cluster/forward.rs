@@ -2,9 +2,9 @@
 //! answer back to the caller as it arrives.
 
 use crate::core::CallMsg;
-use crate::http1::{ChunkedDecoder, Decoded};
 use osaurus_relay_engine::cluster::ForwardRequest;
 use osaurus_relay_engine::http::{self, Response, ResponseHead};
+use osaurus_relay_engine::wire::http1::{ChunkedDecoder, Decoded};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
 use std::cell::Cell;

@@ -2,15 +2,14 @@
 //! read straight out of one per-thread buffer and queued frames go out in one
 //! write, so an idle tunnel holds neither a read nor a write buffer.
 
-pub mod frames;
 mod outbox;
 
 use crate::conn::until;
 use crate::core::Shared;
 use crate::sock::{write_all, write_all_vectored, Sock};
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
-use async_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use frames::{FrameReader, Msg};
+use osaurus_relay_engine::wire::ws::{self as frames, OpCode};
 use osaurus_relay_engine::{Input, TunnelId};
 pub(crate) use outbox::{Outbox, TunnelMsg};
 use std::cell::{Cell, RefCell};
@@ -88,7 +87,7 @@ pub(crate) async fn accept(
             let mut f = Vec::with_capacity(4 + reason.len());
             frames::encode(
                 &mut f,
-                OpCode::Control(Control::Close),
+                OpCode::Close,
                 &[&code.to_be_bytes(), reason.as_bytes()],
                 2 + reason.len(),
             );
@@ -113,23 +112,16 @@ async fn write_loop(core: &Shared, tunnel: TunnelId, s: &Sock, out: &Outbox, o: 
             match m {
                 TunnelMsg::Frame(t) if t.len() >= SEPARATE_FRAME => {
                     text_bytes += t.len() as u64;
-                    frames::encode(&mut staged, OpCode::Data(Data::Text), &[], t.len());
+                    frames::encode(&mut staged, OpCode::Text, &[], t.len());
                     parts.push(Part::Staged(from..staged.len()));
                     parts.push(Part::Text(i));
                     from = staged.len();
                 }
                 TunnelMsg::Frame(t) => {
                     text_bytes += t.len() as u64;
-                    frames::encode(
-                        &mut staged,
-                        OpCode::Data(Data::Text),
-                        &[t.as_bytes()],
-                        t.len(),
-                    );
+                    frames::encode(&mut staged, OpCode::Text, &[t.as_bytes()], t.len());
                 }
-                TunnelMsg::Pong(p) => {
-                    frames::encode(&mut staged, OpCode::Control(Control::Pong), &[p], p.len())
-                }
+                TunnelMsg::Pong(p) => frames::encode(&mut staged, OpCode::Pong, &[p], p.len()),
                 TunnelMsg::Close(code, reason) => {
                     close = Some(End::Close(*code, reason));
                     break;

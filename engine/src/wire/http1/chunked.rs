@@ -197,7 +197,7 @@ fn check_trailer(line: &[u8]) -> Result<(), ChunkError> {
         .position(|&b| b == b':')
         .ok_or(BadChunkFraming)?;
     let (name, value) = content.split_at(colon);
-    if !crate::http1::head::is_token(name) || value.iter().any(|&b| is_ctl(b)) {
+    if !crate::http::is_token(name) || value.iter().any(|&b| is_ctl(b)) {
         return Err(BadChunkFraming);
     }
     Ok(())

@@ -186,13 +186,16 @@ fn server_frames_parse_back() {
     for len in [0usize, 125, 126, 65_535, 65_536] {
         let body = vec![b'y'; len];
         let mut out = Vec::new();
-        encode(&mut out, OpCode::Data(Data::Text), &[b"ab", &body], len + 2);
-        let mut c = Cursor::new(&out[..]);
-        let (h, n) = FrameHeader::parse(&mut c).unwrap().unwrap();
-        assert!(h.is_final && h.mask.is_none());
-        assert_eq!(h.opcode, OpCode::Data(Data::Text));
-        assert_eq!(n as usize, len + 2);
-        assert_eq!(out.len() - c.position() as usize, len + 2);
+        encode(&mut out, OpCode::Text, &[b"ab", &body], len + 2);
+        let h = parse_header(&out).unwrap().unwrap();
+        assert!(h.fin && !h.rsv && h.mask.is_none());
+        assert_eq!(h.opcode, OpCode::Text);
+        assert_eq!(h.len as usize, len + 2);
+        assert_eq!(out.len() - h.size, len + 2);
+        assert_eq!(&out[h.size..h.size + 2], b"ab");
+        for cut in 0..h.size {
+            assert_eq!(parse_header(&out[..cut]), Ok(None), "{cut} header bytes");
+        }
     }
 }
 
@@ -223,4 +226,38 @@ proptest::proptest! {
         let split = run(256, &wire, &cuts);
         proptest::prop_assert_eq!(whole, split);
     }
+}
+
+#[test]
+fn headers_read_every_field_and_refuse_a_length_with_its_top_bit_set() {
+    let f = frame(false, 0x2, &[1, 2, 3]);
+    let h = parse_header(&f).unwrap().unwrap();
+    assert_eq!(
+        h,
+        FrameHeader {
+            fin: false,
+            rsv: false,
+            opcode: OpCode::Binary,
+            mask: Some(MASK),
+            len: 3,
+            size: 6,
+        }
+    );
+    let mut r = f.clone();
+    r[0] |= 0x40;
+    assert!(parse_header(&r).unwrap().unwrap().rsv);
+    assert_eq!(
+        parse_header(&[0x81, 0x80 | 127, 0x80, 0, 0, 0, 0, 0, 0, 1]),
+        Err(Fault::Protocol)
+    );
+    assert_eq!(
+        parse_header(&[0x8b, 0]).unwrap().unwrap().opcode,
+        OpCode::Reserved(11)
+    );
+    // A reserved opcode or set RSV bit fails the connection.
+    assert_eq!(run(256, &r, &[]).1, Err(Fault::Protocol));
+    assert_eq!(
+        run(256, &frame(true, 0x3, b""), &[]).1,
+        Err(Fault::Protocol)
+    );
 }

@@ -6,6 +6,7 @@
 //! equals the Host header (if there is no Host header, HTTP/1.0 only, the
 //! authority becomes `host`). Authority-form and anything else is rejected.
 
+use crate::http::is_token;
 use std::fmt;
 use std::mem::MaybeUninit;
 
@@ -329,12 +330,6 @@ fn trim_ows(s: &str) -> &str {
 fn has_token(list: &str, token: &str) -> bool {
     list.split(',')
         .any(|t| trim_ows(t).eq_ignore_ascii_case(token))
-}
-
-/// RFC 9110 token (also used for field names by the other modules).
-pub(crate) fn is_token(s: &[u8]) -> bool {
-    let tchar = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
-    !s.is_empty() && s.iter().all(tchar)
 }
 
 /// base64 of 16 bytes: 22 alphabet characters and "==".

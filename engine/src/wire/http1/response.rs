@@ -1,6 +1,7 @@
 //! Writing response heads and chunks. `write_head` owns the framing and
 //! connection headers so a handler can never produce an ambiguous message.
 
+use crate::http::{is_field_value, is_token};
 use std::io::Write;
 
 /// Terminates a chunked body that has no trailers.
@@ -48,7 +49,7 @@ pub fn write_head(
         let owned = ["content-length", "transfer-encoding", "connection"]
             .iter()
             .any(|h| name.eq_ignore_ascii_case(h));
-        if owned || !crate::http1::head::is_token(name.as_bytes()) || !is_field_value(value) {
+        if owned || !is_token(name) || !is_field_value(value) {
             continue;
         }
         for part in [name.as_bytes(), b": ", value.as_bytes(), b"\r\n"] {
@@ -95,11 +96,6 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
         }
     }
     out.extend_from_slice(&digits[i..]);
-}
-
-/// Rejects every control character except HTAB, not just CR and LF.
-fn is_field_value(s: &str) -> bool {
-    s.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 /// Appends one chunk; empty data writes nothing (an empty chunk would end the body).
@@ -340,9 +336,11 @@ mod tests {
             write_chunk(&mut out, piece);
         }
         out.extend_from_slice(LAST_CHUNK);
-        let mut dec = crate::http1::chunked::ChunkedDecoder::new();
+        let mut dec = crate::wire::http1::chunked::ChunkedDecoder::new();
         let (mut rest, mut body) = (out.as_slice(), Vec::new());
-        while let Ok(crate::http1::chunked::Decoded::Data { consumed, data }) = dec.decode(rest) {
+        while let Ok(crate::wire::http1::chunked::Decoded::Data { consumed, data }) =
+            dec.decode(rest)
+        {
             body.extend_from_slice(&rest[data]);
             rest = &rest[consumed..];
         }

@@ -1,10 +1,107 @@
 //! A client's WebSocket frames (RFC 6455, server side), read out of whatever
-//! the socket returned. Only an incomplete frame or a fragmented message is
-//! kept between reads, so an idle tunnel holds no read buffer at all.
+//! the socket returned, and the server's frames written. Only an incomplete
+//! frame or a fragmented message is kept between reads, so an idle tunnel
+//! holds no read buffer at all.
 
-use async_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
-use async_tungstenite::tungstenite::protocol::frame::FrameHeader;
-use std::io::Cursor;
+/// A frame's opcode (RFC 6455 5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpCode {
+    Continue,
+    Text,
+    Binary,
+    Close,
+    Ping,
+    Pong,
+    /// 3-7 and 11-15: reserved, a protocol error.
+    Reserved(u8),
+}
+
+impl OpCode {
+    fn from_bits(b: u8) -> OpCode {
+        match b {
+            0 => OpCode::Continue,
+            1 => OpCode::Text,
+            2 => OpCode::Binary,
+            8 => OpCode::Close,
+            9 => OpCode::Ping,
+            10 => OpCode::Pong,
+            other => OpCode::Reserved(other),
+        }
+    }
+
+    fn bits(self) -> u8 {
+        match self {
+            OpCode::Continue => 0,
+            OpCode::Text => 1,
+            OpCode::Binary => 2,
+            OpCode::Close => 8,
+            OpCode::Ping => 9,
+            OpCode::Pong => 10,
+            OpCode::Reserved(b) => b & 0x0f,
+        }
+    }
+
+    fn is_control(self) -> bool {
+        self.bits() & 0x08 != 0
+    }
+}
+
+/// A frame's header as read off the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    pub fin: bool,
+    /// Any of RSV1-3 set (no extension is negotiated: a protocol error).
+    pub rsv: bool,
+    pub opcode: OpCode,
+    pub mask: Option<[u8; 4]>,
+    /// Payload length.
+    pub len: u64,
+    /// Header bytes before the payload.
+    pub size: usize,
+}
+
+/// Reads the header at the start of `b`; `Ok(None)` until all of it is there.
+pub fn parse_header(b: &[u8]) -> Result<Option<FrameHeader>, Fault> {
+    let [b0, b1, rest @ ..] = b else {
+        return Ok(None);
+    };
+    let (len, ext) = match b1 & 0x7f {
+        126 => match rest {
+            [x, y, ..] => (u64::from(u16::from_be_bytes([*x, *y])), 2),
+            _ => return Ok(None),
+        },
+        127 => match rest.get(..8) {
+            Some(x) => {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(x);
+                let len = u64::from_be_bytes(w);
+                // The most significant bit must be 0.
+                if len >> 63 != 0 {
+                    return Err(Fault::Protocol);
+                }
+                (len, 8)
+            }
+            None => return Ok(None),
+        },
+        n => (u64::from(n), 0),
+    };
+    let mask = if b1 & 0x80 != 0 {
+        match rest.get(ext..ext + 4) {
+            Some(m) => Some([m[0], m[1], m[2], m[3]]),
+            None => return Ok(None),
+        }
+    } else {
+        None
+    };
+    Ok(Some(FrameHeader {
+        fin: b0 & 0x80 != 0,
+        rsv: b0 & 0x70 != 0,
+        opcode: OpCode::from_bits(b0 & 0x0f),
+        mask,
+        len,
+        size: 2 + ext + if mask.is_some() { 4 } else { 0 },
+    }))
+}
 
 /// A complete message or control frame from the client.
 #[derive(Debug, PartialEq)]
@@ -83,8 +180,8 @@ impl FrameReader {
         }
         // A frame's size is known from its header: allocate once, up to a
         // point (a claim of a huge frame must not reserve memory by itself).
-        let total = match FrameHeader::parse(&mut Cursor::new(rest)) {
-            Ok(Some((_, len))) => usize::try_from(len).unwrap_or(usize::MAX),
+        let total = match parse_header(rest) {
+            Ok(Some(h)) => usize::try_from(h.len).unwrap_or(usize::MAX),
             _ => 0,
         };
         self.partial
@@ -100,18 +197,16 @@ impl FrameReader {
     ) -> Result<(usize, bool), Fault> {
         let mut pos = 0;
         while pos < data.len() {
-            let mut c = Cursor::new(&data[pos..]);
-            let Some((h, len)) = FrameHeader::parse(&mut c).map_err(|_| Fault::Protocol)? else {
+            let Some(h) = parse_header(&data[pos..])? else {
                 break;
             };
-            let start = pos + c.position() as usize;
-            let control = matches!(h.opcode, OpCode::Control(_));
-            if control && (!h.is_final || len > 125) {
+            let (start, len) = (pos + h.size, h.len);
+            if h.opcode.is_control() && (!h.fin || len > 125) {
                 return Err(Fault::Protocol);
             }
             // A continuation counts with the message it continues.
-            let held = match (&h.opcode, &self.message) {
-                (OpCode::Data(Data::Continue), Some((_, m))) => m.len(),
+            let held = match (h.opcode, &self.message) {
+                (OpCode::Continue, Some((_, m))) => m.len(),
                 _ => 0,
             };
             if len > self.max.saturating_sub(held) as u64 {
@@ -125,44 +220,41 @@ impl FrameReader {
             let Some(mask) = h.mask else {
                 return Err(Fault::Protocol);
             };
-            if h.rsv1 || h.rsv2 || h.rsv3 {
+            if h.rsv {
                 return Err(Fault::Protocol);
             }
             let payload = &mut data[start..end];
             unmask(payload, mask);
             match h.opcode {
-                OpCode::Control(c) => match c {
-                    Control::Ping => on(Msg::Ping(payload)),
-                    Control::Pong => {}
-                    Control::Close => {
-                        on(Msg::Close(close_code(payload)?));
-                        return Ok((pos, true));
-                    }
-                    Control::Reserved(_) => return Err(Fault::Protocol),
-                },
-                OpCode::Data(Data::Continue) => {
+                OpCode::Ping => on(Msg::Ping(payload)),
+                OpCode::Pong => {}
+                OpCode::Close => {
+                    on(Msg::Close(close_code(payload)?));
+                    return Ok((pos, true));
+                }
+                OpCode::Continue => {
                     let Some((_, m)) = self.message.as_mut() else {
                         return Err(Fault::Protocol);
                     };
                     m.extend_from_slice(payload);
-                    if h.is_final {
+                    if h.fin {
                         if let Some((text, m)) = self.message.take() {
                             deliver(text, &m, on)?;
                         }
                     }
                 }
-                OpCode::Data(d @ (Data::Text | Data::Binary)) => {
+                OpCode::Text | OpCode::Binary => {
                     if self.message.is_some() {
                         return Err(Fault::Protocol);
                     }
-                    let text = d == Data::Text;
-                    if h.is_final {
+                    let text = h.opcode == OpCode::Text;
+                    if h.fin {
                         deliver(text, payload, on)?;
                     } else {
                         self.message = Some((text, payload.to_vec()));
                     }
                 }
-                OpCode::Data(Data::Reserved(_)) => return Err(Fault::Protocol),
+                OpCode::Reserved(_) => return Err(Fault::Protocol),
             }
         }
         Ok((pos, false))
@@ -210,16 +302,18 @@ pub fn unmask(payload: &mut [u8], mask: [u8; 4]) {
 /// Appends one unmasked, final server frame of `len` payload bytes: its
 /// header, then the parts given (none when the payload is written apart).
 pub fn encode(out: &mut Vec<u8>, opcode: OpCode, payload: &[&[u8]], len: usize) {
-    let h = FrameHeader {
-        is_final: true,
-        rsv1: false,
-        rsv2: false,
-        rsv3: false,
-        opcode,
-        mask: None,
-    };
-    // Writing into a Vec cannot fail.
-    let _ = h.format(len as u64, out);
+    out.push(0x80 | opcode.bits());
+    match len {
+        n if n < 126 => out.push(n as u8),
+        n if n <= 0xffff => {
+            out.push(126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
     for p in payload {
         out.extend_from_slice(p);
     }
