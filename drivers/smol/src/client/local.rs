@@ -1,7 +1,9 @@
 //! Calling the local HTTP server the tunnel exposes, with connection reuse.
 
 use osaurus_relay_engine::frame::Headers;
-use osaurus_relay_engine::wire::http1::{ChunkedDecoder, Decoded};
+use osaurus_relay_engine::wire::http1::{
+    parse_answer, Answer as Parsed, AnswerFraming, AnswerLimits, ChunkedDecoder, Decoded,
+};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
 use std::cell::RefCell;
@@ -321,35 +323,19 @@ async fn read_answer(
     emit: &mut dyn FnMut(LocalEvent),
 ) -> Result<bool, Answer> {
     let mut buf = Vec::new();
-    let (status, headers, n, http10) = loop {
-        let mut hs = [httparse::EMPTY_HEADER; 100];
-        let mut resp = httparse::Response::new(&mut hs);
-        match resp
-            .parse(&buf)
-            .map_err(|e| format!("bad response from the local server: {e}"))?
-        {
-            httparse::Status::Complete(n) => {
-                let status = resp.code.unwrap_or(502);
-                let headers: Vec<(String, String)> = resp
-                    .headers
-                    .iter()
-                    .map(|h| {
-                        (
-                            h.name.to_ascii_lowercase(),
-                            String::from_utf8_lossy(h.value).into_owned(),
-                        )
-                    })
-                    .collect();
-                if (100..200).contains(&status) {
-                    buf.drain(..n);
-                    continue;
-                }
-                break (status, headers, n, resp.version == Some(0));
+    let limits = AnswerLimits::default();
+    let head = loop {
+        let parsed = parse_answer(&buf, head_req, &limits)
+            .map_err(|e| format!("bad answer from the local server: {e}"))?;
+        match parsed {
+            Some(Parsed::Interim(n)) => {
+                buf.drain(..n);
             }
-            httparse::Status::Partial => {
-                if buf.len() > 64 * 1024 {
-                    return Err("the local answer's head is too large".into());
-                }
+            Some(Parsed::Final(head, n)) => {
+                buf.drain(..n);
+                break head;
+            }
+            None => {
                 if fill(c, &mut buf).await? == 0 {
                     return Err(if buf.is_empty() {
                         Answer::Closed
@@ -360,31 +346,18 @@ async fn read_answer(
             }
         }
     };
-    buf.drain(..n);
-    let get = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+    let status = head.status;
+    let framing = match head.framing {
+        AnswerFraming::Empty => Framing::None,
+        AnswerFraming::Length(n) => {
+            Framing::Length(usize::try_from(n).map_err(|_| "the local answer is too large")?)
+        }
+        AnswerFraming::Chunked => Framing::Chunked,
+        AnswerFraming::UntilClose => Framing::Close,
     };
-    let conn_hdr = get("connection")
-        .map(str::to_ascii_lowercase)
-        .unwrap_or_default();
-    let close = conn_hdr.contains("close") || (http10 && !conn_hdr.contains("keep-alive"));
-    let framing = if head_req || matches!(status, 204 | 304) {
-        Framing::None
-    } else if get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
-        Framing::Chunked
-    } else if let Some(len) = get("content-length") {
-        Framing::Length(
-            len.trim()
-                .parse()
-                .map_err(|_| "bad content-length from the local server")?,
-        )
-    } else {
-        Framing::Close
-    };
-    let ctype = get("content-type").unwrap_or("").to_ascii_lowercase();
+    let ctype = (head.headers.iter())
+        .find(|(k, _)| k == "content-type")
+        .map_or(String::new(), |(_, v)| v.to_ascii_lowercase());
     let cut = if ctype.starts_with("text/event-stream") {
         Some(Cut::Events)
     } else if ctype.starts_with("application/x-ndjson") {
@@ -397,16 +370,7 @@ async fn read_answer(
         };
         (how.stream_any && large).then_some(Cut::Reads)
     };
-    let keep: Vec<(String, String)> = headers
-        .into_iter()
-        .filter(|(k, _)| {
-            !matches!(
-                k.as_str(),
-                "connection" | "keep-alive" | "transfer-encoding" | "content-length"
-            )
-        })
-        .collect();
-    let reusable = !close && !matches!(framing, Framing::Close);
+    let (keep, reusable) = (head.headers, head.reusable);
     let mut body = Vec::new();
     let mut splitter = cut.map(|cut| Splitter {
         cut,
