@@ -33,6 +33,11 @@ pub(crate) enum CallState {
     Locating(Parked),
     /// The request frame went to the tunnel; no answer yet.
     Waiting { tunnel: TunnelId, req: String },
+    /// Handed to the instance that owns the agent.
+    Forwarded {
+        head_request: bool,
+        at: crate::forward::Forwarded,
+    },
     /// Head sent to the caller; chunks flow.
     Streaming {
         tunnel: TunnelId,
@@ -49,7 +54,9 @@ impl CallState {
             CallState::Waiting { tunnel, req } | CallState::Streaming { tunnel, req, .. } => {
                 Some((*tunnel, req))
             }
-            CallState::Receiving { .. } | CallState::Locating(_) => None,
+            CallState::Receiving { .. } | CallState::Locating(_) | CallState::Forwarded { .. } => {
+                None
+            }
         }
     }
 }
@@ -238,7 +245,11 @@ impl<E: Entropy> Relay<E> {
             return;
         };
         match c.state {
-            CallState::Streaming { .. } => self.emit(Output::AbortStream { call }),
+            CallState::Streaming { .. }
+            | CallState::Forwarded {
+                at: crate::forward::Forwarded::Streaming { .. },
+                ..
+            } => self.emit(Output::AbortStream { call }),
             _ => {
                 let status = if code == "gateway_timeout" { 504 } else { 502 };
                 self.respond(call, http::error(status, code));
@@ -271,10 +282,14 @@ impl<E: Entropy> Relay<E> {
                 let req = req.to_string();
                 self.cancel_upstream(tunnel, req);
             }
+            if matches!(c.state, CallState::Forwarded { .. }) {
+                self.emit(Output::CancelForward { call });
+            }
         }
     }
 
     pub(crate) fn on_call_drained(&mut self, call: CallId, bytes: u64) {
+        self.on_forward_drained(call, bytes);
         if let Some(Call {
             state: CallState::Streaming { queued, .. },
             ..
@@ -313,6 +328,7 @@ impl<E: Entropy> Relay<E> {
                 let agent = c.agent;
                 self.locate_timed_out(call, agent);
             }
+            CallState::Forwarded { .. } => self.on_forward_timer(call),
             CallState::Receiving { .. } => {}
         }
     }

@@ -303,21 +303,7 @@ impl<E: Entropy> Relay<E> {
                     },
                 );
             }
-            RemoteRoute::Forward => {
-                let host = format!("{}.{}", to_lower(&agent), self.cfg.base_domain);
-                let request = ForwardRequest {
-                    method: req.method,
-                    path: req.path,
-                    host,
-                    headers: req.headers,
-                    body: req.body,
-                };
-                self.emit(Output::Forward {
-                    call,
-                    instance: owner,
-                    request: Box::new(request),
-                });
-            }
+            RemoteRoute::Forward => self.forward(call, agent, owner, req),
         }
     }
 

@@ -35,6 +35,15 @@ pub struct RequestHead {
 
 /// One event. Ids the engine does not know (already answered, closed) are
 /// ignored: races between the driver and the engine are normal.
+/// Why a forwarded call's owner gave no complete answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OwnerFault {
+    /// No connection, or it closed before a complete head.
+    Unreachable,
+    /// Not valid HTTP/1.1, or a body that broke off or was framed wrongly.
+    BadAnswer(&'static str),
+}
+
 #[derive(Debug)]
 pub enum Input<'a> {
     CallHead {
@@ -94,5 +103,29 @@ pub enum Input<'a> {
     /// Whether the shared directory answers (shown in `/stats`).
     DirectoryHealth {
         up: bool,
+    },
+    /// The owner instance's answer head to a forwarded call (`Output::Forward`).
+    /// `streamed`: chunked or until close, so it streams to the caller; else
+    /// its body (`OwnerBody`) is collected and answered with its length.
+    OwnerHead {
+        call: CallId,
+        status: u16,
+        headers: Vec<(String, String)>,
+        streamed: bool,
+    },
+    /// Body bytes of the owner's answer, decoded from its framing.
+    OwnerBody {
+        call: CallId,
+        chunk: &'a [u8],
+    },
+    /// The owner's answer is complete.
+    OwnerEnd {
+        call: CallId,
+    },
+    /// The owner could not be reached, or its answer broke off or was not
+    /// valid HTTP.
+    OwnerFailed {
+        call: CallId,
+        fault: OwnerFault,
     },
 }

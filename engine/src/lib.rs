@@ -57,6 +57,7 @@ pub mod agent;
 pub mod auth;
 mod call;
 pub mod cluster;
+mod forward;
 pub mod frame;
 pub mod http;
 pub mod input;
@@ -71,7 +72,7 @@ mod tunnel;
 pub mod wire;
 
 pub use cluster::{ClaimOutcome, ClusterConfig, Hop, Located, RemoteRoute};
-pub use input::{CallId, Input, RequestHead, TunnelId};
+pub use input::{CallId, Input, OwnerFault, RequestHead, TunnelId};
 pub use limits::{BinaryBodies, ClientIpSource, Config, DuplicatePolicy};
 pub use output::{Event, Output};
 pub use relay::{Relay, Sizes};

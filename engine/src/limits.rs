@@ -59,6 +59,12 @@ pub struct Config {
     pub nonce_ttl: Duration,
     pub timestamp_window: Duration,
     pub drain_timeout: Duration,
+    /// Largest answer body collected for a caller (a forwarded call's owner
+    /// answer); 0 means unlimited.
+    pub max_response_body_bytes: u64,
+    /// How much longer than its own limits a forwarded call waits for the
+    /// owner instance, which enforces them itself.
+    pub forward_margin: Duration,
     /// Bytes a slow caller may have queued on a stream before it is aborted.
     pub max_stream_buffer: u64,
     /// Bytes queued towards a tunnel that does not read before new calls fail.
@@ -94,6 +100,8 @@ impl Default for Config {
             nonce_ttl: Duration::from_secs(30),
             timestamp_window: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(20),
+            max_response_body_bytes: 10 * 1024 * 1024,
+            forward_margin: Duration::from_secs(5),
             max_stream_buffer: 4 * 1024 * 1024,
             max_tunnel_buffer: 64 * 1024 * 1024,
             max_chunk_bytes: 1024 * 1024,

@@ -8,20 +8,39 @@ use core::net::IpAddr;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
     /// Answer the call with a complete response; the call is over.
-    Respond { call: CallId, response: Response },
+    Respond {
+        call: CallId,
+        response: Response,
+    },
     /// Send the head of a streamed response (chunked); chunks follow.
-    StartStream { call: CallId, head: ResponseHead },
+    StartStream {
+        call: CallId,
+        head: ResponseHead,
+    },
     /// Write and flush one chunk; report with `CallDrained` once written.
-    WriteChunk { call: CallId, data: Vec<u8> },
+    WriteChunk {
+        call: CallId,
+        data: Vec<u8>,
+    },
     /// Finish the streamed response cleanly; the call is over.
-    EndStream { call: CallId },
+    EndStream {
+        call: CallId,
+    },
     /// Cut the streamed response short (close the connection without the
     /// last chunk) so the caller sees it is incomplete; the call is over.
-    AbortStream { call: CallId },
+    AbortStream {
+        call: CallId,
+    },
     /// Complete the WebSocket handshake of `call`; it becomes `tunnel`.
-    Upgrade { call: CallId, tunnel: TunnelId },
+    Upgrade {
+        call: CallId,
+        tunnel: TunnelId,
+    },
     /// Send one text frame; report with `TunnelDrained` once written.
-    SendFrame { tunnel: TunnelId, text: String },
+    SendFrame {
+        tunnel: TunnelId,
+        text: String,
+    },
     /// Send a close frame and drop the socket; the engine forgot the tunnel.
     CloseTunnel {
         tunnel: TunnelId,
@@ -42,9 +61,13 @@ pub enum Output {
         agents: Vec<String>,
     },
     /// Several instances: delete the agent's key if it still names us.
-    Release { agent: String },
+    Release {
+        agent: String,
+    },
     /// Several instances: who owns `agent`? Answer with `Located`.
-    Lookup { agent: String },
+    Lookup {
+        agent: String,
+    },
     /// Several instances: replay the call on `instance` and relay its answer;
     /// the engine forgot the call.
     Forward {
@@ -54,6 +77,11 @@ pub enum Output {
         request: Box<ForwardRequest>,
     },
     /// Something worth one log line.
+    /// Drop the connection to the owner of this forwarded call: the engine
+    /// ended the call (caller gone, timeout, slow caller, bad answer).
+    CancelForward {
+        call: CallId,
+    },
     Event(Event),
     /// Shutdown finished: every tunnel was told and closed.
     ShutdownComplete,
@@ -92,6 +120,11 @@ pub enum Event {
     },
     SlowConsumer {
         tunnel: TunnelId,
+    },
+    /// The owner instance answered a forwarded call with something invalid.
+    BadOwnerAnswer {
+        call: CallId,
+        why: &'static str,
     },
     ShuttingDown {
         calls: usize,

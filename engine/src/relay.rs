@@ -132,6 +132,15 @@ impl<E: Entropy> Relay<E> {
             Input::ClaimLost { tunnel, agent } => self.on_claim_lost(tunnel, agent),
             Input::Located { agent, found } => self.on_located(agent, found),
             Input::DirectoryHealth { up } => self.on_directory_health(up),
+            Input::OwnerHead {
+                call,
+                status,
+                headers,
+                streamed,
+            } => self.on_owner_head(call, status, headers, streamed),
+            Input::OwnerBody { call, chunk } => self.on_owner_body(call, chunk),
+            Input::OwnerEnd { call } => self.on_owner_end(call),
+            Input::OwnerFailed { call, fault } => self.on_owner_failed(call, fault),
         }
         self.maybe_finish_shutdown();
     }

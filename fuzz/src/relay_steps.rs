@@ -149,8 +149,10 @@ impl World {
                     assert!(c.heads == 1 && !c.done && !c.gone, "chunk outside a stream");
                 }
                 Output::EndStream { call } | Output::AbortStream { call } => self.end(call, false),
-                // The call leaves for another instance: its answer comes from there.
-                Output::Forward { call, .. } => self.end(call, true),
+                // One instance (no cluster in this config) never forwards.
+                Output::Forward { .. } | Output::CancelForward { .. } => {
+                    unreachable!("a forward without a cluster")
+                }
                 Output::Claim { .. }
                 | Output::Refresh { .. }
                 | Output::Release { .. }

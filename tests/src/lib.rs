@@ -1,6 +1,7 @@
 //! Shared helpers for the simulation and end-to-end tests.
 
 pub mod child;
+pub mod cluster;
 pub mod e2e;
 pub mod harness;
 pub mod noise;

@@ -87,6 +87,9 @@ struct CallLog {
     terminal: bool,
     /// The driver said the caller went away.
     gone: bool,
+    /// Handed to another instance (`Forward`), and whether that was cancelled.
+    forwarded: bool,
+    cancelled: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -186,8 +189,27 @@ impl Ledger {
             Output::EndStream { call } | Output::AbortStream { call } => {
                 call_rule(self.entry(*call), false, true, true)
             }
-            // Handing a call to another instance is its one answer.
-            Output::Forward { call, .. } => call_rule(self.entry(*call), true, false, true),
+            // The call stays the engine's: the owner's answer comes back as inputs.
+            Output::Forward { call, .. } => {
+                let l = self.entry(*call);
+                match std::mem::replace(&mut l.forwarded, true) {
+                    true => Err("forwarded twice"),
+                    false => call_rule(l, false, false, false),
+                }
+            }
+            // Comes before the call's last answer, or after its caller left.
+            Output::CancelForward { call } => {
+                let l = self.entry(*call);
+                if !l.forwarded {
+                    Err("CancelForward of a call never forwarded")
+                } else if std::mem::replace(&mut l.cancelled, true) {
+                    Err("CancelForward twice")
+                } else if l.terminal {
+                    Err("CancelForward after the call's terminal output")
+                } else {
+                    Ok(())
+                }
+            }
             Output::Upgrade { call, tunnel } => {
                 match self.tunnels.insert(*tunnel, TunnelLog::default()) {
                     Some(_) => Err("tunnel id upgraded twice"),
@@ -328,6 +350,7 @@ impl Describer {
             Output::Forward {
                 call: c, instance, ..
             } => (call(c), format!("forward to {instance}")),
+            Output::CancelForward { call: c } => (call(c), "cancel forward".into()),
             Output::Claim { .. }
             | Output::Refresh { .. }
             | Output::Release { .. }

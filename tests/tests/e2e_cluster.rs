@@ -2,71 +2,16 @@
 //! forwarding, fly-replay, takeover across instances, a crashed instance,
 //! and Redis going away while calls flow.
 
-use osaurus_relay::{RelayHandle, ServeArgs};
+use osaurus_relay::ServeArgs;
 use osaurus_relay_engine::agent::ClientEvent;
-use osaurus_relay_engine::auth::SecretKey;
 use osaurus_relay_tests::child::Child;
+use osaurus_relay_tests::cluster::{instance, owner_becomes, redis_ok, stats_get};
 use osaurus_relay_tests::e2e::*;
 use osaurus_relay_tests::harness::{host_of, key, lower};
 use osaurus_relay_tests::origin::Origin;
 use osaurus_relay_tests::redis::RedisServer;
 use std::net::SocketAddr;
 use std::time::Duration;
-
-/// An instance on 127.0.0.1:0; `fly` picks fly-replay, else forwarding to
-/// its own address.
-fn instance(
-    redis: &RedisServer,
-    id: &str,
-    fly: bool,
-    tweak: impl FnOnce(&mut ServeArgs),
-) -> RelayHandle {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    let addr = listener.local_addr().expect("bound");
-    let mut a = test_args();
-    a.redis_url = Some(redis.url());
-    if fly {
-        a.fly_machine_id = Some(id.into());
-    } else {
-        a.instance_id = Some(id.into());
-        a.instance_url = Some(format!("http://{addr}"));
-    }
-    tweak(&mut a);
-    RelayHandle::spawn_on(a, listener).expect("instance starts")
-}
-
-fn stats_get() -> Vec<u8> {
-    format!(
-        "GET /stats HTTP/1.1\r\nHost: {}\r\n\r\n",
-        osaurus_relay_tests::harness::DOMAIN
-    )
-    .into_bytes()
-}
-
-/// Waits until the instance reports Redis reachable (its heartbeat ran).
-async fn redis_ok(addr: SocketAddr) {
-    within("instance reaches redis", async {
-        loop {
-            let r = call(addr, &stats_get()).await;
-            if r.text().contains(r#""redis":"ok""#) {
-                return;
-            }
-            smol::Timer::after(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-}
-
-/// Polls Redis until `agent:<k>` holds `want` (`""` for no key).
-async fn owner_becomes(redis: &RedisServer, k: &SecretKey, want: &str) {
-    let key = format!("agent:{}", lower(k));
-    within(&format!("{key} == {want:?}"), async {
-        while redis.cli(&["GET", &key]) != want {
-            smol::Timer::after(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-}
 
 #[test]
 fn a_call_landing_on_another_instance_is_forwarded() {

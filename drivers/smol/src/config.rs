@@ -129,6 +129,14 @@ pub struct ServeArgs {
     /// sends before the response is cut.
     #[arg(long, env = "MAX_STREAM_BUFFER", default_value_t = 4 * 1024 * 1024)]
     pub max_stream_buffer: u64,
+    /// Largest answer body collected for a caller from another instance
+    /// (a forwarded call's owner; then 502 bad_host_response). 0: no limit.
+    #[arg(long, env = "MAX_RESPONSE_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_response_body_bytes: u64,
+    /// How much longer than RESPONSE_TIMEOUT / STREAM_IDLE_TIMEOUT a call
+    /// forwarded to another instance waits (that instance enforces them).
+    #[arg(long, env = "FORWARD_MARGIN", default_value = "5s", value_parser = duration)]
+    pub forward_margin: Duration,
     /// Largest WebSocket message accepted from a tunnel.
     #[arg(long, env = "MAX_FRAME_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_frame_bytes: usize,
@@ -242,6 +250,8 @@ impl ServeArgs {
             drain_timeout: self.drain_timeout,
             max_tunnel_buffer: self.max_tunnel_buffer,
             max_stream_buffer: self.max_stream_buffer,
+            max_response_body_bytes: self.max_response_body_bytes,
+            forward_margin: self.forward_margin,
             ..Config::default()
         }
     }

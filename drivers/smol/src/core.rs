@@ -1,7 +1,6 @@
 //! The engine shared by every task of one relay thread, and output dispatch.
 
 use crate::cluster::directory::Directory;
-use crate::cluster::forward::Caller;
 use crate::cluster::{self, DirOp};
 use crate::entropy::OsEntropy;
 use crate::mailbox::Mailbox;
@@ -36,9 +35,9 @@ pub(crate) struct Core {
     relay: Relay<OsEntropy>,
     /// Several instances: the directory and its operations queue.
     dir: Option<(Rc<Directory>, Sender<DirOp>)>,
-    /// Calls being answered by another instance: their queued stream bytes.
-    forwarded: Map<CallId, Rc<Cell<u64>>>,
-    max_stream_buffer: u64,
+    /// Calls being answered by another instance: dropping the sender
+    /// stops the task that carries the owner's answer.
+    forwards: Map<CallId, Sender<()>>,
     entropy: OsEntropy,
     origin: Instant,
     /// The wall clock as last read (monotonic ms, unix seconds): read again
@@ -67,10 +66,9 @@ impl Core {
         entropy.fill(&mut seed);
         let seed = u64::from_le_bytes(seed);
         Core {
-            max_stream_buffer: relay_cfg.max_stream_buffer,
             relay: Relay::new(relay_cfg, OsEntropy::new(), now),
             dir: None,
-            forwarded: map(seed),
+            forwards: map(seed),
             entropy,
             origin,
             wall: Cell::new((0, unix_now())),
@@ -98,9 +96,14 @@ impl Core {
         b.iter().map(|x| format!("{x:02x}")).collect()
     }
 
-    /// A forwarded call finished (answered, failed, or its caller left).
+    /// Whether the engine still waits for the owner's answer to `call`.
+    pub fn forwarding(&self, call: CallId) -> bool {
+        self.forwards.contains_key(&call)
+    }
+
+    /// A forwarding task ended (the owner's answer is done, or it was cancelled).
     pub fn end_forward(&mut self, call: CallId) {
-        self.forwarded.remove(&call);
+        self.forwards.remove(&call);
     }
 
     pub fn origin(&self) -> Instant {
@@ -147,12 +150,6 @@ impl Core {
     }
 
     pub fn handle(&mut self, input: Input<'_>) {
-        if let Input::CallDrained { call, bytes } = input {
-            if let Some(q) = self.forwarded.get(&call) {
-                q.set(q.get().saturating_sub(bytes));
-                return;
-            }
-        }
         let now = self.now();
         self.relay.handle(now, input);
         self.pump();
@@ -245,23 +242,17 @@ impl Core {
                 instance,
                 request,
             } => {
-                let Some(p) = self.calls.get(&call) else {
-                    return;
-                };
-                let queued = Rc::new(Cell::new(0));
-                let caller = Caller {
-                    tx: p.mail.clone(),
-                    queued: queued.clone(),
-                    max_queued: self.max_stream_buffer,
-                    socket: p.socket.clone(),
-                };
-                self.forwarded.insert(call, queued);
+                let (tx, cancel) = smol::channel::bounded(1);
+                self.forwards.insert(call, tx);
                 self.directory(DirOp::Forward {
                     call,
                     instance,
                     request,
-                    caller,
+                    cancel,
                 });
+            }
+            Output::CancelForward { call } => {
+                self.forwards.remove(&call);
             }
             Output::ShutdownComplete => {
                 info!("shutdown complete: tunnels told relay_restarting");
@@ -312,6 +303,9 @@ fn log_event(e: &Event) {
             warn!(tunnel = tunnel.0, why, "bad answer from tunnel")
         }
         Event::SlowConsumer { tunnel } => warn!(tunnel = tunnel.0, "slow caller: stream cut"),
+        Event::BadOwnerAnswer { call, why } => {
+            warn!(call = call.0, why, "bad answer from the owner instance")
+        }
         Event::ShuttingDown { calls, tunnels } => {
             info!(calls, tunnels, "shutting down: draining calls")
         }

@@ -109,9 +109,7 @@ fn start_cluster(
     let dir = Rc::new(dir);
     let (tx, rx) = unbounded();
     core.borrow_mut().set_directory(dir.clone(), tx);
-    // A forwarded call may wait as long as the owner does, plus a margin.
-    let io = args.response_timeout.max(args.stream_idle_timeout) + Duration::from_secs(5);
-    ex.spawn(cluster::run(ex, core.clone(), dir.clone(), rx, io))
+    ex.spawn(cluster::run(ex, core.clone(), dir.clone(), rx))
         .detach();
     ex.spawn(cluster::heartbeat(core.clone(), dir.clone()))
         .detach();

@@ -1,19 +1,17 @@
 //! Replaying a call on the instance that holds its agent, and relaying the
 //! answer back to the caller as it arrives.
 
-use crate::core::CallMsg;
+use crate::core::Shared;
 use osaurus_relay_engine::cluster::ForwardRequest;
-use osaurus_relay_engine::http::{self, Response, ResponseHead};
-use osaurus_relay_engine::wire::http1::{ChunkedDecoder, Decoded};
+use osaurus_relay_engine::wire::http1::{
+    parse_answer, Answer, AnswerError, AnswerFraming, AnswerLimits, ChunkedDecoder, Decoded,
+};
+use osaurus_relay_engine::{CallId, Input, OwnerFault};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
-use std::cell::Cell;
-use std::rc::Rc;
-use std::time::Duration;
 
 /// The header that carries the shared secret between instances.
 pub const HOP_HEADER: &str = "x-relay-hop";
-const MAX_HEAD: usize = 64 * 1024;
 
 /// `http://host:port` → `host:port`.
 pub fn authority(url: &str) -> Option<String> {
@@ -59,150 +57,151 @@ pub fn encode(r: &ForwardRequest, secret: &str) -> Vec<u8> {
     out
 }
 
-/// What the forwarding task shares with the caller's connection.
-pub(crate) struct Caller {
-    pub tx: Rc<crate::mailbox::Mailbox<CallMsg>>,
-    /// Streamed bytes handed to the caller's connection and not yet written.
-    pub queued: Rc<Cell<u64>>,
-    pub max_queued: u64,
-    pub socket: crate::sock::Sock,
+/// Bytes read from the owner at a time.
+const READ_BYTES: usize = 16 * 1024;
+
+/// Hands body bytes to the engine; `false` once it gave the call up. Yields
+/// after each piece: a socket that always has data never returns Pending,
+/// and an owner that floods must not starve the thread's other tasks.
+async fn deliver(core: &Shared, call: CallId, chunk: &[u8]) -> bool {
+    core.borrow_mut().handle(Input::OwnerBody { call, chunk });
+    futures_lite::future::yield_now().await;
+    core.borrow().forwarding(call)
 }
 
-impl Caller {
-    fn send(&self, m: CallMsg) -> bool {
-        self.tx.push(m)
-    }
-
-    /// Cuts the stream short; the writer may be stuck on a caller that does not read.
-    fn abort(&self) {
-        let _ = self.socket.get_ref().shutdown(std::net::Shutdown::Both);
-        self.send(CallMsg::Abort);
-    }
-
-    pub fn offline(&self) {
-        self.send(CallMsg::Respond(http::error(502, "agent_offline")));
-    }
+async fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>) -> usize {
+    let at = buf.len();
+    buf.resize(at + READ_BYTES, 0);
+    let n = s.read(&mut buf[at..]).await.unwrap_or(0);
+    buf.truncate(at + n);
+    n
 }
 
-async fn within<T>(d: Duration, f: impl std::future::Future<Output = T>) -> Option<T> {
-    crate::conn::until(std::time::Instant::now() + d, f).await
-}
-
-async fn read_some(s: &mut TcpStream, buf: &mut Vec<u8>, io: Duration) -> Option<usize> {
-    let mut tmp = [0u8; 16 * 1024];
-    let n = within(io, s.read(&mut tmp)).await?.ok()?;
-    buf.extend_from_slice(&tmp[..n]);
-    Some(n)
-}
-
-/// Replays `r` on `addr` and relays the answer; every failure before the
-/// answer's head is a 502 `agent_offline`, after it a cut-short stream.
-pub(crate) async fn forward(
-    addr: &str,
-    r: &ForwardRequest,
-    secret: &str,
-    c: &Caller,
-    io: Duration,
-) {
-    let connect = within(io, TcpStream::connect(addr)).await;
-    let Some(Ok(mut s)) = connect else {
-        return c.offline();
+/// Sends `raw` to the owner at `addr` and carries its answer into the
+/// engine as `Owner*` inputs. The engine owns the call's deadline and
+/// limits: it drops this task (`CancelForward`) when it gives up.
+pub(crate) async fn forward(core: &Shared, call: CallId, addr: &str, raw: &[u8], head_req: bool) {
+    let feed = |input: Input<'_>| core.borrow_mut().handle(input);
+    let fail = |fault| feed(Input::OwnerFailed { call, fault });
+    let Ok(mut s) = TcpStream::connect(addr).await else {
+        return fail(OwnerFault::Unreachable);
     };
     let _ = s.set_nodelay(true);
-    if within(io, s.write_all(&encode(r, secret)))
-        .await
-        .is_none_or(|w| w.is_err())
-    {
-        return c.offline();
+    if s.write_all(raw).await.is_err() {
+        return fail(OwnerFault::Unreachable);
     }
     let mut buf = Vec::new();
-    let (status, headers, n, chunked, length) = loop {
-        let mut hs = [httparse::EMPTY_HEADER; 64];
-        let mut resp = httparse::Response::new(&mut hs);
-        match resp.parse(&buf) {
-            Ok(httparse::Status::Complete(n)) => {
-                let status = resp.code.unwrap_or(502);
-                let mut headers = Vec::new();
-                let (mut chunked, mut length) = (false, None);
-                for h in resp.headers.iter() {
-                    let name = h.name.to_ascii_lowercase();
-                    let value = String::from_utf8_lossy(h.value).into_owned();
-                    match name.as_str() {
-                        "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
-                        "content-length" => length = value.trim().parse::<usize>().ok(),
-                        "connection" | "keep-alive" => {}
-                        _ => headers.push((name, value)),
-                    }
-                }
-                break (status, headers, n, chunked, length);
+    let limits = AnswerLimits::default();
+    let head = loop {
+        match parse_answer(&buf, head_req, &limits) {
+            Ok(Some(Answer::Interim(n))) => {
+                buf.drain(..n);
             }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {
-                if read_some(&mut s, &mut buf, io).await.unwrap_or(0) == 0 {
-                    return c.offline();
+            Ok(Some(Answer::Final(head, n))) => {
+                buf.drain(..n);
+                break head;
+            }
+            Ok(None) => {
+                if read_more(&mut s, &mut buf).await == 0 {
+                    return fail(OwnerFault::Unreachable);
                 }
             }
-            _ => return c.offline(),
+            Err(e) => return fail(OwnerFault::BadAnswer(answer_fault(e))),
         }
     };
-    buf.drain(..n);
-    let no_body = r.method == "HEAD" || !http::status_has_body(status);
-    if !chunked || no_body {
-        let len = if no_body { 0 } else { length.unwrap_or(0) };
-        while buf.len() < len {
-            if read_some(&mut s, &mut buf, io).await.unwrap_or(0) == 0 {
-                return c.offline();
+    let framing = head.framing;
+    let streamed = matches!(framing, AnswerFraming::Chunked | AnswerFraming::UntilClose);
+    feed(Input::OwnerHead {
+        call,
+        status: head.status,
+        headers: head.headers,
+        streamed,
+    });
+    let ended = match framing {
+        AnswerFraming::Empty => Ok(()),
+        AnswerFraming::Length(n) => body_of_length(core, call, &mut s, buf, n).await,
+        AnswerFraming::Chunked => chunked_body(core, call, &mut s, buf).await,
+        AnswerFraming::UntilClose => {
+            let mut buf = buf;
+            loop {
+                if !buf.is_empty() {
+                    if !deliver(core, call, &buf).await {
+                        return;
+                    }
+                    buf.clear();
+                }
+                if read_more(&mut s, &mut buf).await == 0 {
+                    break Ok(());
+                }
             }
         }
-        buf.truncate(len);
-        let body = buf;
-        c.send(CallMsg::Respond(Response {
-            status,
-            headers,
-            body,
-        }));
-        return;
+    };
+    match ended {
+        Ok(()) => feed(Input::OwnerEnd { call }),
+        Err(why) => fail(OwnerFault::BadAnswer(why)),
     }
-    if !c.send(CallMsg::Start(ResponseHead { status, headers })) {
-        return;
-    }
-    relay_chunks(&mut s, buf, c, io).await;
 }
 
-/// Streams a chunked answer on; ends with `End`, or `Abort` when the owner
-/// fails mid-way or the caller reads too slowly.
-async fn relay_chunks(s: &mut TcpStream, mut buf: Vec<u8>, c: &Caller, io: Duration) {
+fn answer_fault(e: AnswerError) -> &'static str {
+    match e {
+        AnswerError::TooLarge => "head too large",
+        AnswerError::TooManyHeaders => "too many headers",
+        AnswerError::Malformed => "malformed head",
+        AnswerError::BadStatus => "status not allowed",
+        AnswerError::BadHeaderValue => "bad header value",
+        AnswerError::BadContentLength => "bad content-length",
+        AnswerError::BadTransferEncoding => "bad transfer-encoding",
+    }
+}
+
+async fn body_of_length(
+    core: &Shared,
+    call: CallId,
+    s: &mut TcpStream,
+    mut buf: Vec<u8>,
+    mut left: u64,
+) -> Result<(), &'static str> {
+    loop {
+        let take = left.min(buf.len() as u64) as usize;
+        if take > 0 {
+            if !deliver(core, call, &buf[..take]).await {
+                return Ok(());
+            }
+            left -= take as u64;
+        }
+        buf.clear();
+        if left == 0 {
+            return Ok(());
+        }
+        if read_more(s, &mut buf).await == 0 {
+            return Err("closed inside the body");
+        }
+    }
+}
+
+async fn chunked_body(
+    core: &Shared,
+    call: CallId,
+    s: &mut TcpStream,
+    mut buf: Vec<u8>,
+) -> Result<(), &'static str> {
     let mut dec = ChunkedDecoder::new();
     loop {
         match dec.decode(&buf) {
             Ok(Decoded::Data { consumed, data }) => {
-                let piece = buf[data].to_vec();
+                if !deliver(core, call, &buf[data]).await {
+                    return Ok(());
+                }
                 buf.drain(..consumed);
-                c.queued.set(c.queued.get() + piece.len() as u64);
-                if c.max_queued != 0 && c.queued.get() > c.max_queued {
-                    c.abort();
-                    return;
-                }
-                if !c.send(CallMsg::Chunk(piece)) {
-                    return;
-                }
             }
             Ok(Decoded::NeedMore { consumed }) => {
                 buf.drain(..consumed);
-                // The stream's own idle limit applies at the owner; this only
-                // bounds a dead connection.
-                if read_some(s, &mut buf, io).await.unwrap_or(0) == 0 {
-                    c.abort();
-                    return;
+                if read_more(s, &mut buf).await == 0 {
+                    return Err("closed inside the body");
                 }
             }
-            Ok(Decoded::Done { .. }) => {
-                c.send(CallMsg::End);
-                return;
-            }
-            Err(_) => {
-                c.abort();
-                return;
-            }
+            Ok(Decoded::Done { .. }) => return Ok(()),
+            Err(_) => return Err("bad chunked body"),
         }
     }
 }

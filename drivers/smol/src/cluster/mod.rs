@@ -6,9 +6,8 @@ pub(crate) mod forward;
 
 use crate::core::Shared;
 use directory::Directory;
-use forward::Caller;
 use osaurus_relay_engine::cluster::ForwardRequest;
-use osaurus_relay_engine::{CallId, Hop, Input, TunnelId};
+use osaurus_relay_engine::{CallId, Hop, Input, OwnerFault, TunnelId};
 use smol::channel::Receiver;
 use smol::LocalExecutor;
 use std::rc::Rc;
@@ -39,7 +38,8 @@ pub(crate) enum DirOp {
         call: CallId,
         instance: String,
         request: Box<ForwardRequest>,
-        caller: Caller,
+        /// Closed when the engine gives the call up (`CancelForward`).
+        cancel: Receiver<()>,
     },
 }
 
@@ -79,13 +79,12 @@ pub(crate) async fn run(
     core: Shared,
     dir: Rc<Directory>,
     ops: Receiver<DirOp>,
-    forward_io: Duration,
 ) {
     while let Ok(op) = ops.recv().await {
         let (core, dir) = (core.clone(), dir.clone());
         dir.inflight.set(dir.inflight.get() + 1);
         ex.spawn(async move {
-            execute(&core, &dir, op, forward_io).await;
+            execute(&core, &dir, op).await;
             dir.inflight.set(dir.inflight.get() - 1);
             report_health(&core, &dir);
         })
@@ -93,7 +92,7 @@ pub(crate) async fn run(
     }
 }
 
-async fn execute(core: &Shared, dir: &Directory, op: DirOp, forward_io: Duration) {
+async fn execute(core: &Shared, dir: &Directory, op: DirOp) {
     match op {
         DirOp::Claim {
             tunnel,
@@ -129,22 +128,32 @@ async fn execute(core: &Shared, dir: &Directory, op: DirOp, forward_io: Duration
             call,
             instance,
             request,
-            caller,
+            cancel,
         } => {
-            let target = dir.instance_url(&instance).await;
-            let addr = target.as_deref().and_then(forward::authority);
-            match (addr, dir.secret()) {
-                (Some(addr), Some(secret)) => {
-                    forward::forward(&addr, &request, &secret, &caller, forward_io).await
+            let work = async {
+                let target = dir.instance_url(&instance).await;
+                let addr = target.as_deref().and_then(forward::authority);
+                match (addr, dir.secret()) {
+                    (Some(addr), Some(secret)) => {
+                        let raw = forward::encode(&request, &secret);
+                        let head_req = request.method == "HEAD";
+                        forward::forward(core, call, &addr, &raw, head_req).await
+                    }
+                    _ => {
+                        warn!(
+                            call = call.0,
+                            instance, "owner instance has no known address"
+                        );
+                        let fault = OwnerFault::Unreachable;
+                        core.borrow_mut().handle(Input::OwnerFailed { call, fault });
+                    }
                 }
-                _ => {
-                    warn!(
-                        call = call.0,
-                        instance, "owner instance has no known address"
-                    );
-                    caller.offline();
-                }
-            }
+            };
+            // Ends when the owner's answer is done or the engine gives up.
+            smol::future::or(work, async {
+                let _ = cancel.recv().await;
+            })
+            .await;
             core.borrow_mut().end_forward(call);
         }
     }

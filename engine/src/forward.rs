@@ -1,0 +1,266 @@
+//! A call forwarded to the instance that owns its agent: the engine keeps it
+//! as call state, so its deadline, slow-caller cap, header rules and error
+//! answers are the same as a local call's. The driver is a plain HTTP client
+//! that carries the owner's answer in as `Owner*` inputs.
+
+use crate::auth::{to_lower, Address};
+use crate::call::{Call, CallState};
+use crate::cluster::{ForwardRequest, Parked};
+use crate::frame::Headers;
+use crate::http::{self, status_has_body, Response, ResponseHead};
+use crate::input::{CallId, OwnerFault};
+use crate::limits::ms;
+use crate::output::{Event, Output};
+use crate::relay::Relay;
+use crate::time::Entropy;
+use crate::timer::TimerKey;
+
+/// Where a forwarded call is.
+pub(crate) enum Forwarded {
+    /// Handed to the owner; no answer head yet.
+    Waiting,
+    /// The owner answered with a length: its body is collected here.
+    Buffering { head: ResponseHead, body: Vec<u8> },
+    /// The owner streams: chunks go to the caller as they come.
+    Streaming {
+        last_activity: u64,
+        /// Chunk bytes handed to the driver and not yet written.
+        queued: u64,
+    },
+}
+
+impl<E: Entropy> Relay<E> {
+    /// How long past its own limit the owner may take: it answers 504 or
+    /// cuts an idle stream itself, so this only catches a dead owner.
+    fn forward_wait(&self, base: std::time::Duration) -> u64 {
+        ms(base) + ms(self.cfg.forward_margin)
+    }
+
+    /// Hands `call` to `owner` and keeps it until the owner's answer is done.
+    pub(crate) fn forward(&mut self, call: CallId, agent: Address, owner: String, req: Parked) {
+        let host = format!("{}.{}", to_lower(&agent), self.cfg.base_domain);
+        let request = ForwardRequest {
+            method: req.method,
+            path: req.path,
+            host,
+            headers: req.headers,
+            body: req.body,
+        };
+        let at = self.now.mono_ms + self.forward_wait(self.cfg.response_timeout);
+        self.timers.set(at, TimerKey::Call(call.0));
+        let state = CallState::Forwarded {
+            head_request: request.method == "HEAD",
+            at: Forwarded::Waiting,
+        };
+        self.calls.insert(
+            call,
+            Call {
+                agent,
+                relayed: false,
+                deadline: Some(at),
+                state,
+            },
+        );
+        self.emit(Output::Forward {
+            call,
+            instance: owner,
+            request: Box::new(request),
+        });
+    }
+
+    fn forwarded(&mut self, call: CallId) -> Option<&mut Forwarded> {
+        match self.calls.get_mut(&call) {
+            Some(Call {
+                state: CallState::Forwarded { at, .. },
+                ..
+            }) => Some(at),
+            _ => None,
+        }
+    }
+
+    /// Ends a forwarded call before the driver finished it: the driver must
+    /// drop its connection to the owner.
+    fn give_up(&mut self, call: CallId, code: &'static str) {
+        self.emit(Output::CancelForward { call });
+        self.fail_call(call, code);
+    }
+
+    /// The owner's answer failed one of the rules a tunnel's answer must meet.
+    fn bad_owner_answer(&mut self, call: CallId, why: &'static str) {
+        self.counters.bad_host_responses += 1;
+        self.event(Event::BadOwnerAnswer { call, why });
+        self.give_up(call, "bad_host_response");
+    }
+
+    pub(crate) fn on_owner_head(
+        &mut self,
+        call: CallId,
+        status: u16,
+        headers: Vec<(String, String)>,
+        streamed: bool,
+    ) {
+        let head_request = match self.calls.get(&call) {
+            Some(Call {
+                state:
+                    CallState::Forwarded {
+                        head_request,
+                        at: Forwarded::Waiting,
+                    },
+                ..
+            }) => *head_request,
+            _ => return,
+        };
+        if !(200..=599).contains(&status) {
+            return self.bad_owner_answer(call, "status outside 200-599");
+        }
+        let headers = match http::response_headers(Headers(headers)) {
+            Ok(h) => h,
+            Err(why) => return self.bad_owner_answer(call, why),
+        };
+        let head = ResponseHead { status, headers };
+        let now = self.now.mono_ms;
+        let idle = self.forward_wait(self.cfg.stream_idle_timeout);
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if head_request || !status_has_body(status) || !streamed {
+            // Nothing more to wait for than the body: the same deadline holds.
+            if let CallState::Forwarded { at, .. } = &mut c.state {
+                *at = Forwarded::Buffering {
+                    head,
+                    body: Vec::new(),
+                };
+            }
+            return;
+        }
+        if let Some(at) = c.deadline.replace(now + idle) {
+            self.timers.cancel(at, TimerKey::Call(call.0));
+        }
+        self.timers.set(now + idle, TimerKey::Call(call.0));
+        if let CallState::Forwarded { at, .. } = &mut c.state {
+            *at = Forwarded::Streaming {
+                last_activity: now,
+                queued: 0,
+            };
+        }
+        self.emit(Output::StartStream { call, head });
+    }
+
+    pub(crate) fn on_owner_body(&mut self, call: CallId, chunk: &[u8]) {
+        let (now, cap) = (self.now.mono_ms, self.cfg.max_stream_buffer);
+        let max_body = self.cfg.max_response_body_bytes;
+        let fault = match self.forwarded(call) {
+            Some(Forwarded::Buffering { body, .. }) => {
+                if max_body != 0 && (body.len() + chunk.len()) as u64 > max_body {
+                    Some("body over the size limit")
+                } else {
+                    body.extend_from_slice(chunk);
+                    None
+                }
+            }
+            Some(Forwarded::Streaming {
+                last_activity,
+                queued,
+            }) => {
+                *last_activity = now;
+                *queued += chunk.len() as u64;
+                if cap != 0 && *queued > cap {
+                    self.counters.slow_consumer_aborts += 1;
+                    return self.give_up(call, "slow_consumer");
+                }
+                if !chunk.is_empty() {
+                    self.emit(Output::WriteChunk {
+                        call,
+                        data: chunk.to_vec(),
+                    });
+                }
+                None
+            }
+            Some(Forwarded::Waiting) => Some("body before a head"),
+            None => None,
+        };
+        if let Some(why) = fault {
+            self.bad_owner_answer(call, why);
+        }
+    }
+
+    pub(crate) fn on_owner_end(&mut self, call: CallId) {
+        match self.forwarded(call) {
+            Some(Forwarded::Buffering { .. } | Forwarded::Streaming { .. }) => {}
+            Some(Forwarded::Waiting) => {
+                return self.on_owner_failed(call, OwnerFault::BadAnswer("no head"))
+            }
+            None => return,
+        }
+        let Some(c) = self.forget(call) else { return };
+        match c.state {
+            CallState::Forwarded {
+                at: Forwarded::Buffering { head, mut body },
+                head_request,
+            } => {
+                if head_request || !status_has_body(head.status) {
+                    body = Vec::new();
+                }
+                let (status, headers) = (head.status, head.headers);
+                self.respond(
+                    call,
+                    Response {
+                        status,
+                        headers,
+                        body,
+                    },
+                )
+            }
+            _ => self.emit(Output::EndStream { call }),
+        }
+    }
+
+    /// The owner could not be reached or failed mid-answer: before the
+    /// caller saw anything a 502, after it a cut stream.
+    pub(crate) fn on_owner_failed(&mut self, call: CallId, fault: OwnerFault) {
+        if self.forwarded(call).is_none() {
+            return;
+        }
+        match fault {
+            OwnerFault::Unreachable => self.fail_call(call, "agent_offline"),
+            OwnerFault::BadAnswer(why) => {
+                self.counters.bad_host_responses += 1;
+                self.event(Event::BadOwnerAnswer { call, why });
+                self.fail_call(call, "bad_host_response");
+            }
+        }
+    }
+
+    /// The call's deadline passed: a silent owner, or a stream gone idle.
+    pub(crate) fn on_forward_timer(&mut self, call: CallId) {
+        let now = self.now.mono_ms;
+        let idle = self.forward_wait(self.cfg.stream_idle_timeout);
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        match &c.state {
+            CallState::Forwarded {
+                at: Forwarded::Streaming { last_activity, .. },
+                ..
+            } if last_activity + idle > now => {
+                let at = last_activity + idle;
+                c.deadline = Some(at);
+                self.timers.set(at, TimerKey::Call(call.0));
+            }
+            CallState::Forwarded {
+                at: Forwarded::Streaming { .. },
+                ..
+            } => self.give_up(call, "stream_idle_timeout"),
+            _ => {
+                self.counters.gateway_timeouts += 1;
+                self.give_up(call, "gateway_timeout");
+            }
+        }
+    }
+
+    pub(crate) fn on_forward_drained(&mut self, call: CallId, bytes: u64) {
+        if let Some(Forwarded::Streaming { queued, .. }) = self.forwarded(call) {
+            *queued = queued.saturating_sub(bytes);
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! A call forwarded to the instance that owns its agent is engine state:
+//! the owner's answer comes in as inputs and the engine applies the same
+//! deadlines, slow-caller cap, header rules and error answers as for a tunnel.
+
+use osaurus_relay_engine::http::ResponseHead;
+use osaurus_relay_engine::{
+    CallId, ClusterConfig, Config, Input, Located, Output, OwnerFault, RemoteRoute,
+};
+use osaurus_relay_tests::harness::*;
+use std::time::Duration;
+
+const MARGIN_MS: u64 = 500;
+
+fn config() -> Config {
+    Config {
+        cluster: Some(ClusterConfig {
+            instance_id: "inst-a".into(),
+            remote: RemoteRoute::Forward,
+            lookup_ttl: Duration::from_millis(500),
+        }),
+        forward_margin: Duration::from_millis(MARGIN_MS),
+        max_stream_buffer: 100,
+        max_response_body_bytes: 1_000,
+        ..test_config()
+    }
+}
+
+/// A call for key 1, forwarded to `inst-b`.
+fn forwarded(h: &mut H, method: &str) -> CallId {
+    let a = key(1);
+    let (c, mut out) = h.request(H::head(method, "/x", &host_of(&a)), b"");
+    if matches!(out.as_slice(), [Output::Lookup { .. }]) {
+        // Not cached yet: the directory names the owner.
+        let agent = lower(&a);
+        out = h.step(Input::Located {
+            agent: &agent,
+            found: Located::Owner("inst-b".into()),
+        });
+    }
+    assert!(
+        matches!(out.as_slice(), [Output::Forward { call, .. }] if *call == c),
+        "{out:?}"
+    );
+    c
+}
+
+fn head(
+    h: &mut H,
+    call: CallId,
+    status: u16,
+    headers: &[(&str, &str)],
+    streamed: bool,
+) -> Vec<Output> {
+    let headers = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    h.step(Input::OwnerHead {
+        call,
+        status,
+        headers,
+        streamed,
+    })
+}
+
+fn body(h: &mut H, call: CallId, chunk: &[u8]) -> Vec<Output> {
+    h.step(Input::OwnerBody { call, chunk })
+}
+
+fn cancelled(out: &[Output], call: CallId) -> bool {
+    out.iter()
+        .any(|o| matches!(o, Output::CancelForward { call: c } if *c == call))
+}
+
+#[test]
+fn a_buffered_answer_is_collected_filtered_and_sent_with_its_length() {
+    let mut h = H::new(config());
+    let c = forwarded(&mut h, "GET");
+    let hdrs = [
+        ("content-type", "text/plain"),
+        ("transfer-encoding", "gzip"),
+    ];
+    assert!(
+        head(&mut h, c, 200, &hdrs, false).is_empty(),
+        "nothing until the body is in"
+    );
+    assert!(body(&mut h, c, b"hel").is_empty());
+    assert!(body(&mut h, c, b"lo").is_empty());
+    let out = h.step(Input::OwnerEnd { call: c });
+    assert_eq!(response(&out, c), Some((200, "hello".into())));
+    assert_eq!(header(&out, c, "content-type"), Some("text/plain"));
+    assert_eq!(
+        header(&out, c, "transfer-encoding"),
+        None,
+        "the relay frames"
+    );
+    assert!(!cancelled(&out, c));
+    assert_eq!(h.relay.sizes().calls, 0);
+    assert_eq!(h.relay.sizes().timers, 1, "only the sweep");
+}
+
+#[test]
+fn a_streamed_answer_flows_chunk_by_chunk() {
+    let mut h = H::new(config());
+    let c = forwarded(&mut h, "GET");
+    let out = head(
+        &mut h,
+        c,
+        200,
+        &[("content-type", "text/event-stream")],
+        true,
+    );
+    let [Output::StartStream {
+        call,
+        head: ResponseHead { status: 200, .. },
+    }] = out.as_slice()
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(*call, c);
+    assert_eq!(
+        body(&mut h, c, b"data: 1\n\n"),
+        vec![Output::WriteChunk {
+            call: c,
+            data: b"data: 1\n\n".to_vec()
+        }]
+    );
+    assert_eq!(
+        h.step(Input::OwnerEnd { call: c }),
+        vec![Output::EndStream { call: c }]
+    );
+    assert_eq!(h.relay.sizes().calls, 0);
+}
+
+#[test]
+fn a_silent_owner_is_a_504_after_the_timeout_and_its_margin() {
+    let mut h = H::new(config());
+    let c = forwarded(&mut h, "GET");
+    // The owner answers 504 itself at 3 s; only a dead owner reaches the margin.
+    assert!(h.advance(3_000 + MARGIN_MS - 1).is_empty());
+    let out = h.advance(1);
+    assert!(cancelled(&out, c), "{out:?}");
+    assert_eq!(
+        response(&out, c),
+        Some((504, r#"{"error":"gateway_timeout"}"#.into()))
+    );
+    assert_eq!(h.relay.stats().counters.gateway_timeouts, 1);
+    // Late pieces of the owner's answer are ignored.
+    assert!(head(&mut h, c, 200, &[], false).is_empty());
+    assert_eq!(h.relay.sizes().calls, 0);
+}
+
+#[test]
+fn an_idle_owner_stream_is_cut_and_a_busy_one_is_not() {
+    let mut h = H::new(config());
+    let c = forwarded(&mut h, "GET");
+    head(&mut h, c, 200, &[], true);
+    for _ in 0..4 {
+        assert!(!cancelled(&h.advance(3_000), c));
+        body(&mut h, c, b"x");
+        h.step(Input::CallDrained { call: c, bytes: 1 });
+    }
+    let out = h.advance(3_000 + MARGIN_MS);
+    assert!(cancelled(&out, c), "{out:?}");
+    assert!(out.contains(&Output::AbortStream { call: c }));
+}
+
+#[test]
+fn a_slow_caller_is_cut_off_and_the_owner_dropped() {
+    let mut h = H::new(config());
+    let c = forwarded(&mut h, "GET");
+    head(&mut h, c, 200, &[], true);
+    body(&mut h, c, &[b'a'; 60]);
+    // What the caller took no longer counts.
+    h.step(Input::CallDrained { call: c, bytes: 60 });
+    assert_eq!(body(&mut h, c, &[b'b'; 90]).len(), 1, "one chunk written");
+    let out = body(&mut h, c, &[b'c'; 20]);
+    assert!(cancelled(&out, c), "{out:?}");
+    assert!(out.contains(&Output::AbortStream { call: c }));
+    assert_eq!(h.relay.stats().counters.slow_consumer_aborts, 1);
+    assert_eq!(h.relay.sizes().calls, 0);
+}
+
+#[test]
+fn an_owner_answer_that_breaks_the_rules_is_a_bad_host_response() {
+    let bad = r#"{"error":"bad_host_response"}"#;
+    for (status, headers, streamed) in [
+        (200u16, vec![("x-bad", "a\r\nb")], false),
+        (200, vec![("bad name", "v")], true),
+        (700, vec![], false),
+        (150, vec![], true),
+    ] {
+        let mut h = H::new(config());
+        let c = forwarded(&mut h, "GET");
+        let out = head(&mut h, c, status, &headers, streamed);
+        assert!(cancelled(&out, c), "{status} {headers:?}: {out:?}");
+        assert_eq!(response(&out, c), Some((502, bad.into())));
+        assert_eq!(h.relay.stats().counters.bad_host_responses, 1);
+    }
+    // A buffered body over the cap.
+    let mut h = H::new(config());
+    let c = forwarded(&mut h, "GET");
+    head(&mut h, c, 200, &[], false);
+    assert!(body(&mut h, c, &[b'a'; 1_000]).is_empty());
+    let out = body(&mut h, c, b"!");
+    assert!(cancelled(&out, c));
+    assert_eq!(response(&out, c), Some((502, bad.into())));
+    // Broken framing reported by the driver: no cancel needed, it knows.
+    let mut h = H::new(config());
+    let c = forwarded(&mut h, "GET");
+    head(&mut h, c, 200, &[], false);
+    let fault = OwnerFault::BadAnswer("closed inside the body");
+    let out = h.step(Input::OwnerFailed { call: c, fault });
+    assert_eq!(response(&out, c), Some((502, bad.into())));
+    assert!(!cancelled(&out, c));
+}
+
+#[test]
+fn an_unreachable_owner_is_agent_offline_before_the_head_and_a_cut_after() {
+    let mut h = H::new(config());
+    let c = forwarded(&mut h, "GET");
+    let fault = OwnerFault::Unreachable;
+    let out = h.step(Input::OwnerFailed { call: c, fault });
+    assert_eq!(
+        response(&out, c),
+        Some((502, r#"{"error":"agent_offline"}"#.into()))
+    );
+    let c = forwarded(&mut h, "GET");
+    head(&mut h, c, 200, &[], true);
+    let out = h.step(Input::OwnerFailed { call: c, fault });
+    assert_eq!(out, vec![Output::AbortStream { call: c }]);
+    assert_eq!(h.relay.sizes().calls, 0);
+}
+
+#[test]
+fn a_caller_that_leaves_drops_the_owner_and_a_head_request_gets_no_body() {
+    let mut h = H::new(config());
+    let c = forwarded(&mut h, "GET");
+    let out = h.step(Input::CallGone { call: c });
+    assert_eq!(out, vec![Output::CancelForward { call: c }]);
+    assert_eq!(h.relay.sizes().calls, 0);
+    let c = forwarded(&mut h, "HEAD");
+    // Even an owner that wrongly streams a body to HEAD yields none.
+    head(&mut h, c, 200, &[("content-type", "text/plain")], true);
+    body(&mut h, c, b"nope");
+    let out = h.step(Input::OwnerEnd { call: c });
+    assert_eq!(response(&out, c), Some((200, String::new())));
+}
+
+#[test]
+fn a_drain_waits_for_forwarded_calls() {
+    let mut h = H::new(config());
+    let c = forwarded(&mut h, "GET");
+    let out = h.step(Input::Shutdown);
+    assert!(!out.contains(&Output::ShutdownComplete), "{out:?}");
+    head(&mut h, c, 200, &[], false);
+    let out = h.step(Input::OwnerEnd { call: c });
+    assert_eq!(response(&out, c), Some((200, String::new())));
+    assert!(out.contains(&Output::ShutdownComplete), "{out:?}");
+}
