@@ -2,6 +2,7 @@
 
 use crate::auth::{to_lower, Address};
 use crate::cluster::{Hop, Parked};
+use crate::error::CallError;
 use crate::frame::{Body, Headers, ServerFrame};
 use crate::http::{self, status_has_body, Response, ResponseHead};
 use crate::input::{CallId, RequestHead, TunnelId};
@@ -82,17 +83,17 @@ impl<E: Entropy> Relay<E> {
         }
         if self.draining.is_some() {
             // Shutting down: calls in flight finish, new ones go elsewhere.
-            return self.respond(call, http::error(503, "relay_restarting"));
+            return self.respond(call, CallError::RelayRestarting.response());
         }
         if !self.agent_rl.check(&agent, self.now.mono_ms) {
-            return self.respond(call, http::error(429, "rate_limited"));
+            return self.respond(call, CallError::RateLimited.response());
         }
         let elsewhere = self.cfg.cluster.is_some() && head.hop == Hop::Direct;
         if !elsewhere && !self.agents.contains_key(&agent) {
-            return self.respond(call, http::error(502, "agent_offline"));
+            return self.respond(call, CallError::AgentOffline.response());
         }
         if head.content_length.is_some_and(|n| n > self.body_limit()) {
-            return self.respond(call, http::error(413, "body_too_large"));
+            return self.respond(call, CallError::BodyTooLarge.response());
         }
         let headers = http::forward_headers(head.headers, to_lower(&agent), ip);
         let capacity = head.content_length.unwrap_or(0).min(self.body_limit()) as usize;
@@ -128,7 +129,7 @@ impl<E: Entropy> Relay<E> {
         };
         if body.len() as u64 + chunk.len() as u64 > max {
             self.calls.remove(&call);
-            return self.respond(call, http::error(413, "body_too_large"));
+            return self.respond(call, CallError::BodyTooLarge.response());
         }
         body.extend_from_slice(chunk);
     }
@@ -173,14 +174,14 @@ impl<E: Entropy> Relay<E> {
         };
         let body = match Body::from_bytes(body) {
             Body::Binary(_) if self.cfg.binary_request_bodies == BinaryBodies::Reject => {
-                return self.respond(call, http::error(415, "body_not_utf8"))
+                return self.respond(call, CallError::BodyNotUtf8.response())
             }
             body => body,
         };
         let queued = self.tunnels.get(&tunnel).map_or(0, |t| t.queued);
         let limit = self.cfg.max_tunnel_buffer;
         if limit != 0 && queued > limit {
-            return self.respond(call, http::error(502, "tunnel_send_failed"));
+            return self.respond(call, CallError::TunnelSendFailed.response());
         }
         let req = loop {
             let mut id = String::with_capacity(20);
@@ -201,7 +202,7 @@ impl<E: Entropy> Relay<E> {
         let max_frame = self.cfg.max_request_frame_bytes;
         if max_frame != 0 && frame.len() as u64 > max_frame {
             // Better than a frame that makes the app drop the whole tunnel.
-            return self.respond(call, http::error(413, "body_too_large"));
+            return self.respond(call, CallError::BodyTooLarge.response());
         }
         self.send_text(tunnel, frame);
         self.counters.total_requests_relayed += 1;
@@ -240,7 +241,7 @@ impl<E: Entropy> Relay<E> {
 
     /// Ends a call with an error: a JSON error if nothing was sent yet,
     /// else a cut-short stream.
-    pub(crate) fn fail_call(&mut self, call: CallId, code: &'static str) {
+    pub(crate) fn fail_call(&mut self, call: CallId, why: CallError) {
         let Some(c) = self.forget(call) else {
             return;
         };
@@ -251,8 +252,7 @@ impl<E: Entropy> Relay<E> {
                 ..
             } => self.emit(Output::AbortStream { call }),
             _ => {
-                let status = if code == "gateway_timeout" { 504 } else { 502 };
-                self.respond(call, http::error(status, code));
+                self.respond(call, why.response());
             }
         }
     }
@@ -268,7 +268,7 @@ impl<E: Entropy> Relay<E> {
             .collect();
         ended.sort();
         for c in ended {
-            self.fail_call(c, "agent_offline");
+            self.fail_call(c, CallError::AgentOffline);
         }
     }
 
@@ -317,9 +317,9 @@ impl<E: Entropy> Relay<E> {
                 let (tunnel, req) = (*tunnel, req.clone());
                 let code = if matches!(c.state, CallState::Waiting { .. }) {
                     self.counters.gateway_timeouts += 1;
-                    "gateway_timeout"
+                    CallError::GatewayTimeout
                 } else {
-                    "stream_idle_timeout"
+                    CallError::StreamIdleTimeout
                 };
                 self.fail_call(call, code);
                 self.cancel_upstream(tunnel, req);
@@ -365,7 +365,7 @@ impl<E: Entropy> Relay<E> {
         };
         self.counters.bad_host_responses += 1;
         self.event(Event::BadHostResponse { tunnel, why });
-        self.fail_call(call, "bad_host_response");
+        self.fail_call(call, CallError::BadHostResponse);
         self.cancel_upstream(tunnel, req.to_string());
     }
 
@@ -481,7 +481,7 @@ impl<E: Entropy> Relay<E> {
         if cap != 0 && *queued > cap {
             self.counters.slow_consumer_aborts += 1;
             self.event(Event::SlowConsumer { tunnel });
-            self.fail_call(call, "slow_consumer");
+            self.fail_call(call, CallError::SlowConsumer);
             return self.cancel_upstream(tunnel, req.to_string());
         }
         self.emit(Output::WriteChunk {

@@ -5,8 +5,9 @@
 
 use crate::auth::{self, to_lower, Address};
 use crate::call::{Call, CallState};
+use crate::error::CallError;
 use crate::frame::{Headers, Rejected};
-use crate::http::{self, Response};
+use crate::http::Response;
 use crate::input::{CallId, TunnelId};
 use crate::limits::ms;
 use crate::output::Output;
@@ -212,7 +213,7 @@ impl<E: Entropy> Relay<E> {
     ) {
         if self.cfg.cluster.is_none() || relayed {
             // Single instance, or another instance sent it here: never bounce it on.
-            return self.respond(call, http::error(502, "agent_offline"));
+            return self.respond(call, CallError::AgentOffline.response());
         }
         let now = self.now.mono_ms;
         if let Some((owner, _)) = self.located.get(&agent).filter(|(_, exp)| *exp > now) {
@@ -278,7 +279,7 @@ impl<E: Entropy> Relay<E> {
             }
         }
         self.forget(call);
-        self.respond(call, http::error(502, "agent_offline"));
+        self.respond(call, CallError::AgentOffline.response());
     }
 
     fn route(&mut self, call: CallId, agent: Address, owner: Option<String>, req: Parked) {
@@ -288,7 +289,7 @@ impl<E: Entropy> Relay<E> {
         let owner = match owner {
             Some(o) if o != cluster.instance_id => o,
             // Nobody, or a stale key naming this instance.
-            _ => return self.respond(call, http::error(502, "agent_offline")),
+            _ => return self.respond(call, CallError::AgentOffline.response()),
         };
         self.counters.remote_calls += 1;
         match cluster.remote {

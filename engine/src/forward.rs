@@ -6,6 +6,7 @@
 use crate::auth::{to_lower, Address};
 use crate::call::{Call, CallState};
 use crate::cluster::{ForwardRequest, Parked};
+use crate::error::CallError;
 use crate::frame::Headers;
 use crate::http::{self, status_has_body, Response, ResponseHead};
 use crate::input::{CallId, OwnerFault};
@@ -80,16 +81,16 @@ impl<E: Entropy> Relay<E> {
 
     /// Ends a forwarded call before the driver finished it: the driver must
     /// drop its connection to the owner.
-    fn give_up(&mut self, call: CallId, code: &'static str) {
+    fn give_up(&mut self, call: CallId, why: CallError) {
         self.emit(Output::CancelForward { call });
-        self.fail_call(call, code);
+        self.fail_call(call, why);
     }
 
     /// The owner's answer failed one of the rules a tunnel's answer must meet.
     fn bad_owner_answer(&mut self, call: CallId, why: &'static str) {
         self.counters.bad_host_responses += 1;
         self.event(Event::BadOwnerAnswer { call, why });
-        self.give_up(call, "bad_host_response");
+        self.give_up(call, CallError::BadHostResponse);
     }
 
     pub(crate) fn on_owner_head(
@@ -166,7 +167,7 @@ impl<E: Entropy> Relay<E> {
                 *queued += chunk.len() as u64;
                 if cap != 0 && *queued > cap {
                     self.counters.slow_consumer_aborts += 1;
-                    return self.give_up(call, "slow_consumer");
+                    return self.give_up(call, CallError::SlowConsumer);
                 }
                 if !chunk.is_empty() {
                     self.emit(Output::WriteChunk {
@@ -222,11 +223,11 @@ impl<E: Entropy> Relay<E> {
             return;
         }
         match fault {
-            OwnerFault::Unreachable => self.fail_call(call, "agent_offline"),
+            OwnerFault::Unreachable => self.fail_call(call, CallError::AgentOffline),
             OwnerFault::BadAnswer(why) => {
                 self.counters.bad_host_responses += 1;
                 self.event(Event::BadOwnerAnswer { call, why });
-                self.fail_call(call, "bad_host_response");
+                self.fail_call(call, CallError::BadHostResponse);
             }
         }
     }
@@ -250,10 +251,10 @@ impl<E: Entropy> Relay<E> {
             CallState::Forwarded {
                 at: Forwarded::Streaming { .. },
                 ..
-            } => self.give_up(call, "stream_idle_timeout"),
+            } => self.give_up(call, CallError::StreamIdleTimeout),
             _ => {
                 self.counters.gateway_timeouts += 1;
-                self.give_up(call, "gateway_timeout");
+                self.give_up(call, CallError::GatewayTimeout);
             }
         }
     }

@@ -57,6 +57,7 @@ pub mod agent;
 pub mod auth;
 mod call;
 pub mod cluster;
+pub mod error;
 mod forward;
 pub mod frame;
 pub mod http;
@@ -72,6 +73,7 @@ mod tunnel;
 pub mod wire;
 
 pub use cluster::{ClaimOutcome, ClusterConfig, Hop, Located, RemoteRoute};
+pub use error::{AuthError, CallError};
 pub use input::{CallId, Input, OwnerFault, RequestHead, TunnelId};
 pub use limits::{BinaryBodies, ClientIpSource, Config, DuplicatePolicy};
 pub use output::{Event, Output};

@@ -32,7 +32,7 @@ pub enum ClientIpSource {
 }
 
 /// Every number of the contract, with its default. A rate or count of 0 means unlimited.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub base_domain: String,
     pub duplicate_policy: DuplicatePolicy,
@@ -73,6 +73,17 @@ pub struct Config {
     pub max_chunk_bytes: u64,
     /// Mid-session nonces a tunnel may hold unused at once.
     pub max_pending_nonces: usize,
+    /// Time a caller has to send a complete request head (then 408).
+    pub header_timeout: Duration,
+    /// Time a caller has to send a whole request body (then 408).
+    pub body_timeout: Duration,
+    /// Idle keep-alive connections are closed after this long.
+    pub idle_timeout: Duration,
+    /// Largest WebSocket message accepted from a tunnel (then close 1009).
+    pub max_frame_bytes: u64,
+    /// How long a rejected caller's error may take to write, and how long
+    /// its connection is drained afterwards so the error is not reset away.
+    pub reject_linger: Duration,
     /// One of several instances sharing an ownership directory; `None` alone.
     pub cluster: Option<crate::cluster::ClusterConfig>,
 }
@@ -106,8 +117,30 @@ impl Default for Config {
             max_tunnel_buffer: 64 * 1024 * 1024,
             max_chunk_bytes: 1024 * 1024,
             max_pending_nonces: 4,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            max_frame_bytes: 64 * 1024 * 1024,
+            reject_linger: Duration::from_secs(2),
             cluster: None,
         }
+    }
+}
+
+impl Config {
+    /// Bytes a tunnel may send before it authenticates: one auth frame of
+    /// about 200 bytes per agent, at least 64 KiB; unlimited agents, no cap.
+    pub fn pre_auth_read_budget(&self) -> u64 {
+        match self.max_agents_per_tunnel {
+            0 => u64::MAX,
+            n => (u64::from(n) * 512).max(64 * 1024),
+        }
+    }
+
+    /// Longest wait for progress on one read or write of a body or answer
+    /// (a caller or tunnel that stops reading is dropped after it).
+    pub fn io_timeout(&self) -> Duration {
+        self.response_timeout.max(Duration::from_secs(1))
     }
 }
 

@@ -82,6 +82,11 @@ pub enum Output {
     CancelForward {
         call: CallId,
     },
+    /// The tunnel authenticated: its frames may now be as large as
+    /// `max_frame_bytes` (before, `pre_auth_read_budget` bytes in all).
+    Authenticated {
+        tunnel: TunnelId,
+    },
     Event(Event),
     /// Shutdown finished: every tunnel was told and closed.
     ShutdownComplete,

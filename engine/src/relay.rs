@@ -2,6 +2,7 @@
 
 use crate::auth::Address;
 use crate::call::Call;
+use crate::error::CallError;
 use crate::http::{self, agent_from_host};
 use crate::input::{CallId, Input, RequestHead, TunnelId};
 use crate::limits::{ms, Config, RateLimiter};
@@ -257,11 +258,11 @@ impl<E: Entropy> Relay<E> {
                     let body = self.stats().to_json();
                     self.respond(call, http::json_response(200, &body));
                 } else {
-                    self.respond(call, http::error(429, "rate_limited"));
+                    self.respond(call, CallError::RateLimited.response());
                 }
             }
             "/tunnel/connect" => self.connect(call, &head, ip),
-            _ => self.respond(call, http::error(400, "invalid_subdomain")),
+            _ => self.respond(call, CallError::InvalidSubdomain.response()),
         }
     }
 
@@ -280,13 +281,13 @@ impl<E: Entropy> Relay<E> {
         let key = http::limit_key(ip);
         let open = self.ip_tunnels.get(&key).copied().unwrap_or(0);
         let r = if self.draining.is_some() {
-            http::error(503, "relay_restarting")
+            CallError::RelayRestarting.response()
         } else if !head.websocket {
-            http::error(400, "websocket_required")
+            CallError::WebsocketRequired.response()
         } else if !self.connect_rl.check(&key, self.now.mono_ms) {
-            http::error(429, "rate_limited")
+            CallError::RateLimited.response()
         } else if cap != 0 && open >= cap {
-            http::error(429, "too_many_connections")
+            CallError::TooManyConnections.response()
         } else {
             let id = TunnelId(self.next_tunnel);
             self.next_tunnel += 1;

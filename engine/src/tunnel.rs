@@ -2,6 +2,7 @@
 
 use crate::auth::{self, to_lower, Address};
 use crate::cluster::PendingAuth;
+use crate::error::{AuthError, CallError};
 use crate::frame::{AgentSig, AgentUrl, ClientFrame, Inbound, Rejected, ServerFrame};
 use crate::input::{CallId, TunnelId};
 use crate::limits::{ms, Bucket, DuplicatePolicy};
@@ -46,10 +47,6 @@ fn features() -> Vec<String> {
         .map(|f| f.to_string())
         .collect()
 }
-
-/// Auth errors that close the handshake, with their close codes.
-const MALFORMED: u16 = 4000;
-const AUTH_FAILED: u16 = 4001;
 
 impl<E: Entropy> Relay<E> {
     pub(crate) fn url(&self, addr: &str) -> String {
@@ -134,7 +131,7 @@ impl<E: Entropy> Relay<E> {
         let mut calls: Vec<CallId> = t.calls.into_iter().collect();
         calls.sort();
         for c in calls {
-            self.fail_call(c, "tunnel_closed");
+            self.fail_call(c, CallError::TunnelClosed);
         }
         if t.challenge.is_none() {
             self.authed_tunnels -= 1;
@@ -154,7 +151,8 @@ impl<E: Entropy> Relay<E> {
         }
     }
 
-    fn auth_error(&mut self, id: TunnelId, error: &'static str, code: u16) {
+    fn auth_error(&mut self, id: TunnelId, why: AuthError) {
+        let (error, code) = (why.code(), why.close_code());
         let ip = self.tunnels.get(&id).map(|t| t.ip);
         self.counters.auth_failures += 1;
         if let Some(ip) = ip {
@@ -187,7 +185,7 @@ impl<E: Entropy> Relay<E> {
             return;
         };
         if !t.authed() {
-            return self.auth_error(id, "auth_timeout", AUTH_FAILED);
+            return self.auth_error(id, AuthError::AuthTimeout);
         }
         let max = self.cfg.max_missed_pings;
         if max != 0 && t.missed_pings >= max {
@@ -202,7 +200,7 @@ impl<E: Entropy> Relay<E> {
 
     pub(crate) fn on_binary(&mut self, id: TunnelId) {
         match self.tunnels.get(&id) {
-            Some(t) if !t.authed() => self.auth_error(id, "invalid_json", MALFORMED),
+            Some(t) if !t.authed() => self.auth_error(id, AuthError::InvalidJson),
             Some(_) => self.counters.invalid_frames += 1,
             None => {}
         }
@@ -220,8 +218,8 @@ impl<E: Entropy> Relay<E> {
                     nonce,
                     timestamp,
                 }) => self.on_auth(id, agents, nonce, timestamp),
-                Inbound::Invalid => self.auth_error(id, "invalid_json", MALFORMED),
-                _ => self.auth_error(id, "expected_auth_frame", MALFORMED),
+                Inbound::Invalid => self.auth_error(id, AuthError::InvalidJson),
+                _ => self.auth_error(id, AuthError::ExpectedAuthFrame),
             };
         }
         match inbound {
@@ -272,14 +270,14 @@ impl<E: Entropy> Relay<E> {
         }
         if expected.as_deref() != Some(nonce.as_str()) || nonce.is_empty() {
             // 4000, as the reference relay closes it.
-            return self.auth_error(id, "invalid_nonce", MALFORMED);
+            return self.auth_error(id, AuthError::InvalidNonce);
         }
         if agents.is_empty() {
-            return self.auth_error(id, "no_agents", MALFORMED);
+            return self.auth_error(id, AuthError::NoAgents);
         }
         let max = self.cfg.max_agents_per_tunnel as usize;
         if max != 0 && agents.len() > max {
-            return self.auth_error(id, "too_many_agents", MALFORMED);
+            return self.auth_error(id, AuthError::TooManyAgents);
         }
         let window = self.cfg.timestamp_window.as_secs();
         let mut verified: Vec<Address> = Vec::with_capacity(agents.len());
@@ -295,7 +293,7 @@ impl<E: Entropy> Relay<E> {
             match ok {
                 Ok(addr) if !verified.contains(&addr) => verified.push(addr),
                 Ok(_) => {}
-                Err(_) => return self.auth_error(id, "signature_verification_failed", AUTH_FAILED),
+                Err(_) => return self.auth_error(id, AuthError::SignatureVerificationFailed),
             }
         }
         if self.cfg.cluster.is_some() {
@@ -362,6 +360,7 @@ impl<E: Entropy> Relay<E> {
                 features: features(),
             },
         );
+        self.emit(Output::Authenticated { tunnel: id });
         self.event(Event::TunnelUp {
             tunnel: id,
             ip,

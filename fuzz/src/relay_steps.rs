@@ -180,6 +180,12 @@ impl World {
                     );
                     self.closed.insert(tunnel);
                 }
+                Output::Authenticated { tunnel } => {
+                    assert!(
+                        self.tunnels.contains_key(&tunnel),
+                        "authenticated unknown tunnel"
+                    );
+                }
                 Output::Event(_) | Output::ShutdownComplete => {}
             }
         }

@@ -216,7 +216,9 @@ impl Ledger {
                     None => call_rule(self.entry(*call), true, false, true),
                 }
             }
-            Output::SendFrame { tunnel, .. } => self.tunnel_rule(*tunnel),
+            Output::SendFrame { tunnel, .. } | Output::Authenticated { tunnel } => {
+                self.tunnel_rule(*tunnel)
+            }
             Output::CloseTunnel { tunnel, .. } => self.tunnel_rule(*tunnel).map(|()| {
                 if let Some(t) = self.tunnels.get_mut(tunnel) {
                     t.relay_closed = true;
@@ -355,6 +357,7 @@ impl Describer {
             | Output::Refresh { .. }
             | Output::Release { .. }
             | Output::Lookup { .. }
+            | Output::Authenticated { .. }
             | Output::Event(_) => return None,
         })
     }

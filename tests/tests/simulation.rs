@@ -533,6 +533,13 @@ impl<'a> Sim<'a> {
                     code,
                     reason,
                 } => self.closed(*tunnel, *code, reason),
+                Output::Authenticated { tunnel } => {
+                    ensure!(
+                        self,
+                        self.conns.contains_key(tunnel),
+                        "authenticated {tunnel:?}"
+                    );
+                }
                 Output::Event(_) => {}
                 Output::ShutdownComplete => self.fail("nobody asked to shut down"),
                 _ => {

@@ -252,6 +252,10 @@ impl ServeArgs {
             max_stream_buffer: self.max_stream_buffer,
             max_response_body_bytes: self.max_response_body_bytes,
             forward_margin: self.forward_margin,
+            header_timeout: self.header_timeout,
+            body_timeout: self.body_timeout,
+            idle_timeout: self.idle_timeout,
+            max_frame_bytes: self.max_frame_bytes as u64,
             ..Config::default()
         }
     }
@@ -267,3 +271,6 @@ impl ServeArgs {
         P::parse_from(["osaurus-relay"]).a
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,11 +5,11 @@ use crate::mailbox::Mailbox;
 use crate::sock::{read_more, write_all, write_all_vectored, Sock};
 use async_io::Async;
 use futures_util::FutureExt as _;
-use osaurus_relay_engine::http::{error, status_has_body, Response};
+use osaurus_relay_engine::http::{status_has_body, Response};
 use osaurus_relay_engine::wire::http1::{
     self, BodyFraming, ChunkedDecoder, Decoded, HeadLimits, ResponseFraming,
 };
-use osaurus_relay_engine::{CallId, Input, RequestHead};
+use osaurus_relay_engine::{CallError, CallId, Input, RequestHead};
 use smol::future::FutureExt;
 use std::io::IoSlice;
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -28,6 +28,8 @@ pub(crate) struct ConnOpts {
     pub io_timeout: Duration,
     /// Longest time a whole request body may take to arrive.
     pub body_timeout: Duration,
+    /// A rejected caller's write deadline, then how long it is drained.
+    pub reject_linger: Duration,
     pub ws: crate::ws::WsOpts,
 }
 
@@ -52,7 +54,7 @@ enum HeadRead {
     Head(http1::RequestHead, usize),
     /// Closed, or idle too long between requests: close quietly.
     Gone,
-    Reject(u16, &'static str),
+    Reject(CallError),
 }
 
 async fn read_head(s: &Async<TcpStream>, buf: &mut Vec<u8>, o: &ConnOpts, first: bool) -> HeadRead {
@@ -73,7 +75,7 @@ async fn read_head(s: &Async<TcpStream>, buf: &mut Vec<u8>, o: &ConnOpts, first:
             match http1::parse_head(buf, &o.head) {
                 Ok(Some((h, n))) => return HeadRead::Head(h, n),
                 Ok(None) => {}
-                Err(e) => return HeadRead::Reject(e.status(), head_error_code(e.status())),
+                Err(e) => return HeadRead::Reject(e.call_error()),
             }
         }
         // A new connection's request is usually there already; between
@@ -81,25 +83,16 @@ async fn read_head(s: &Async<TcpStream>, buf: &mut Vec<u8>, o: &ConnOpts, first:
         match until(deadline, read_more(s, buf, !started && !first)).await {
             Some(Ok(0)) | Some(Err(_)) => return HeadRead::Gone,
             Some(Ok(_)) => {}
-            None if started => return HeadRead::Reject(408, "request_timeout"),
+            None if started => return HeadRead::Reject(CallError::RequestTimeout),
             None => return HeadRead::Gone,
         }
     }
 }
 
-fn head_error_code(status: u16) -> &'static str {
-    match status {
-        431 => "headers_too_large",
-        501 => "not_implemented",
-        505 => "http_version_not_supported",
-        _ => "bad_request",
-    }
-}
-
 /// Writes a relay error and closes, reading a little first so the caller sees it.
-async fn reject(s: &Async<TcpStream>, status: u16, code: &str) {
+async fn reject(s: &Async<TcpStream>, why: CallError, linger_for: Duration) {
     let mut out = Vec::new();
-    let r = error(status, code);
+    let r = why.response();
     http1::write_head(
         &mut out,
         r.status,
@@ -109,17 +102,17 @@ async fn reject(s: &Async<TcpStream>, status: u16, code: &str) {
         1,
     );
     out.extend_from_slice(&r.body);
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let deadline = Instant::now() + linger_for;
     if until(deadline, write_all(s, &out)).await.is_some() {
-        linger(s).await;
+        linger(s, linger_for).await;
     }
 }
 
 /// Half-closes, then drains for a while: closing with unread input would
 /// reset the connection and could destroy the answer before the caller reads it.
-async fn linger(s: &Async<TcpStream>) {
+async fn linger(s: &Async<TcpStream>, linger_for: Duration) {
     let _ = s.get_ref().shutdown(Shutdown::Write);
-    let deadline = Instant::now() + LINGER;
+    let deadline = Instant::now() + linger_for;
     let mut sink = Vec::new();
     while let Some(Ok(n)) = until(deadline, read_more(s, &mut sink, false)).await {
         if n == 0 {
@@ -129,9 +122,6 @@ async fn linger(s: &Async<TcpStream>) {
     }
 }
 
-/// Longest a rejected caller may keep sending before the connection is dropped.
-const LINGER: Duration = Duration::from_secs(2);
-
 pub(crate) async fn serve(core: Shared, s: Sock, peer: SocketAddr, o: Rc<ConnOpts>) {
     let mut buf: Vec<u8> = Vec::new();
     let mut first = true;
@@ -139,7 +129,7 @@ pub(crate) async fn serve(core: Shared, s: Sock, peer: SocketAddr, o: Rc<ConnOpt
         let (h, n) = match read_head(&s, &mut buf, &o, first).await {
             HeadRead::Head(h, n) => (h, n),
             HeadRead::Gone => return,
-            HeadRead::Reject(status, code) => return reject(&s, status, code).await,
+            HeadRead::Reject(why) => return reject(&s, why, o.reject_linger).await,
         };
         buf.drain(..n);
         first = false;
@@ -149,8 +139,8 @@ pub(crate) async fn serve(core: Shared, s: Sock, peer: SocketAddr, o: Rc<ConnOpt
         match next {
             Next::KeepAlive => {}
             Next::Close => return,
-            Next::Linger => return linger(&s).await,
-            Next::Reject(status, code) => return reject(&s, status, code).await,
+            Next::Linger => return linger(&s, o.reject_linger).await,
+            Next::Reject(why) => return reject(&s, why, o.reject_linger).await,
             Next::Upgrade(tunnel, trx, key) => {
                 // The read buffer lives on inside the tunnel: keep only its bytes.
                 buf.shrink_to_fit();
@@ -168,7 +158,7 @@ enum Next {
     KeepAlive,
     Close,
     Linger,
-    Reject(u16, &'static str),
+    Reject(CallError),
     Upgrade(
         osaurus_relay_engine::TunnelId,
         Rc<crate::ws::Outbox>,
@@ -181,7 +171,7 @@ enum BodyEnd {
     /// The engine answered before the body ended (413, 429...).
     Answered,
     Gone,
-    Bad(u16, &'static str),
+    Bad(CallError),
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -230,9 +220,9 @@ async fn exchange(
                 core.borrow_mut().handle(Input::CallGone { call });
                 return Next::Close;
             }
-            BodyEnd::Bad(status, code) => {
+            BodyEnd::Bad(why) => {
                 core.borrow_mut().handle(Input::CallGone { call });
-                return Next::Reject(status, code);
+                return Next::Reject(why);
             }
         }
     }
@@ -303,7 +293,7 @@ async fn read_body(
                         buf.drain(..consumed);
                         return BodyEnd::Complete;
                     }
-                    Err(_) => return BodyEnd::Bad(400, "bad_chunked_body"),
+                    Err(_) => return BodyEnd::Bad(CallError::BadChunkedBody),
                 },
             }
         }
@@ -315,7 +305,7 @@ async fn read_body(
             match until(deadline, read_more(s, buf, false)).await {
                 Some(Ok(0)) | Some(Err(_)) => return BodyEnd::Gone,
                 Some(Ok(_)) => {}
-                None => return BodyEnd::Bad(408, "request_timeout"),
+                None => return BodyEnd::Bad(CallError::RequestTimeout),
             }
         }
     }

@@ -216,15 +216,12 @@ impl Core {
                     out.push(TunnelMsg::Close(code, reason));
                 }
             }
-            Output::Event(e) => {
-                if let Event::TunnelUp { tunnel, .. } = &e {
-                    // Authenticated: frames may now be as large as the protocol allows.
-                    if let Some(out) = self.tunnels.get(tunnel) {
-                        out.budget.set(u64::MAX);
-                    }
+            Output::Authenticated { tunnel } => {
+                if let Some(out) = self.tunnels.get(&tunnel) {
+                    out.budget.set(u64::MAX);
                 }
-                log_event(&e)
             }
+            Output::Event(e) => log_event(&e),
             Output::Claim {
                 tunnel,
                 agent,

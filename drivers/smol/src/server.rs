@@ -7,7 +7,7 @@ use crate::core::{self, Core, Shared};
 use crate::ws::WsOpts;
 use async_io::Async;
 use osaurus_relay_engine::wire::http1::HeadLimits;
-use osaurus_relay_engine::{Input, RemoteRoute};
+use osaurus_relay_engine::{Config, Input, RemoteRoute};
 use smol::channel::{unbounded, Receiver, Sender};
 use smol::future::FutureExt;
 use smol::LocalExecutor;
@@ -18,22 +18,20 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tracing::info;
 
-fn conn_opts(ex: &'static LocalExecutor<'static>, a: &ServeArgs) -> ConnOpts {
+/// The engine's limits, as the connection tasks read them.
+fn conn_opts(ex: &'static LocalExecutor<'static>, c: &Config) -> ConnOpts {
     ConnOpts {
         ex,
         head: HeadLimits::default(),
-        header_timeout: a.header_timeout,
-        idle_timeout: a.idle_timeout,
-        io_timeout: a.response_timeout.max(Duration::from_secs(1)),
-        body_timeout: a.body_timeout,
+        header_timeout: c.header_timeout,
+        idle_timeout: c.idle_timeout,
+        io_timeout: c.io_timeout(),
+        body_timeout: c.body_timeout,
+        reject_linger: c.reject_linger,
         ws: WsOpts {
-            // An auth frame: about 200 bytes per agent; unlimited agents, no budget.
-            pre_auth_bytes: match a.max_agents_per_tunnel {
-                0 => u64::MAX,
-                n => (u64::from(n) * 512).max(64 * 1024),
-            },
-            max_message: a.max_frame_bytes,
-            write_timeout: a.response_timeout.max(Duration::from_secs(1)),
+            pre_auth_bytes: c.pre_auth_read_budget(),
+            max_message: usize::try_from(c.max_frame_bytes).unwrap_or(usize::MAX),
+            write_timeout: c.io_timeout(),
         },
     }
 }
@@ -50,13 +48,13 @@ pub async fn serve(
     cfg.cluster = cluster.as_ref().map(|c| c.engine.clone());
     let (wake_tx, wake_rx) = unbounded();
     let (done_tx, done_rx) = unbounded();
+    let opts = Rc::new(conn_opts(ex, &cfg));
     let core = Rc::new(RefCell::new(Core::new(cfg, wake_tx, done_tx)));
     ex.spawn(core::run_timer(core.clone(), wake_rx)).detach();
     let dir = match &cluster {
         Some(c) => Some(start_cluster(ex, &core, c, &args)?),
         None => None,
     };
-    let opts = Rc::new(conn_opts(ex, &args));
     info!(addr = %listener.get_ref().local_addr()?, base_domain = %args.base_domain, "listening");
     let accept = async {
         loop {

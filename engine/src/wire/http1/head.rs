@@ -58,6 +58,16 @@ pub enum HeadError {
 }
 
 impl HeadError {
+    /// The relay's answer to such a head.
+    pub fn call_error(&self) -> crate::CallError {
+        match self {
+            BadRequest(_) => crate::CallError::BadRequest,
+            HeadTooLarge => crate::CallError::HeadersTooLarge,
+            NotImplemented(_) => crate::CallError::NotImplemented,
+            VersionNotSupported => crate::CallError::HttpVersionNotSupported,
+        }
+    }
+
     pub fn status(&self) -> u16 {
         self.parts().0
     }
