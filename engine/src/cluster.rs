@@ -14,6 +14,7 @@ use crate::output::Output;
 use crate::relay::Relay;
 use crate::time::Entropy;
 use crate::timer::TimerKey;
+use crate::tunnel::Phase;
 use std::time::Duration;
 
 /// Settings of a relay that is one of several instances.
@@ -152,14 +153,14 @@ impl<E: Entropy> Relay<E> {
             return self.release_if_unheld(&addr, &outcome);
         };
         let held = matches!(outcome, ClaimOutcome::HeldBy(_));
-        if let Some(p) = t.pending_auth.as_mut() {
+        if let Phase::Claiming(p) = &mut t.phase {
             if let Some(i) = p.waiting.iter().position(|a| *a == addr) {
                 p.waiting.swap_remove(i);
                 if held {
                     p.held.push(addr);
                 }
                 if p.waiting.is_empty() {
-                    let p = t.pending_auth.take().unwrap_or_default();
+                    let p = std::mem::take(p);
                     let rejected = p
                         .held
                         .iter()

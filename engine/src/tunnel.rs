@@ -18,8 +18,7 @@ pub(crate) struct Tunnel {
     pub ip: IpAddr,
     /// What the per-IP tunnel count is kept under.
     pub limit_key: IpAddr,
-    /// The challenge nonce while the handshake is pending; `None` once authenticated.
-    pub challenge: Option<String>,
+    pub phase: Phase,
     pub agents: Vec<Address>,
     /// Mid-session nonces with the time they were issued.
     pub pending: VecDeque<(String, u64)>,
@@ -29,15 +28,24 @@ pub(crate) struct Tunnel {
     /// Frame bytes handed to the driver and not yet written.
     pub queued: u64,
     pub calls: Set<CallId>,
-    /// Several instances: the handshake waits for its claims.
-    pub pending_auth: Option<PendingAuth>,
     /// Several instances: `add_agent`s waiting for their claims.
     pub pending_adds: Vec<Address>,
 }
 
+/// Where a tunnel's handshake is.
+pub(crate) enum Phase {
+    /// The challenge went out; the `auth` frame must answer this nonce.
+    AwaitingAuth { nonce: String },
+    /// `auth` arrived (its nonce is used up); with several instances the
+    /// handshake waits here for the directory's claims.
+    Claiming(PendingAuth),
+    /// `auth_ok` went out: agents are served.
+    Ready,
+}
+
 impl Tunnel {
     pub fn authed(&self) -> bool {
-        self.challenge.is_none()
+        matches!(self.phase, Phase::Ready)
     }
 }
 
@@ -81,7 +89,9 @@ impl<E: Entropy> Relay<E> {
             Box::new(Tunnel {
                 ip,
                 limit_key,
-                challenge: Some(nonce.clone()),
+                phase: Phase::AwaitingAuth {
+                    nonce: nonce.clone(),
+                },
                 agents: Vec::new(),
                 pending: VecDeque::new(),
                 control: Bucket::full(self.cfg.control_frames_per_min, self.now.mono_ms),
@@ -89,7 +99,6 @@ impl<E: Entropy> Relay<E> {
                 deadline,
                 queued: 0,
                 calls: set(self.seed),
-                pending_auth: None,
                 pending_adds: Vec::new(),
             }),
         );
@@ -120,7 +129,7 @@ impl<E: Entropy> Relay<E> {
                 self.release(a);
             }
         }
-        if let Some(p) = &t.pending_auth {
+        if let Phase::Claiming(p) = &t.phase {
             // Claimed for a handshake that never finished: undo the claims.
             for a in p.all.iter().filter(|a| !p.waiting.contains(a)) {
                 if !p.held.contains(a) && !self.agents.contains_key(a) {
@@ -128,12 +137,13 @@ impl<E: Entropy> Relay<E> {
                 }
             }
         }
+        let authed = t.authed();
         let mut calls: Vec<CallId> = t.calls.into_iter().collect();
         calls.sort();
         for c in calls {
             self.fail_call(c, CallError::TunnelClosed);
         }
-        if t.challenge.is_none() {
+        if authed {
             self.authed_tunnels -= 1;
             let agents = t.agents.len();
             self.event(Event::TunnelDown {
@@ -263,12 +273,16 @@ impl<E: Entropy> Relay<E> {
     }
 
     fn on_auth(&mut self, id: TunnelId, agents: Vec<AgentSig>, nonce: String, ts: u64) {
-        let expected = self.tunnels.get_mut(&id).and_then(|t| t.challenge.take());
-        if let Some(t) = self.tunnels.get_mut(&id) {
-            // Consumed: the handshake either succeeds now or the socket closes.
-            t.challenge = Some(String::new());
-        }
-        if expected.as_deref() != Some(nonce.as_str()) || nonce.is_empty() {
+        // The nonce is used up: the handshake either succeeds now or the socket closes.
+        let consumed = Phase::Claiming(PendingAuth::default());
+        let expected = match self.tunnels.get_mut(&id) {
+            Some(t) => match std::mem::replace(&mut t.phase, consumed) {
+                Phase::AwaitingAuth { nonce } => Some(nonce),
+                _ => None,
+            },
+            None => None,
+        };
+        if expected.as_deref() != Some(nonce.as_str()) {
             // 4000, as the reference relay closes it.
             return self.auth_error(id, AuthError::InvalidNonce);
         }
@@ -301,7 +315,7 @@ impl<E: Entropy> Relay<E> {
                 self.claim(id, a);
             }
             if let Some(t) = self.tunnels.get_mut(&id) {
-                t.pending_auth = Some(PendingAuth {
+                t.phase = Phase::Claiming(PendingAuth {
                     waiting: verified.clone(),
                     all: verified,
                     held: Vec::new(),
@@ -346,7 +360,7 @@ impl<E: Entropy> Relay<E> {
         let Some(t) = self.tunnels.get_mut(&id) else {
             return;
         };
-        t.challenge = None;
+        t.phase = Phase::Ready;
         let ip = t.ip;
         self.authed_tunnels += 1;
         self.counters.total_tunnel_connections += 1;
