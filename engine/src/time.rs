@@ -67,7 +67,7 @@ impl<E: Entropy + ?Sized> Entropy for &mut E {
 }
 
 /// `n` random bytes as lowercase hex.
-pub(crate) fn random_hex<E: Entropy + ?Sized>(rng: &mut E, n: usize) -> String {
+pub fn random_hex<E: Entropy + ?Sized>(rng: &mut E, n: usize) -> String {
     let mut out = String::with_capacity(2 * n);
     push_random_hex(rng, n, &mut out);
     out

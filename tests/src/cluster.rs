@@ -3,8 +3,8 @@
 use crate::e2e::{call, test_args, within};
 use crate::harness::{lower, DOMAIN};
 use crate::redis::RedisServer;
-use osaurus_relay::{RelayHandle, ServeArgs};
 use osaurus_relay_engine::auth::SecretKey;
+use osaurus_relay_server::{RelayHandle, ServeArgs};
 use std::net::SocketAddr;
 use std::time::Duration;
 

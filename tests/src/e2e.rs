@@ -4,9 +4,9 @@ use crate::harness::DOMAIN;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::WebSocketStream;
-use osaurus_relay::{RelayHandle, ServeArgs};
 use osaurus_relay_engine::auth::SecretKey;
 use osaurus_relay_engine::frame::{Body, ClientFrame, Headers, ServerFrame};
+use osaurus_relay_server::{RelayHandle, ServeArgs};
 use smol::future::FutureExt;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
@@ -380,7 +380,7 @@ pub struct ClientHandle {
 
 impl ClientHandle {
     pub fn spawn(relay: SocketAddr, to: &str, keys: &[&SecretKey]) -> ClientHandle {
-        use osaurus_relay::client::{run, Local, RelayUrl, TunnelOpts};
+        use osaurus_relay_client::{run, Local, RelayUrl, TunnelOpts};
         let (etx, erx) = smol::channel::unbounded();
         let (stx, srx) = smol::channel::unbounded::<()>();
         let client = osaurus_relay_engine::agent::ClientConfig {
@@ -397,8 +397,7 @@ impl ClientHandle {
             events: Some(etx),
         };
         let thread = std::thread::spawn(move || {
-            let ex: &'static smol::LocalExecutor<'static> =
-                Box::leak(Box::new(smol::LocalExecutor::new()));
+            let ex = osaurus_relay_rt::leak_executor();
             smol::block_on(ex.run(smol::future::or(run(ex, opts), async {
                 let _ = srx.recv().await;
             })));

@@ -31,7 +31,7 @@ fn the_client_comes_back_after_the_relay_restarts() {
     // Same port, new process state: the client finds it on its own.
     let mut args = test_args();
     args.port = addr.port();
-    let relay = osaurus_relay::RelayHandle::spawn(args, addr).expect("rebind the same port");
+    let relay = osaurus_relay_server::RelayHandle::spawn(args, addr).expect("rebind the same port");
     smol::block_on(async {
         client.online().await;
         let r = call(relay.addr, &get(&host_of(&a), "/hello")).await;

@@ -2,8 +2,8 @@
 //! forwarding, fly-replay, takeover across instances, a crashed instance,
 //! and Redis going away while calls flow.
 
-use osaurus_relay::ServeArgs;
 use osaurus_relay_engine::agent::ClientEvent;
+use osaurus_relay_server::ServeArgs;
 use osaurus_relay_tests::child::Child;
 use osaurus_relay_tests::cluster::{instance, owner_becomes, redis_ok, stats_get};
 use osaurus_relay_tests::e2e::*;

@@ -5,8 +5,8 @@
 fn main() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
     let addr = listener.local_addr().expect("bound address");
-    let args = osaurus_relay::ServeArgs::defaults();
-    let relay = osaurus_relay::RelayHandle::spawn_on(args, listener).expect("relay starts");
+    let args = osaurus_relay_server::ServeArgs::defaults();
+    let relay = osaurus_relay_server::RelayHandle::spawn_on(args, listener).expect("relay starts");
     println!("{addr}");
     if let Err(e) = relay.join() {
         eprintln!("relay failed: {e}");

@@ -2,7 +2,7 @@
 //! test can read its peak memory. `tunnel_child RELAY_ADDR LOCAL_URL KEY_SEED`:
 //! prints `online` once the relay accepted the agent; runs until killed.
 
-use osaurus_relay::client::{run, Local, RelayUrl, TunnelOpts};
+use osaurus_relay_client::{run, Local, RelayUrl, TunnelOpts};
 use osaurus_relay_engine::agent::{ClientConfig, ClientEvent};
 use std::io::Write;
 
@@ -22,7 +22,7 @@ fn main() {
         stdin_commands: false,
         events: Some(etx),
     };
-    let ex: &'static smol::LocalExecutor<'static> = Box::leak(Box::new(smol::LocalExecutor::new()));
+    let ex = osaurus_relay_rt::leak_executor();
     ex.spawn(async move {
         while let Ok(e) = erx.recv().await {
             if matches!(e, ClientEvent::Online { .. }) {

@@ -9,3 +9,33 @@ pub use answer::{parse_answer, Answer, AnswerError, AnswerFraming, AnswerHead, A
 pub use chunked::{ChunkError, ChunkedDecoder, Decoded};
 pub use head::{parse_head, BodyFraming, HeadError, HeadLimits, RequestHead};
 pub use response::{reason_phrase, write_chunk, write_head, ResponseFraming, LAST_CHUNK};
+
+/// `http://host[:port][/...]` → `host:port` (port 80 when none is given),
+/// as an HTTP/1.1 client connects to it; `None` for anything else.
+pub fn http_authority(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("http://")?;
+    let a = rest.split('/').next().filter(|a| !a.is_empty())?;
+    let has_port = a
+        .rsplit_once(':')
+        .is_some_and(|(host, p)| !host.is_empty() && p.parse::<u16>().is_ok());
+    Some(if has_port {
+        a.to_string()
+    } else {
+        format!("{a}:80")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::http_authority;
+
+    #[test]
+    fn authorities() {
+        let a = |u| http_authority(u);
+        assert_eq!(a("http://10.0.0.5:8080").as_deref(), Some("10.0.0.5:8080"));
+        assert_eq!(a("http://relay-1/x").as_deref(), Some("relay-1:80"));
+        assert_eq!(a("http://[::1]:9000").as_deref(), Some("[::1]:9000"));
+        assert_eq!(a("https://relay-1"), None);
+        assert_eq!(a("http://"), None);
+    }
+}

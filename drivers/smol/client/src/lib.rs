@@ -6,11 +6,11 @@ mod local;
 pub use dial::RelayUrl;
 pub use local::{Gate, Local, LocalEvent, Request};
 
-use crate::entropy::OsEntropy;
 use async_tungstenite::tungstenite::Message;
 use osaurus_relay_engine::agent::{Client, ClientConfig, ClientEvent, ClientInput, ClientOutput};
 use osaurus_relay_engine::auth::{parse_address, SecretKey};
 use osaurus_relay_engine::Now;
+use osaurus_relay_rt::entropy::OsEntropy;
 use smol::channel::{unbounded, Sender};
 use smol::future::FutureExt;
 use smol::stream::StreamExt;
@@ -312,7 +312,8 @@ fn report(e: &ClientEvent) {
 fn command<E: osaurus_relay_engine::Entropy>(client: &mut Client<E>, now: Now, line: &str) {
     let mut words = line.split_whitespace();
     match (words.next(), words.next()) {
-        (Some("add"), Some(path)) => match crate::keys::read(std::path::Path::new(path)) {
+        (Some("add"), Some(path)) => match osaurus_relay_rt::keys::read(std::path::Path::new(path))
+        {
             Ok(k) => client.handle(now, ClientInput::AddAgent(k)),
             Err(e) => warn!(error = %e, "cannot add agent"),
         },

@@ -6,10 +6,16 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::task::{Poll, Waker};
 
-pub(crate) struct Mailbox<T> {
+pub struct Mailbox<T> {
     queue: RefCell<VecDeque<T>>,
     waker: RefCell<Option<Waker>>,
     closed: Cell<bool>,
+}
+
+impl<T> Default for Mailbox<T> {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl<T> Mailbox<T> {

@@ -192,19 +192,13 @@ impl ServeArgs {
             Some(id) => (id.clone(), RemoteRoute::FlyReplay),
             None => {
                 let url = self.instance_url.as_deref().unwrap_or("");
-                if crate::cluster::forward::authority(url).is_none() {
+                if osaurus_relay_engine::wire::http1::http_authority(url).is_none() {
                     return Err("with REDIS_URL outside Fly.io, set INSTANCE_URL to this \
                          instance's internal http://host:port (where others forward calls)"
                         .into());
                 }
-                let id = match &self.instance_id {
-                    Some(id) => id.clone(),
-                    None => {
-                        let mut b = [0u8; 8];
-                        getrandom::fill(&mut b).map_err(|e| format!("randomness: {e}"))?;
-                        b.iter().map(|x| format!("{x:02x}")).collect()
-                    }
-                };
+                let id =
+                    (self.instance_id.clone()).unwrap_or_else(|| osaurus_relay_rt::random_hex(8));
                 (id, RemoteRoute::Forward)
             }
         };

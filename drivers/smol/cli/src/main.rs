@@ -1,7 +1,11 @@
+//! The `osaurus-relay` command: argument parsing and wiring only; the
+//! server, the tunnel client and key files live in their own crates.
+
 use clap::{Args, Parser, Subcommand};
-use osaurus_relay::client::{self, Local, RelayUrl, TunnelOpts};
-use osaurus_relay::{keys, ServeArgs};
+use osaurus_relay_client::{self as client, Local, RelayUrl, TunnelOpts};
 use osaurus_relay_engine::agent::ClientConfig;
+use osaurus_relay_rt::keys;
+use osaurus_relay_server::ServeArgs;
 use std::path::PathBuf;
 
 /// The Osaurus relay: a public URL for each Osaurus agent, over one WebSocket tunnel.
@@ -72,7 +76,7 @@ fn tunnel(a: TunnelArgs) {
         stdin_commands: true,
         events: None,
     };
-    let ex: &'static smol::LocalExecutor<'static> = Box::leak(Box::new(smol::LocalExecutor::new()));
+    let ex = osaurus_relay_rt::leak_executor();
     smol::block_on(ex.run(client::run(ex, opts)));
 }
 
@@ -103,7 +107,7 @@ fn main() {
             return;
         }
     };
-    if let Err(e) = osaurus_relay::run(serve) {
+    if let Err(e) = osaurus_relay_server::run(serve) {
         tracing::error!(error = %e, "relay failed");
         std::process::exit(1);
     }

@@ -3,11 +3,13 @@
 
 pub(crate) mod directory;
 pub(crate) mod forward;
+pub(crate) mod hop;
 
-use crate::core::Shared;
+use crate::hub::Shared;
+use crate::msg::DirOp;
 use directory::Directory;
-use osaurus_relay_engine::cluster::ForwardRequest;
-use osaurus_relay_engine::{CallId, Hop, Input, OwnerFault, TunnelId};
+use osaurus_relay_engine::wire::http1::http_authority;
+use osaurus_relay_engine::{Input, OwnerFault};
 use smol::channel::Receiver;
 use smol::LocalExecutor;
 use std::rc::Rc;
@@ -16,54 +18,6 @@ use tracing::warn;
 
 /// How often the connection is checked and this instance's URL renewed.
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
-
-/// One directory operation asked for by the engine.
-pub(crate) enum DirOp {
-    Claim {
-        tunnel: TunnelId,
-        agent: String,
-        takeover: bool,
-    },
-    Refresh {
-        tunnel: TunnelId,
-        agents: Vec<String>,
-    },
-    Release {
-        agent: String,
-    },
-    Lookup {
-        agent: String,
-    },
-    Forward {
-        call: CallId,
-        instance: String,
-        request: Box<ForwardRequest>,
-        /// Closed when the engine gives the call up (`CancelForward`).
-        cancel: Receiver<()>,
-    },
-}
-
-/// Whether a call came from another instance (see [`Hop`]).
-pub(crate) fn hop(dir: Option<&Directory>, headers: &[(String, String)]) -> Hop {
-    // One instance never forwards: no need to look.
-    let Some(dir) = dir else {
-        return Hop::Direct;
-    };
-    let Some((_, v)) = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(forward::HOP_HEADER))
-    else {
-        return Hop::Direct;
-    };
-    match dir.secret() {
-        Some(s) if constant_time_eq(s.as_bytes(), v.trim().as_bytes()) => Hop::Trusted,
-        _ => Hop::Untrusted,
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
 
 /// Feeds a Redis health change to the engine.
 fn report_health(core: &Shared, dir: &Directory) {
@@ -132,7 +86,7 @@ async fn execute(core: &Shared, dir: &Directory, op: DirOp) {
         } => {
             let work = async {
                 let target = dir.instance_url(&instance).await;
-                let addr = target.as_deref().and_then(forward::authority);
+                let addr = target.as_deref().and_then(http_authority);
                 match (addr, dir.secret()) {
                     (Some(addr), Some(secret)) => {
                         let raw = forward::encode(&request, &secret);
@@ -163,38 +117,9 @@ async fn execute(core: &Shared, dir: &Directory, op: DirOp) {
 /// coming back while nothing else uses it.
 pub(crate) async fn heartbeat(core: Shared, dir: Rc<Directory>) {
     loop {
-        let fresh = core.borrow_mut().random_hex(32);
+        let fresh = osaurus_relay_rt::random_hex(32);
         dir.heartbeat(fresh).await;
         report_health(&core, &dir);
         async_io::Timer::after(HEARTBEAT).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_compare_by_content_and_length() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-        assert!(constant_time_eq(b"", b""));
-    }
-
-    #[test]
-    fn one_instance_never_sees_a_hop() {
-        let h = vec![(forward::HOP_HEADER.to_string(), "x".to_string())];
-        assert_eq!(hop(None, &h), Hop::Direct);
-        let d = Directory::new(
-            "redis://127.0.0.1:1",
-            "a".into(),
-            None,
-            Duration::from_millis(10),
-            120,
-        )
-        .expect("a valid url");
-        assert_eq!(hop(Some(&d), &h), Hop::Untrusted, "no secret known yet");
-        assert_eq!(hop(Some(&d), &[]), Hop::Direct);
     }
 }

@@ -2,16 +2,13 @@
 //! read straight out of one per-thread buffer and queued frames go out in one
 //! write, so an idle tunnel holds neither a read nor a write buffer.
 
-mod outbox;
-
-use crate::conn::until;
-use crate::core::Shared;
-use crate::sock::{write_all, write_all_vectored, Sock};
-use async_tungstenite::tungstenite::handshake::derive_accept_key;
+use crate::hub::Shared;
+use crate::msg::{Outbox, TunnelMsg};
 use frames::{FrameReader, Msg};
 use osaurus_relay_engine::wire::ws::{self as frames, OpCode};
 use osaurus_relay_engine::{Input, TunnelId};
-pub(crate) use outbox::{Outbox, TunnelMsg};
+use osaurus_relay_rt::io::until;
+use osaurus_relay_rt::io::{write_all, write_all_vectored, Sock};
 use std::cell::{Cell, RefCell};
 use std::io::IoSlice;
 use std::io::{ErrorKind, Read};
@@ -261,6 +258,17 @@ fn spend(out: &Outbox, n: usize) -> Result<(), End> {
 fn fault(f: frames::Fault) -> End {
     let (code, reason) = f.close();
     End::Close(code, reason)
+}
+
+/// `Sec-WebSocket-Accept` for a client's key (RFC 6455 4.2.2).
+fn derive_accept_key(key: &[u8]) -> String {
+    use base64::Engine as _;
+    use sha1::Digest as _;
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let mut h = sha1::Sha1::new();
+    h.update(key);
+    h.update(GUID);
+    base64::engine::general_purpose::STANDARD.encode(h.finalize())
 }
 
 #[cfg(test)]

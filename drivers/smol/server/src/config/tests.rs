@@ -11,7 +11,7 @@ fn flag_defaults_are_the_engine_defaults() {
 
 /// `(variable, default)` of every row of the README's settings tables.
 fn readme_defaults() -> Vec<(String, String)> {
-    include_str!("../../../../README.md")
+    include_str!("../../../../../README.md")
         .lines()
         .filter_map(|l| {
             let mut cells = l.split('|').map(str::trim).skip(1);

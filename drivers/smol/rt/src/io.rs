@@ -1,17 +1,31 @@
-//! Socket reads and writes on async-io directly. A keep-alive caller that has
+//! Socket reads and writes on async-io directly, and deadlines. A keep-alive caller that has
 //! just been answered has not sent its next request yet: waiting for
 //! readiness before reading saves a read failing with EAGAIN on every call,
 //! and async-io's single waker slot keeps the interest armed across calls
 //! (async-net's streams re-register it whenever a clone is dropped).
 
 use async_io::Async;
+use futures_util::FutureExt as _;
+use smol::future::FutureExt;
 use std::cell::RefCell;
 use std::io::{ErrorKind, IoSlice, Read, Write};
 use std::net::TcpStream;
 use std::rc::Rc;
 use std::task::{ready, Poll};
+use std::time::Instant;
 
-pub(crate) type Sock = Rc<Async<TcpStream>>;
+/// Runs `fut` until `deadline`; `None` if the deadline came first.
+/// Combinators, not async blocks: `fut` is stored once, which keeps every
+/// connection's and tunnel's task small.
+pub fn until<T>(
+    deadline: Instant,
+    fut: impl std::future::Future<Output = T>,
+) -> impl std::future::Future<Output = Option<T>> {
+    fut.map(Some)
+        .or(async_io::Timer::at(deadline).map(|_| None))
+}
+
+pub type Sock = Rc<Async<TcpStream>>;
 
 /// Bytes one read may return.
 const READ_CHUNK: usize = 16 * 1024;
@@ -25,7 +39,7 @@ thread_local! {
 /// Appends what one read returns to `buf`; `Ok(0)` is end of stream. With
 /// `wait_first`, waits for readiness before the first attempt.
 /// Cancel-safe: bytes reach `buf` only in the poll that returns them.
-pub(crate) fn read_more<'a>(
+pub fn read_more<'a>(
     s: &'a Async<TcpStream>,
     buf: &'a mut Vec<u8>,
     wait_first: bool,
@@ -53,7 +67,7 @@ pub(crate) fn read_more<'a>(
 }
 
 /// Writes all of `data`, waiting for room when the socket's buffer is full.
-pub(crate) async fn write_all(s: &Async<TcpStream>, mut data: &[u8]) -> std::io::Result<()> {
+pub async fn write_all(s: &Async<TcpStream>, mut data: &[u8]) -> std::io::Result<()> {
     while !data.is_empty() {
         match s.get_ref().write(data) {
             Ok(0) => return Err(ErrorKind::WriteZero.into()),
@@ -71,7 +85,7 @@ const MAX_SLICES: usize = 512;
 
 /// Writes all of `bufs` with vectored writes: large bodies go out without
 /// first being copied next to their heads.
-pub(crate) async fn write_all_vectored(
+pub async fn write_all_vectored(
     s: &Async<TcpStream>,
     mut bufs: &mut [IoSlice<'_>],
 ) -> std::io::Result<()> {

@@ -1,7 +1,7 @@
 //! Replaying a call on the instance that holds its agent, and relaying the
 //! answer back to the caller as it arrives.
 
-use crate::core::Shared;
+use crate::hub::Shared;
 use osaurus_relay_engine::cluster::ForwardRequest;
 use osaurus_relay_engine::wire::http1::{
     parse_answer, Answer, AnswerError, AnswerFraming, AnswerLimits, ChunkedDecoder, Decoded,
@@ -10,23 +10,7 @@ use osaurus_relay_engine::{CallId, Input, OwnerFault};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
 
-/// The header that carries the shared secret between instances.
-pub const HOP_HEADER: &str = "x-relay-hop";
-
-/// `http://host:port` → `host:port`.
-pub fn authority(url: &str) -> Option<String> {
-    let rest = url.strip_prefix("http://")?;
-    let a = rest.split('/').next().filter(|a| !a.is_empty())?;
-    Some(
-        if a.rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        {
-            a.to_string()
-        } else {
-            format!("{a}:80")
-        },
-    )
-}
+use super::hop::HOP_HEADER;
 
 pub fn encode(r: &ForwardRequest, secret: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(256 + r.body.len());
@@ -65,7 +49,7 @@ const READ_BYTES: usize = 16 * 1024;
 /// and an owner that floods must not starve the thread's other tasks.
 async fn deliver(core: &Shared, call: CallId, chunk: &[u8]) -> bool {
     core.borrow_mut().handle(Input::OwnerBody { call, chunk });
-    futures_lite::future::yield_now().await;
+    smol::future::yield_now().await;
     core.borrow().forwarding(call)
 }
 
@@ -210,21 +194,6 @@ async fn chunked_body(
 mod tests {
     use super::*;
     use osaurus_relay_engine::frame::Headers;
-
-    #[test]
-    fn authorities() {
-        assert_eq!(
-            authority("http://10.0.0.5:8080").as_deref(),
-            Some("10.0.0.5:8080")
-        );
-        assert_eq!(authority("http://relay-1/x").as_deref(), Some("relay-1:80"));
-        assert_eq!(
-            authority("http://[::1]:9000").as_deref(),
-            Some("[::1]:9000")
-        );
-        assert_eq!(authority("https://relay-1"), None);
-        assert_eq!(authority("http://"), None);
-    }
 
     #[test]
     fn a_forwarded_request_carries_the_secret_and_one_length() {

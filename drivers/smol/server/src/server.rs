@@ -3,7 +3,7 @@
 use crate::cluster::{self, directory::Directory};
 use crate::config::{ClusterSettings, ServeArgs};
 use crate::conn::{self, ConnOpts};
-use crate::core::{self, Core, Shared};
+use crate::hub::{self, Core, Shared};
 use crate::ws::WsOpts;
 use async_io::Async;
 use osaurus_relay_engine::wire::http1::HeadLimits;
@@ -50,7 +50,7 @@ pub async fn serve(
     let (done_tx, done_rx) = unbounded();
     let opts = Rc::new(conn_opts(ex, &cfg));
     let core = Rc::new(RefCell::new(Core::new(cfg, wake_tx, done_tx)));
-    ex.spawn(core::run_timer(core.clone(), wake_rx)).detach();
+    ex.spawn(hub::run_timer(core.clone(), wake_rx)).detach();
     let dir = match &cluster {
         Some(c) => Some(start_cluster(ex, &core, c, &args)?),
         None => None,
@@ -121,7 +121,7 @@ fn start_cluster(
 
 /// Binds per `args` and serves until SIGTERM or SIGINT.
 pub fn run(args: ServeArgs) -> std::io::Result<()> {
-    let ex: &'static LocalExecutor<'static> = Box::leak(Box::new(LocalExecutor::new()));
+    let ex = osaurus_relay_rt::leak_executor();
     // The server is a task of its own: the future `block_on` polls is woken
     // only when it ends, not on every wake-up of the executor.
     smol::block_on(ex.run(ex.spawn(async move {
@@ -157,7 +157,7 @@ impl RelayHandle {
         let addr = std_listener.local_addr()?;
         let (stop_tx, stop_rx): (Sender<()>, Receiver<()>) = unbounded();
         let thread = std::thread::spawn(move || {
-            let ex: &'static LocalExecutor<'static> = Box::leak(Box::new(LocalExecutor::new()));
+            let ex = osaurus_relay_rt::leak_executor();
             smol::block_on(ex.run(ex.spawn(async move {
                 let listener = Async::new(std_listener)?;
                 serve(ex, args, listener, async move {

@@ -2,7 +2,8 @@
 
 use osaurus_relay_engine::frame::Headers;
 use osaurus_relay_engine::wire::http1::{
-    parse_answer, Answer as Parsed, AnswerFraming, AnswerLimits, ChunkedDecoder, Decoded,
+    http_authority, parse_answer, Answer as Parsed, AnswerFraming, AnswerLimits, ChunkedDecoder,
+    Decoded,
 };
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
@@ -56,21 +57,10 @@ fn hop(name: &str) -> bool {
 
 impl Local {
     pub fn parse(url: &str, agent_header: Option<String>) -> Result<Local, String> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or("--to must be an http:// URL (the local server)")?;
-        let authority = rest.split('/').next().unwrap_or("");
-        if authority.is_empty() {
-            return Err(format!("no host in {url}"));
+        if !url.starts_with("http://") {
+            return Err("--to must be an http:// URL (the local server)".into());
         }
-        let addr = if authority
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        {
-            authority.to_string()
-        } else {
-            format!("{authority}:80")
-        };
+        let addr = http_authority(url).ok_or_else(|| format!("no host in {url}"))?;
         Ok(Local {
             addr,
             agent_header,

@@ -1,15 +1,15 @@
 //! One caller connection: HTTP/1.1 requests in, engine outputs out.
 
-use crate::core::{CallMsg, Shared};
-use crate::mailbox::Mailbox;
-use crate::sock::{read_more, write_all, write_all_vectored, Sock};
+use crate::hub::Shared;
+use crate::msg::CallMsg;
 use async_io::Async;
-use futures_util::FutureExt as _;
 use osaurus_relay_engine::http::{status_has_body, Response};
 use osaurus_relay_engine::wire::http1::{
     self, BodyFraming, ChunkedDecoder, Decoded, HeadLimits, ResponseFraming,
 };
 use osaurus_relay_engine::{CallError, CallId, Input, RequestHead};
+use osaurus_relay_rt::io::{read_more, until, write_all, write_all_vectored, Sock};
+use osaurus_relay_rt::mailbox::Mailbox;
 use smol::future::FutureExt;
 use std::io::IoSlice;
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -38,17 +38,6 @@ const SEPARATE_BODY: usize = 4096;
 
 /// Queued stream chunks written to a caller in one write, at most (roughly).
 const COALESCE_BYTES: usize = 64 * 1024;
-
-/// Runs `fut` until `deadline`; `None` if the deadline came first.
-/// Combinators, not async blocks: `fut` is stored once, which keeps every
-/// connection's and tunnel's task small.
-pub(crate) fn until<T>(
-    deadline: Instant,
-    fut: impl std::future::Future<Output = T>,
-) -> impl std::future::Future<Output = Option<T>> {
-    fut.map(Some)
-        .or(async_io::Timer::at(deadline).map(|_| None))
-}
 
 enum HeadRead {
     Head(http1::RequestHead, usize),
@@ -161,7 +150,7 @@ enum Next {
     Reject(CallError),
     Upgrade(
         osaurus_relay_engine::TunnelId,
-        Rc<crate::ws::Outbox>,
+        Rc<crate::msg::Outbox>,
         String,
     ),
 }

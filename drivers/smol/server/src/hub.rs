@@ -1,30 +1,19 @@
 //! The engine shared by every task of one relay thread, and output dispatch.
 
 use crate::cluster::directory::Directory;
-use crate::cluster::{self, DirOp};
-use crate::entropy::OsEntropy;
-use crate::mailbox::Mailbox;
-use crate::sock::Sock;
-use crate::ws::{Outbox, TunnelMsg};
-use osaurus_relay_engine::http::{Response, ResponseHead};
+use crate::cluster::hop;
+use crate::msg::{CallMsg, DirOp, Outbox, TunnelMsg};
 use osaurus_relay_engine::map::{map, Map};
 use osaurus_relay_engine::{CallId, Entropy, Event, Hop, Input, Now, Output, Relay, TunnelId};
+use osaurus_relay_rt::entropy::OsEntropy;
+use osaurus_relay_rt::io::Sock;
+use osaurus_relay_rt::mailbox::Mailbox;
 use smol::channel::{Receiver, Sender};
 use std::cell::{Cell, RefCell};
 use std::net::Shutdown;
 use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
-
-/// What a call's connection task must do next.
-pub(crate) enum CallMsg {
-    Respond(Response),
-    Start(ResponseHead),
-    Chunk(Vec<u8>),
-    End,
-    Abort,
-    Upgrade(TunnelId, Rc<Outbox>),
-}
 
 struct Peer {
     mail: Rc<Mailbox<CallMsg>>,
@@ -38,7 +27,6 @@ pub(crate) struct Core {
     /// Calls being answered by another instance: dropping the sender
     /// stops the task that carries the owner's answer.
     forwards: Map<CallId, Sender<()>>,
-    entropy: OsEntropy,
     origin: Instant,
     /// The wall clock as last read (monotonic ms, unix seconds): read again
     /// every 100 ms rather than on every input.
@@ -66,10 +54,9 @@ impl Core {
         entropy.fill(&mut seed);
         let seed = u64::from_le_bytes(seed);
         Core {
-            relay: Relay::new(relay_cfg, OsEntropy::new(), now),
+            relay: Relay::new(relay_cfg, entropy, now),
             dir: None,
             forwards: map(seed),
-            entropy,
             origin,
             wall: Cell::new((0, unix_now())),
             calls: map(seed),
@@ -87,13 +74,7 @@ impl Core {
 
     /// How the call with these headers reached this instance.
     pub fn hop(&self, headers: &[(String, String)]) -> Hop {
-        cluster::hop(self.dir.as_ref().map(|(d, _)| &**d), headers)
-    }
-
-    pub fn random_hex(&mut self, bytes: usize) -> String {
-        let mut b = vec![0u8; bytes];
-        self.entropy.fill(&mut b);
-        b.iter().map(|x| format!("{x:02x}")).collect()
+        hop::hop(self.dir.as_ref().map(|(d, _)| &**d), headers)
     }
 
     /// Whether the engine still waits for the owner's answer to `call`.

@@ -1,0 +1,74 @@
+//! The messages tasks hand each other: what a caller's connection, a
+//! tunnel's writer and the directory task must do next. One place, so the
+//! modules that send and those that receive depend on it, not on each other.
+
+use osaurus_relay_engine::cluster::ForwardRequest;
+use osaurus_relay_engine::http::{Response, ResponseHead};
+use osaurus_relay_engine::{CallId, TunnelId};
+use osaurus_relay_rt::mailbox::Mailbox;
+use smol::channel::Receiver;
+use std::cell::Cell;
+use std::rc::Rc;
+
+/// What a call's connection task must do next.
+pub(crate) enum CallMsg {
+    Respond(Response),
+    Start(ResponseHead),
+    Chunk(Vec<u8>),
+    End,
+    Abort,
+    Upgrade(TunnelId, Rc<Outbox>),
+}
+
+/// What a tunnel's writer must do next.
+pub(crate) enum TunnelMsg {
+    Frame(String),
+    Close(u16, &'static str),
+    /// The answer to a WebSocket ping from the client.
+    Pong(Vec<u8>),
+}
+
+pub(crate) struct Outbox {
+    pub mail: Mailbox<TunnelMsg>,
+    /// Bytes the tunnel may still send before it authenticates (u64::MAX after).
+    pub budget: Cell<u64>,
+}
+
+impl Outbox {
+    pub fn new() -> Self {
+        Outbox {
+            mail: Mailbox::new(),
+            budget: Cell::new(u64::MAX),
+        }
+    }
+
+    pub fn push(&self, m: TunnelMsg) {
+        self.mail.push(m);
+    }
+}
+
+/// One directory operation asked for by the engine.
+pub(crate) enum DirOp {
+    Claim {
+        tunnel: TunnelId,
+        agent: String,
+        takeover: bool,
+    },
+    Refresh {
+        tunnel: TunnelId,
+        agents: Vec<String>,
+    },
+    Release {
+        agent: String,
+    },
+    Lookup {
+        agent: String,
+    },
+    Forward {
+        call: CallId,
+        instance: String,
+        request: Box<ForwardRequest>,
+        /// Closed when the engine gives the call up (`CancelForward`).
+        cancel: Receiver<()>,
+    },
+}
