@@ -1,66 +1,18 @@
 //! One public HTTP call: receiving its body, waiting on the tunnel, streaming.
 
 use crate::auth::{to_lower, Address};
-use crate::cluster::{Hop, Parked};
+use crate::cluster::Hop;
 use crate::error::CallError;
 use crate::frame::{Body, Headers, ServerFrame};
 use crate::http::{self, status_has_body, Response, ResponseHead};
 use crate::input::{CallId, RequestHead, TunnelId};
 use crate::limits::{ms, BinaryBodies};
 use crate::output::{Event, Output};
+use crate::registry::calls::{Call, CallState, Forwarded, Parked};
 use crate::relay::Relay;
 use crate::time::{push_random_hex, Entropy};
 use crate::timer::TimerKey;
 use core::net::IpAddr;
-
-pub(crate) struct Call {
-    pub agent: Address,
-    /// Forwarded here by another instance (never forwarded again).
-    pub relayed: bool,
-    /// The call's one live deadline, if any.
-    pub deadline: Option<u64>,
-    pub state: CallState,
-}
-
-pub(crate) enum CallState {
-    /// Head accepted; the body is still arriving.
-    Receiving {
-        method: String,
-        path: String,
-        headers: Headers,
-        body: Vec<u8>,
-    },
-    /// No local tunnel: waiting for the directory to name the owner.
-    Locating(Parked),
-    /// The request frame went to the tunnel; no answer yet.
-    Waiting { tunnel: TunnelId, req: String },
-    /// Handed to the instance that owns the agent.
-    Forwarded {
-        head_request: bool,
-        at: crate::forward::Forwarded,
-    },
-    /// Head sent to the caller; chunks flow.
-    Streaming {
-        tunnel: TunnelId,
-        req: String,
-        last_activity: u64,
-        /// Chunk bytes handed to the driver and not yet written.
-        queued: u64,
-    },
-}
-
-impl CallState {
-    fn tunnel_req(&self) -> Option<(TunnelId, &str)> {
-        match self {
-            CallState::Waiting { tunnel, req } | CallState::Streaming { tunnel, req, .. } => {
-                Some((*tunnel, req))
-            }
-            CallState::Receiving { .. } | CallState::Locating(_) | CallState::Forwarded { .. } => {
-                None
-            }
-        }
-    }
-}
 
 impl<E: Entropy> Relay<E> {
     /// `max_body_bytes`, where 0 means unlimited.
@@ -89,7 +41,7 @@ impl<E: Entropy> Relay<E> {
             return self.respond(call, CallError::RateLimited.response());
         }
         let elsewhere = self.cfg.cluster.is_some() && head.hop == Hop::Direct;
-        if !elsewhere && !self.agents.contains_key(&agent) {
+        if !elsewhere && self.tunnels.serving(&agent).is_none() {
             return self.respond(call, CallError::AgentOffline.response());
         }
         if head.content_length.is_some_and(|n| n > self.body_limit()) {
@@ -97,13 +49,13 @@ impl<E: Entropy> Relay<E> {
         }
         let headers = http::forward_headers(head.headers, to_lower(&agent), ip);
         let capacity = head.content_length.unwrap_or(0).min(self.body_limit()) as usize;
-        let state = CallState::Receiving {
+        let state = CallState::Receiving(Parked {
             method: head.method,
             path: head.target,
             headers,
             // A declared length is only a claim: reserve little before bytes arrive.
             body: Vec::with_capacity(capacity.min(64 * 1024)),
-        };
+        });
         self.calls.insert(
             call,
             Call {
@@ -121,7 +73,7 @@ impl<E: Entropy> Relay<E> {
     pub(crate) fn on_body(&mut self, call: CallId, chunk: &[u8]) {
         let max = self.body_limit();
         let Some(Call {
-            state: CallState::Receiving { body, .. },
+            state: CallState::Receiving(Parked { body, .. }),
             ..
         }) = self.calls.get_mut(&call)
         else {
@@ -138,7 +90,7 @@ impl<E: Entropy> Relay<E> {
         if matches!(
             self.calls.get(&call),
             Some(Call {
-                state: CallState::Receiving { .. },
+                state: CallState::Receiving(_),
                 ..
             })
         ) {
@@ -151,27 +103,21 @@ impl<E: Entropy> Relay<E> {
         let Some(Call {
             agent,
             relayed,
-            state:
-                CallState::Receiving {
-                    method,
-                    path,
-                    headers,
-                    body,
-                },
+            state: CallState::Receiving(req),
             ..
         }) = self.calls.remove(&call)
         else {
             return;
         };
-        let Some(tunnel) = self.agents.get(&agent).copied() else {
-            let req = Parked {
-                method,
-                path,
-                headers,
-                body,
-            };
+        let Some(tunnel) = self.tunnels.serving(&agent) else {
             return self.route_elsewhere(call, agent, relayed, req);
         };
+        let Parked {
+            method,
+            path,
+            headers,
+            body,
+        } = req;
         let body = match Body::from_bytes(body) {
             Body::Binary(_) if self.cfg.binary_request_bodies == BinaryBodies::Reject => {
                 return self.respond(call, CallError::BodyNotUtf8.response())
@@ -187,7 +133,7 @@ impl<E: Entropy> Relay<E> {
             let mut id = String::with_capacity(20);
             id.push_str("req_");
             push_random_hex(&mut self.rng, 8, &mut id);
-            if !self.req_ids.contains_key(&id) {
+            if !self.calls.req_in_use(&id) {
                 break id;
             }
         };
@@ -209,7 +155,6 @@ impl<E: Entropy> Relay<E> {
         if let Some(t) = self.tunnels.get_mut(&tunnel) {
             t.calls.insert(call);
         }
-        self.req_ids.insert(req.clone(), call);
         let at = self.now.mono_ms + ms(self.cfg.response_timeout);
         self.timers.set(at, TimerKey::Call(call.0));
         let state = CallState::Waiting { tunnel, req };
@@ -230,8 +175,7 @@ impl<E: Entropy> Relay<E> {
         if let Some(at) = c.deadline {
             self.timers.cancel(at, TimerKey::Call(call.0));
         }
-        if let Some((tunnel, req)) = c.state.tunnel_req() {
-            self.req_ids.remove(req);
+        if let Some((tunnel, _)) = c.state.tunnel_req() {
             if let Some(t) = self.tunnels.get_mut(&tunnel) {
                 t.calls.remove(&call);
             }
@@ -248,7 +192,7 @@ impl<E: Entropy> Relay<E> {
         match c.state {
             CallState::Streaming { .. }
             | CallState::Forwarded {
-                at: crate::forward::Forwarded::Streaming { .. },
+                at: Forwarded::Streaming { .. },
                 ..
             } => self.emit(Output::AbortStream { call }),
             _ => {
@@ -335,7 +279,7 @@ impl<E: Entropy> Relay<E> {
 
     /// The call `req` names, if it is live on `tunnel`; else counts the frame.
     fn owned_call(&mut self, tunnel: TunnelId, req: &str) -> Option<CallId> {
-        let found = self.req_ids.get(req).copied().filter(|c| {
+        let found = self.calls.by_req(req).filter(|c| {
             self.calls
                 .get(c)
                 .and_then(|c| c.state.tunnel_req())

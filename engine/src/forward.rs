@@ -4,31 +4,17 @@
 //! that carries the owner's answer in as `Owner*` inputs.
 
 use crate::auth::{to_lower, Address};
-use crate::call::{Call, CallState};
-use crate::cluster::{ForwardRequest, Parked};
+use crate::cluster::ForwardRequest;
 use crate::error::CallError;
 use crate::frame::Headers;
 use crate::http::{self, status_has_body, Response, ResponseHead};
 use crate::input::{CallId, OwnerFault};
 use crate::limits::ms;
 use crate::output::{Event, Output};
+use crate::registry::calls::{Call, CallState, Forwarded, Parked};
 use crate::relay::Relay;
 use crate::time::Entropy;
 use crate::timer::TimerKey;
-
-/// Where a forwarded call is.
-pub(crate) enum Forwarded {
-    /// Handed to the owner; no answer head yet.
-    Waiting,
-    /// The owner answered with a length: its body is collected here.
-    Buffering { head: ResponseHead, body: Vec<u8> },
-    /// The owner streams: chunks go to the caller as they come.
-    Streaming {
-        last_activity: u64,
-        /// Chunk bytes handed to the driver and not yet written.
-        queued: u64,
-    },
-}
 
 impl<E: Entropy> Relay<E> {
     /// How long past its own limit the owner may take: it answers 504 or

@@ -56,6 +56,7 @@
 pub mod agent;
 pub mod auth;
 mod call;
+mod claims;
 pub mod cluster;
 pub mod error;
 mod forward;
@@ -65,6 +66,7 @@ pub mod input;
 pub mod limits;
 pub mod map;
 pub mod output;
+mod registry;
 mod relay;
 pub mod stats;
 pub mod time;

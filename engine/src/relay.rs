@@ -1,17 +1,17 @@
 //! `Relay`: the server-side state machine facade, routing and timers.
 
 use crate::auth::Address;
-use crate::call::Call;
 use crate::error::CallError;
 use crate::http::{self, agent_from_host};
 use crate::input::{CallId, Input, RequestHead, TunnelId};
 use crate::limits::{ms, Config, RateLimiter};
-use crate::map::{map, Map};
 use crate::output::{Event, Output};
+use crate::registry::calls::Calls;
+use crate::registry::directory::DirectoryCache;
+use crate::registry::tunnels::Tunnels;
 use crate::stats::{Counters, Stats};
 use crate::time::{Entropy, Now};
 use crate::timer::{TimerKey, Timers};
-use crate::tunnel::Tunnel;
 use core::net::IpAddr;
 use std::collections::VecDeque;
 
@@ -28,16 +28,8 @@ pub struct Relay<E: Entropy> {
     pub(crate) timers: Timers,
     /// Seeds every hash map (drawn from the driver's entropy).
     pub(crate) seed: u64,
-    pub(crate) tunnels: Map<TunnelId, Box<Tunnel>>,
-    next_tunnel: u64,
-    pub(crate) authed_tunnels: usize,
-    /// Which tunnel serves each registered agent.
-    pub(crate) agents: Map<Address, TunnelId>,
-    /// Open WebSockets per IP (per [`http::limit_key`]), from the upgrade on.
-    pub(crate) ip_tunnels: Map<IpAddr, u32>,
-    pub(crate) calls: Map<CallId, Call>,
-    /// Request frame id → call, for calls sent to a tunnel.
-    pub(crate) req_ids: Map<String, CallId>,
+    pub(crate) tunnels: Tunnels,
+    pub(crate) calls: Calls,
     connect_rl: RateLimiter<IpAddr>,
     stats_rl: RateLimiter<IpAddr>,
     pub(crate) agent_rl: RateLimiter<Address>,
@@ -45,11 +37,8 @@ pub struct Relay<E: Entropy> {
     /// Drain deadline once shutdown began.
     pub(crate) draining: Option<u64>,
     stopped: bool,
-    /// Several instances: recent directory answers (owner, expiry ms).
-    pub(crate) located: Map<Address, (Option<String>, u64)>,
-    /// Several instances: calls waiting on a look-up, per agent.
-    pub(crate) locating: Map<Address, Vec<CallId>>,
-    pub(crate) directory_up: bool,
+    /// Several instances: owner look-ups.
+    pub(crate) directory: DirectoryCache,
 }
 
 /// Sizes of everything the engine holds, for invariant checks.
@@ -87,19 +76,12 @@ impl<E: Entropy> Relay<E> {
             out: VecDeque::new(),
             timers,
             seed,
-            tunnels: map(seed),
-            next_tunnel: 1,
-            authed_tunnels: 0,
-            agents: map(seed),
-            ip_tunnels: map(seed),
-            calls: map(seed),
-            req_ids: map(seed),
+            tunnels: Tunnels::new(seed),
+            calls: Calls::new(seed),
             counters: Counters::default(),
             draining: None,
             stopped: false,
-            located: map(seed),
-            locating: map(seed),
-            directory_up: false,
+            directory: DirectoryCache::new(seed),
         }
     }
 
@@ -179,36 +161,32 @@ impl<E: Entropy> Relay<E> {
     pub fn stats(&self) -> Stats {
         Stats {
             uptime_seconds: (self.now.mono_ms - self.started_ms) / 1000,
-            active_tunnels: self.authed_tunnels,
-            active_agents: self.agents.len(),
+            active_tunnels: self.tunnels.ready(),
+            active_agents: self.tunnels.agents(),
             active_calls: self.calls.len(),
             counters: self.counters.clone(),
             instance: (self.cfg.cluster.as_ref())
-                .map(|c| (c.instance_id.clone(), self.directory_up)),
+                .map(|c| (c.instance_id.clone(), self.directory.up)),
         }
     }
 
     pub fn sizes(&self) -> Sizes {
         Sizes {
             tunnels: self.tunnels.len(),
-            agents: self.agents.len(),
-            ip_entries: self.ip_tunnels.len(),
+            agents: self.tunnels.agents(),
+            ip_entries: self.tunnels.ip_entries(),
             calls: self.calls.len(),
-            req_ids: self.req_ids.len(),
+            req_ids: self.calls.req_ids(),
             timers: self.timers.len(),
             limiter_keys: self.connect_rl.len() + self.stats_rl.len() + self.agent_rl.len(),
             queued_outputs: self.out.len(),
-            directory: self.located.len() + self.locating.len(),
+            directory: self.directory.len(),
         }
     }
 
     /// The tunnel currently serving `agent`, if any.
     pub fn agent_tunnel(&self, agent: &Address) -> Option<TunnelId> {
-        self.agents.get(agent).copied()
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.draining.is_some()
+        self.tunnels.serving(agent)
     }
 
     fn set_now(&mut self, now: Now) {
@@ -232,7 +210,7 @@ impl<E: Entropy> Relay<E> {
     }
 
     fn on_head(&mut self, call: CallId, head: RequestHead) {
-        if self.calls.contains_key(&call) {
+        if self.calls.contains(&call) {
             return;
         }
         let path = head.target.split('?').next().unwrap_or("");
@@ -270,7 +248,7 @@ impl<E: Entropy> Relay<E> {
         let r = if self.draining.is_some() {
             http::json_response(503, &serde_json::json!({"status": "shutting_down"}))
         } else {
-            let n = self.authed_tunnels;
+            let n = self.tunnels.ready();
             http::json_response(200, &serde_json::json!({"status": "ok", "tunnels": n}))
         };
         self.respond(call, r);
@@ -279,7 +257,7 @@ impl<E: Entropy> Relay<E> {
     fn connect(&mut self, call: CallId, head: &RequestHead, ip: IpAddr) {
         let cap = self.cfg.max_tunnels_per_ip;
         let key = http::limit_key(ip);
-        let open = self.ip_tunnels.get(&key).copied().unwrap_or(0);
+        let open = self.tunnels.open_from(&key);
         let r = if self.draining.is_some() {
             CallError::RelayRestarting.response()
         } else if !head.websocket {
@@ -289,12 +267,7 @@ impl<E: Entropy> Relay<E> {
         } else if cap != 0 && open >= cap {
             CallError::TooManyConnections.response()
         } else {
-            let id = TunnelId(self.next_tunnel);
-            self.next_tunnel += 1;
-            *self.ip_tunnels.entry(key).or_insert(0) += 1;
-            self.emit(Output::Upgrade { call, tunnel: id });
-            self.open_tunnel(id, ip, key);
-            return;
+            return self.open_tunnel(call, ip, key);
         };
         self.respond(call, r);
     }
@@ -326,8 +299,7 @@ impl<E: Entropy> Relay<E> {
         }
         self.stopped = true;
         self.timers.cancel(at, TimerKey::Drain);
-        let mut ids: Vec<TunnelId> = self.tunnels.keys().copied().collect();
-        ids.sort();
+        let ids = self.tunnels.ids();
         let bye = crate::frame::ServerFrame::Error {
             error: "relay_restarting".into(),
         }

@@ -1,53 +1,17 @@
 //! One tunnel: handshake, agents, keepalive, and the frames it sends.
 
 use crate::auth::{self, to_lower, Address};
-use crate::cluster::PendingAuth;
 use crate::error::{AuthError, CallError};
 use crate::frame::{AgentSig, AgentUrl, ClientFrame, Inbound, Rejected, ServerFrame};
 use crate::input::{CallId, TunnelId};
 use crate::limits::{ms, Bucket, DuplicatePolicy};
-use crate::map::{set, Set};
+use crate::map::set;
 use crate::output::{Event, Output};
+use crate::registry::tunnels::{PendingAuth, Tunnel};
 use crate::relay::Relay;
 use crate::time::{random_hex, Entropy};
 use crate::timer::TimerKey;
 use core::net::IpAddr;
-use std::collections::VecDeque;
-
-pub(crate) struct Tunnel {
-    pub ip: IpAddr,
-    /// What the per-IP tunnel count is kept under.
-    pub limit_key: IpAddr,
-    pub phase: Phase,
-    pub agents: Vec<Address>,
-    /// Mid-session nonces with the time they were issued.
-    pub pending: VecDeque<(String, u64)>,
-    pub control: Bucket,
-    pub missed_pings: u32,
-    pub deadline: u64,
-    /// Frame bytes handed to the driver and not yet written.
-    pub queued: u64,
-    pub calls: Set<CallId>,
-    /// Several instances: `add_agent`s waiting for their claims.
-    pub pending_adds: Vec<Address>,
-}
-
-/// Where a tunnel's handshake is.
-pub(crate) enum Phase {
-    /// The challenge went out; the `auth` frame must answer this nonce.
-    AwaitingAuth { nonce: String },
-    /// `auth` arrived (its nonce is used up); with several instances the
-    /// handshake waits here for the directory's claims.
-    Claiming(PendingAuth),
-    /// `auth_ok` went out: agents are served.
-    Ready,
-}
-
-impl Tunnel {
-    pub fn authed(&self) -> bool {
-        matches!(self.phase, Phase::Ready)
-    }
-}
 
 fn features() -> Vec<String> {
     crate::frame::FEATURES
@@ -80,28 +44,15 @@ impl<E: Entropy> Relay<E> {
         }
     }
 
-    pub(crate) fn open_tunnel(&mut self, id: TunnelId, ip: IpAddr, limit_key: IpAddr) {
+    /// Upgrades `call` to a new tunnel and sends it the challenge.
+    pub(crate) fn open_tunnel(&mut self, call: CallId, ip: IpAddr, limit_key: IpAddr) {
         let nonce = random_hex(&mut self.rng, 32);
         let deadline = self.now.mono_ms + ms(self.cfg.auth_timeout);
-        // Boxed: the map's spare slots then cost a pointer, not a whole tunnel.
-        self.tunnels.insert(
-            id,
-            Box::new(Tunnel {
-                ip,
-                limit_key,
-                phase: Phase::AwaitingAuth {
-                    nonce: nonce.clone(),
-                },
-                agents: Vec::new(),
-                pending: VecDeque::new(),
-                control: Bucket::full(self.cfg.control_frames_per_min, self.now.mono_ms),
-                missed_pings: 0,
-                deadline,
-                queued: 0,
-                calls: set(self.seed),
-                pending_adds: Vec::new(),
-            }),
-        );
+        let control = Bucket::full(self.cfg.control_frames_per_min, self.now.mono_ms);
+        let mut t = Tunnel::new(ip, limit_key, nonce.clone(), control, set(self.seed));
+        t.deadline = deadline;
+        let id = self.tunnels.open(t);
+        self.emit(Output::Upgrade { call, tunnel: id });
         self.timers.set(deadline, TimerKey::Tunnel(id.0));
         self.send(id, &ServerFrame::Challenge { nonce });
     }
@@ -113,39 +64,28 @@ impl<E: Entropy> Relay<E> {
         reason: &'static str,
         close: Option<(u16, &'static str)>,
     ) {
-        let Some(t) = self.tunnels.remove(&id) else {
+        let Some((mut t, gone)) = self.tunnels.close(id) else {
             return;
         };
         self.timers.cancel(t.deadline, TimerKey::Tunnel(id.0));
-        if let Some(n) = self.ip_tunnels.get_mut(&t.limit_key) {
-            *n -= 1;
-            if *n == 0 {
-                self.ip_tunnels.remove(&t.limit_key);
-            }
+        for a in &gone {
+            self.release(a);
         }
-        for a in &t.agents {
-            if self.agents.get(a) == Some(&id) {
-                self.agents.remove(a);
-                self.release(a);
-            }
-        }
-        if let Phase::Claiming(p) = &t.phase {
+        if let Some(p) = t.claiming_mut() {
             // Claimed for a handshake that never finished: undo the claims.
             for a in p.all.iter().filter(|a| !p.waiting.contains(a)) {
-                if !p.held.contains(a) && !self.agents.contains_key(a) {
+                if !p.held.contains(a) && self.tunnels.serving(a).is_none() {
                     self.release(a);
                 }
             }
         }
-        let authed = t.authed();
+        let (authed, agents) = (t.authed(), t.agents().len());
         let mut calls: Vec<CallId> = t.calls.into_iter().collect();
         calls.sort();
         for c in calls {
             self.fail_call(c, CallError::TunnelClosed);
         }
         if authed {
-            self.authed_tunnels -= 1;
-            let agents = t.agents.len();
             self.event(Event::TunnelDown {
                 tunnel: id,
                 agents,
@@ -274,14 +214,7 @@ impl<E: Entropy> Relay<E> {
 
     fn on_auth(&mut self, id: TunnelId, agents: Vec<AgentSig>, nonce: String, ts: u64) {
         // The nonce is used up: the handshake either succeeds now or the socket closes.
-        let consumed = Phase::Claiming(PendingAuth::default());
-        let expected = match self.tunnels.get_mut(&id) {
-            Some(t) => match std::mem::replace(&mut t.phase, consumed) {
-                Phase::AwaitingAuth { nonce } => Some(nonce),
-                _ => None,
-            },
-            None => None,
-        };
+        let expected = self.tunnels.get_mut(&id).and_then(|t| t.take_nonce());
         if expected.as_deref() != Some(nonce.as_str()) {
             // 4000, as the reference relay closes it.
             return self.auth_error(id, AuthError::InvalidNonce);
@@ -315,7 +248,7 @@ impl<E: Entropy> Relay<E> {
                 self.claim(id, a);
             }
             if let Some(t) = self.tunnels.get_mut(&id) {
-                t.phase = Phase::Claiming(PendingAuth {
+                t.await_claims(PendingAuth {
                     waiting: verified.clone(),
                     all: verified,
                     held: Vec::new(),
@@ -337,7 +270,7 @@ impl<E: Entropy> Relay<E> {
         let mut accepted = Vec::new();
         for addr in verified {
             let lower = to_lower(&addr);
-            match self.agents.get(&addr).copied() {
+            match self.tunnels.serving(&addr) {
                 Some(other)
                     if other != id && self.cfg.duplicate_policy == DuplicatePolicy::Reject =>
                 {
@@ -350,19 +283,17 @@ impl<E: Entropy> Relay<E> {
                 Some(other) if other != id => self.supersede(other, addr),
                 _ => {}
             }
-            self.register(id, addr);
+            self.tunnels.register(id, addr);
             accepted.push(AgentUrl {
                 url: self.url(&lower),
                 address: lower,
             });
         }
         let at = self.now.mono_ms + ms(self.cfg.ping_interval).max(1);
-        let Some(t) = self.tunnels.get_mut(&id) else {
+        let Some(ip) = self.tunnels.get(&id).map(|t| t.ip) else {
             return;
         };
-        t.phase = Phase::Ready;
-        let ip = t.ip;
-        self.authed_tunnels += 1;
+        self.tunnels.mark_ready(id);
         self.counters.total_tunnel_connections += 1;
         self.set_tunnel_timer(id, at);
         let n = accepted.len();
@@ -382,23 +313,13 @@ impl<E: Entropy> Relay<E> {
         });
     }
 
-    fn register(&mut self, id: TunnelId, addr: Address) {
-        self.agents.insert(addr, id);
-        if let Some(t) = self.tunnels.get_mut(&id) {
-            if !t.agents.contains(&addr) {
-                t.agents.push(addr);
-            }
-        }
-    }
-
     /// Takeover: `addr` leaves tunnel `old`, which closes once it holds no agent.
     pub(crate) fn supersede(&mut self, old: TunnelId, addr: Address) {
-        self.agents.remove(&addr);
-        let Some(t) = self.tunnels.get_mut(&old) else {
+        self.tunnels.unregister(old, &addr);
+        let Some(t) = self.tunnels.get(&old) else {
             return;
         };
-        t.agents.retain(|a| *a != addr);
-        let empty = t.agents.is_empty();
+        let empty = t.agents().is_empty();
         self.end_agent_calls(old, addr);
         let address = to_lower(&addr);
         self.send(
@@ -473,9 +394,9 @@ impl<E: Entropy> Relay<E> {
             Ok(a) => a,
             Err(_) => return self.error_frame(id, "invalid_signature"),
         };
-        let holds = t.agents.contains(&addr);
+        let holds = t.agents().contains(&addr);
         let max = self.cfg.max_agents_per_tunnel as usize;
-        if !holds && max != 0 && t.agents.len() + t.pending_adds.len() >= max {
+        if !holds && max != 0 && t.agents().len() + t.pending_adds.len() >= max {
             return self.error_frame(id, "max_agents_reached");
         }
         if self.cfg.cluster.is_some() && !holds {
@@ -493,19 +414,19 @@ impl<E: Entropy> Relay<E> {
         let Some(t) = self.tunnels.get(&id) else {
             return;
         };
-        let holds = t.agents.contains(&addr);
+        let holds = t.agents().contains(&addr);
         let max = self.cfg.max_agents_per_tunnel as usize;
-        if !holds && max != 0 && t.agents.len() >= max {
+        if !holds && max != 0 && t.agents().len() >= max {
             return self.error_frame(id, "max_agents_reached");
         }
-        match self.agents.get(&addr).copied() {
+        match self.tunnels.serving(&addr) {
             Some(other) if other != id && self.cfg.duplicate_policy == DuplicatePolicy::Reject => {
                 return self.error_frame(id, "address_already_registered");
             }
             Some(other) if other != id => self.supersede(other, addr),
             _ => {}
         }
-        self.register(id, addr);
+        self.tunnels.register(id, addr);
         let lower = to_lower(&addr);
         self.send(
             id,
@@ -525,16 +446,12 @@ impl<E: Entropy> Relay<E> {
         let Some(addr) = auth::parse_address(address) else {
             return;
         };
-        let Some(t) = self.tunnels.get_mut(&id) else {
-            return;
-        };
-        if !t.agents.contains(&addr) {
+        if !(self.tunnels.get(&id)).is_some_and(|t| t.agents().contains(&addr)) {
             return;
         }
-        t.agents.retain(|a| *a != addr);
+        let served = self.tunnels.unregister(id, &addr);
         self.end_agent_calls(id, addr);
-        if self.agents.get(&addr) == Some(&id) {
-            self.agents.remove(&addr);
+        if served {
             self.release(&addr);
         }
         let lower = to_lower(&addr);

@@ -1,0 +1,229 @@
+//! Several instances, behaviour: claims of agents in the shared directory,
+//! renewals and releases, look-ups of owners, and routing a call for an
+//! agent held elsewhere (fly-replay or forwarding).
+
+use crate::auth::{self, to_lower, Address};
+use crate::cluster::{ClaimOutcome, Located, RemoteRoute};
+use crate::error::CallError;
+use crate::frame::Rejected;
+use crate::http::Response;
+use crate::input::{CallId, TunnelId};
+use crate::limits::ms;
+use crate::output::Output;
+use crate::registry::calls::{Call, CallState, Parked};
+use crate::relay::Relay;
+use crate::time::Entropy;
+use crate::timer::TimerKey;
+
+impl<E: Entropy> Relay<E> {
+    fn takeover(&self) -> bool {
+        self.cfg.duplicate_policy == crate::DuplicatePolicy::Takeover
+    }
+
+    /// Asks the directory for `addr` on behalf of tunnel `id`.
+    pub(crate) fn claim(&mut self, id: TunnelId, addr: &Address) {
+        let takeover = self.takeover();
+        self.emit(Output::Claim {
+            tunnel: id,
+            agent: to_lower(addr),
+            takeover,
+        });
+    }
+
+    /// The agent left this instance: drop its key if it still names us.
+    pub(crate) fn release(&mut self, addr: &Address) {
+        if self.cfg.cluster.is_some() {
+            self.emit(Output::Release {
+                agent: to_lower(addr),
+            });
+        }
+    }
+
+    pub(crate) fn refresh(&mut self, id: TunnelId) {
+        if self.cfg.cluster.is_none() {
+            return;
+        }
+        let Some(t) = self.tunnels.get(&id) else {
+            return;
+        };
+        let agents: Vec<String> = (t.agents().iter())
+            .filter(|a| self.tunnels.serving(a) == Some(id))
+            .map(to_lower)
+            .collect();
+        if !agents.is_empty() {
+            self.emit(Output::Refresh { tunnel: id, agents });
+        }
+    }
+
+    /// The directory came back: every agent accepted while it was away (no
+    /// key written) gets its key now, not only at the next refresh.
+    pub(crate) fn on_directory_health(&mut self, up: bool) {
+        let was = std::mem::replace(&mut self.directory.up, up);
+        if up && !was {
+            for id in self.tunnels.ids() {
+                self.refresh(id);
+            }
+        }
+    }
+
+    pub(crate) fn on_claimed(&mut self, id: TunnelId, agent: &str, outcome: ClaimOutcome) {
+        let Some(addr) = auth::parse_address(agent) else {
+            return;
+        };
+        let Some(t) = self.tunnels.get_mut(&id) else {
+            return self.release_if_unheld(&addr, &outcome);
+        };
+        let held = matches!(outcome, ClaimOutcome::HeldBy(_));
+        if let Some(p) = t.claiming_mut() {
+            if let Some(i) = p.waiting.iter().position(|a| *a == addr) {
+                p.waiting.swap_remove(i);
+                if held {
+                    p.held.push(addr);
+                }
+                if p.waiting.is_empty() {
+                    let p = std::mem::take(p);
+                    let rejected = p
+                        .held
+                        .iter()
+                        .map(|a| Rejected {
+                            address: to_lower(a),
+                            reason: "already_registered".into(),
+                        })
+                        .collect();
+                    let accepted = p.all.into_iter().filter(|a| !p.held.contains(a));
+                    self.finish_auth(id, accepted.collect(), rejected);
+                }
+                return;
+            }
+        }
+        if let Some(i) = t.pending_adds.iter().position(|a| *a == addr) {
+            t.pending_adds.swap_remove(i);
+            if held {
+                return self.error_frame(id, "address_already_registered");
+            }
+            return self.add_verified(id, addr);
+        }
+        self.release_if_unheld(&addr, &outcome);
+    }
+
+    /// A claim came back for a tunnel that is gone: undo it unless another
+    /// local tunnel holds the agent meanwhile.
+    fn release_if_unheld(&mut self, addr: &Address, outcome: &ClaimOutcome) {
+        if *outcome == ClaimOutcome::Ours && self.tunnels.serving(addr).is_none() {
+            self.release(addr);
+        }
+    }
+
+    /// A refresh found another instance's id in the key: that instance took
+    /// the agent over, so this tunnel loses it.
+    pub(crate) fn on_claim_lost(&mut self, id: TunnelId, agent: &str) {
+        let Some(addr) = auth::parse_address(agent) else {
+            return;
+        };
+        if self.tunnels.serving(&addr) == Some(id) {
+            self.supersede(id, addr);
+        }
+    }
+
+    /// No local tunnel for the call's agent: answer from the directory.
+    pub(crate) fn route_elsewhere(
+        &mut self,
+        call: CallId,
+        agent: Address,
+        relayed: bool,
+        req: Parked,
+    ) {
+        if self.cfg.cluster.is_none() || relayed {
+            // Single instance, or another instance sent it here: never bounce it on.
+            return self.respond(call, CallError::AgentOffline.response());
+        }
+        let now = self.now.mono_ms;
+        if let Some(owner) = self.directory.owner(&agent, now) {
+            return self.route(call, agent, owner, req);
+        }
+        let at = now + ms(self.cfg.response_timeout);
+        self.timers.set(at, TimerKey::Call(call.0));
+        self.calls.insert(
+            call,
+            Call {
+                agent,
+                relayed,
+                deadline: Some(at),
+                state: CallState::Locating(req),
+            },
+        );
+        if self.directory.wait(agent, call) {
+            self.emit(Output::Lookup {
+                agent: to_lower(&agent),
+            });
+        }
+    }
+
+    pub(crate) fn on_located(&mut self, agent: &str, found: Located) {
+        let Some(addr) = auth::parse_address(agent) else {
+            return;
+        };
+        let cache = found != Located::Unavailable;
+        let owner = match found {
+            Located::Owner(o) => Some(o),
+            Located::Nobody | Located::Unavailable => None,
+        };
+        if cache {
+            let ttl = self.cfg.cluster.as_ref().map_or(0, |c| ms(c.lookup_ttl));
+            if ttl > 0 {
+                let exp = self.now.mono_ms + ttl;
+                self.directory.remember(addr, owner.clone(), exp);
+            }
+        }
+        for call in self.directory.answered(&addr) {
+            if !matches!(
+                self.calls.get(&call).map(|c| &c.state),
+                Some(CallState::Locating(_))
+            ) {
+                continue;
+            }
+            let Some(c) = self.forget(call) else { continue };
+            if let CallState::Locating(req) = c.state {
+                self.route(call, addr, owner.clone(), req);
+            }
+        }
+    }
+
+    /// A located call timed out waiting for the directory.
+    pub(crate) fn locate_timed_out(&mut self, call: CallId, agent: Address) {
+        self.directory.stop_waiting(&agent, call);
+        self.forget(call);
+        self.respond(call, CallError::AgentOffline.response());
+    }
+
+    fn route(&mut self, call: CallId, agent: Address, owner: Option<String>, req: Parked) {
+        let Some(cluster) = &self.cfg.cluster else {
+            return;
+        };
+        let owner = match owner {
+            Some(o) if o != cluster.instance_id => o,
+            // Nobody, or a stale key naming this instance.
+            _ => return self.respond(call, CallError::AgentOffline.response()),
+        };
+        self.counters.remote_calls += 1;
+        match cluster.remote {
+            RemoteRoute::FlyReplay => {
+                let headers = vec![("fly-replay".to_string(), format!("instance={owner}"))];
+                self.respond(
+                    call,
+                    Response {
+                        status: 307,
+                        headers,
+                        body: Vec::new(),
+                    },
+                );
+            }
+            RemoteRoute::Forward => self.forward(call, agent, owner, req),
+        }
+    }
+
+    pub(crate) fn sweep_located(&mut self) {
+        let now = self.now.mono_ms;
+        self.directory.sweep(now);
+    }
+}

@@ -1,0 +1,141 @@
+//! Every call the engine holds, and the request-frame ids of those sent to
+//! a tunnel: one owner, so an id always names a live call and back.
+
+use crate::auth::Address;
+use crate::frame::Headers;
+use crate::http::ResponseHead;
+use crate::input::{CallId, TunnelId};
+use crate::map::{map, Map};
+
+pub(crate) struct Call {
+    pub agent: Address,
+    /// Forwarded here by another instance (never forwarded again).
+    pub relayed: bool,
+    /// The call's one live deadline, if any.
+    pub deadline: Option<u64>,
+    pub state: CallState,
+}
+
+/// A call's request, kept while its body arrives or its agent is looked up.
+pub(crate) struct Parked {
+    pub method: String,
+    pub path: String,
+    pub headers: Headers,
+    pub body: Vec<u8>,
+}
+
+pub(crate) enum CallState {
+    /// Head accepted; the body is still arriving.
+    Receiving(Parked),
+    /// No local tunnel: waiting for the directory to name the owner.
+    Locating(Parked),
+    /// The request frame went to the tunnel; no answer yet.
+    Waiting { tunnel: TunnelId, req: String },
+    /// Handed to the instance that owns the agent.
+    Forwarded { head_request: bool, at: Forwarded },
+    /// Head sent to the caller; chunks flow.
+    Streaming {
+        tunnel: TunnelId,
+        req: String,
+        last_activity: u64,
+        /// Chunk bytes handed to the driver and not yet written.
+        queued: u64,
+    },
+}
+
+/// Where a forwarded call is.
+pub(crate) enum Forwarded {
+    /// Handed to the owner; no answer head yet.
+    Waiting,
+    /// The owner answered with a length: its body is collected here.
+    Buffering { head: ResponseHead, body: Vec<u8> },
+    /// The owner streams: chunks go to the caller as they come.
+    Streaming {
+        last_activity: u64,
+        /// Chunk bytes handed to the driver and not yet written.
+        queued: u64,
+    },
+}
+
+impl CallState {
+    /// The tunnel and request id of a call sent to a tunnel.
+    pub fn tunnel_req(&self) -> Option<(TunnelId, &str)> {
+        match self {
+            CallState::Waiting { tunnel, req } | CallState::Streaming { tunnel, req, .. } => {
+                Some((*tunnel, req))
+            }
+            CallState::Receiving(_) | CallState::Locating(_) | CallState::Forwarded { .. } => None,
+        }
+    }
+}
+
+pub(crate) struct Calls {
+    map: Map<CallId, Call>,
+    /// Request frame id → call, for calls sent to a tunnel.
+    by_req: Map<String, CallId>,
+}
+
+impl Calls {
+    pub fn new(seed: u64) -> Self {
+        Calls {
+            map: map(seed),
+            by_req: map(seed),
+        }
+    }
+
+    /// Holds `c`; a call sent to a tunnel becomes findable by its request id.
+    pub fn insert(&mut self, call: CallId, c: Call) {
+        if let Some((_, req)) = c.state.tunnel_req() {
+            self.by_req.insert(req.to_string(), call);
+        }
+        if let Some(old) = self.map.insert(call, c) {
+            self.unindex(&old);
+        }
+    }
+
+    pub fn remove(&mut self, call: &CallId) -> Option<Call> {
+        let c = self.map.remove(call)?;
+        self.unindex(&c);
+        Some(c)
+    }
+
+    fn unindex(&mut self, c: &Call) {
+        if let Some((_, req)) = c.state.tunnel_req() {
+            self.by_req.remove(req);
+        }
+    }
+
+    pub fn get(&self, call: &CallId) -> Option<&Call> {
+        self.map.get(call)
+    }
+
+    /// For changes that keep the call's request id (waiting → streaming).
+    pub fn get_mut(&mut self, call: &CallId) -> Option<&mut Call> {
+        self.map.get_mut(call)
+    }
+
+    pub fn contains(&self, call: &CallId) -> bool {
+        self.map.contains_key(call)
+    }
+
+    /// The call a tunnel's answer names, if it is live.
+    pub fn by_req(&self, req: &str) -> Option<CallId> {
+        self.by_req.get(req).copied()
+    }
+
+    pub fn req_in_use(&self, req: &str) -> bool {
+        self.by_req.contains_key(req)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn req_ids(&self) -> usize {
+        self.by_req.len()
+    }
+}
