@@ -9,7 +9,10 @@ use k256::{AffinePoint, ProjectivePoint, Scalar, U256};
 use sha3::{Digest, Keccak256};
 
 /// A 20-byte agent address.
-pub type Address = [u8; 20];
+/// An agent's Ethereum address: the last 20 bytes of the keccak of its
+/// public key. Shown as `0x` + hex ([`to_lower`], [`to_checksum`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Address(pub [u8; 20]);
 
 pub fn keccak256(data: &[u8]) -> [u8; 32] {
     Keccak256::digest(data).into()
@@ -38,7 +41,7 @@ pub fn parse_address(s: &str) -> Option<Address> {
     }
     let mut out = [0u8; 20];
     hex::decode_to_slice(hex, &mut out).ok()?;
-    Some(out)
+    Some(Address(out))
 }
 
 /// `0x` + lowercase hex: how the relay registers and reports addresses.
@@ -46,7 +49,7 @@ pub fn to_lower(addr: &Address) -> String {
     let mut text = [0u8; 40];
     let mut out = String::with_capacity(42);
     out.push_str("0x");
-    if hex::encode_to_slice(addr, &mut text).is_ok() {
+    if hex::encode_to_slice(addr.0, &mut text).is_ok() {
         out.push_str(std::str::from_utf8(&text).unwrap_or_default());
     }
     out
@@ -54,7 +57,7 @@ pub fn to_lower(addr: &Address) -> String {
 
 /// EIP-55 mixed-case checksum form.
 pub fn to_checksum(addr: &Address) -> String {
-    let lower = hex::encode(addr);
+    let lower = hex::encode(addr.0);
     let hash = keccak256(lower.as_bytes());
     let mut out = String::with_capacity(42);
     out.push_str("0x");
@@ -75,7 +78,7 @@ fn address_of(key: &VerifyingKey) -> Address {
     let hash = keccak256(&point.as_bytes()[1..]);
     let mut out = [0u8; 20];
     out.copy_from_slice(&hash[12..]);
-    out
+    Address(out)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

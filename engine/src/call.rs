@@ -2,14 +2,15 @@
 
 use crate::auth::{to_lower, Address};
 use crate::cluster::Hop;
+use crate::config::BinaryBodies;
 use crate::error::CallError;
 use crate::frame::{Body, Headers, ServerFrame};
 use crate::http::{self, status_has_body, Response, ResponseHead};
 use crate::input::{CallId, RequestHead, TunnelId};
-use crate::limits::{ms, BinaryBodies};
 use crate::output::{Event, Output};
 use crate::registry::calls::{Call, CallState, Forwarded, Parked};
 use crate::relay::Relay;
+use crate::time::ms;
 use crate::time::{push_random_hex, Entropy};
 use crate::timer::TimerKey;
 use core::net::IpAddr;

@@ -8,10 +8,10 @@ use crate::error::CallError;
 use crate::frame::Rejected;
 use crate::http::Response;
 use crate::input::{CallId, TunnelId};
-use crate::limits::ms;
 use crate::output::Output;
 use crate::registry::calls::{Call, CallState, Parked};
 use crate::relay::Relay;
+use crate::time::ms;
 use crate::time::Entropy;
 use crate::timer::TimerKey;
 

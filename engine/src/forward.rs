@@ -9,10 +9,10 @@ use crate::error::CallError;
 use crate::frame::Headers;
 use crate::http::{self, status_has_body, Response, ResponseHead};
 use crate::input::{CallId, OwnerFault};
-use crate::limits::ms;
 use crate::output::{Event, Output};
 use crate::registry::calls::{Call, CallState, Forwarded, Parked};
 use crate::relay::Relay;
+use crate::time::ms;
 use crate::time::Entropy;
 use crate::timer::TimerKey;
 

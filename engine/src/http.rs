@@ -1,8 +1,8 @@
 //! HTTP rules of the relay: host → agent, header sanitising, CORS, error bodies.
 
 use crate::auth::{parse_address, Address};
+use crate::config::ClientIpSource;
 use crate::frame::Headers;
-use crate::limits::ClientIpSource;
 use core::net::IpAddr;
 
 /// A complete response the relay makes or relays.

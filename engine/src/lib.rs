@@ -53,11 +53,12 @@
 //! The client side of the tunnel protocol lives in the same style in
 //! [`frame`] (both directions of the wire) and [`auth`] (signing).
 
-pub mod agent;
 pub mod auth;
 mod call;
 mod claims;
+pub mod client;
 pub mod cluster;
+pub mod config;
 pub mod error;
 mod forward;
 pub mod frame;
@@ -75,9 +76,9 @@ mod tunnel;
 pub mod wire;
 
 pub use cluster::{ClaimOutcome, ClusterConfig, Hop, Located, RemoteRoute};
+pub use config::{BinaryBodies, ClientIpSource, Config, DuplicatePolicy};
 pub use error::{AuthError, CallError};
 pub use input::{CallId, Input, OwnerFault, RequestHead, TunnelId};
-pub use limits::{BinaryBodies, ClientIpSource, Config, DuplicatePolicy};
 pub use output::{Event, Output};
 pub use relay::{Relay, Sizes};
 pub use time::{Entropy, Now, SeededRng};

@@ -1,15 +1,17 @@
 //! `Relay`: the server-side state machine facade, routing and timers.
 
 use crate::auth::Address;
+use crate::config::Config;
 use crate::error::CallError;
 use crate::http::{self, agent_from_host};
 use crate::input::{CallId, Input, RequestHead, TunnelId};
-use crate::limits::{ms, Config, RateLimiter};
+use crate::limits::RateLimiter;
 use crate::output::{Event, Output};
 use crate::registry::calls::Calls;
 use crate::registry::directory::DirectoryCache;
 use crate::registry::tunnels::Tunnels;
 use crate::stats::{Counters, Stats};
+use crate::time::ms;
 use crate::time::{Entropy, Now};
 use crate::timer::{TimerKey, Timers};
 use core::net::IpAddr;

@@ -86,6 +86,11 @@ pub(crate) fn push_random_hex<E: Entropy + ?Sized>(rng: &mut E, n: usize, out: &
     }
 }
 
+/// A duration in whole milliseconds, as the engine's clock counts.
+pub(crate) fn ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,14 +1,16 @@
 //! One tunnel: handshake, agents, keepalive, and the frames it sends.
 
 use crate::auth::{self, to_lower, Address};
+use crate::config::DuplicatePolicy;
 use crate::error::{AuthError, CallError};
 use crate::frame::{AgentSig, AgentUrl, ClientFrame, Inbound, Rejected, ServerFrame};
 use crate::input::{CallId, TunnelId};
-use crate::limits::{ms, Bucket, DuplicatePolicy};
+use crate::limits::Bucket;
 use crate::map::set;
 use crate::output::{Event, Output};
 use crate::registry::tunnels::{PendingAuth, Tunnel};
 use crate::relay::Relay;
+use crate::time::ms;
 use crate::time::{random_hex, Entropy};
 use crate::timer::TimerKey;
 use core::net::IpAddr;

@@ -2,8 +2,8 @@
 //! panics, never sends before it is connected, answers each request at most
 //! once, and always has a way forward (a timer or a connect) unless stopped.
 
-use osaurus_relay_engine::agent::{Client, ClientConfig, ClientInput, ClientOutput};
 use osaurus_relay_engine::auth::SecretKey;
+use osaurus_relay_engine::client::{Client, ClientConfig, ClientInput, ClientOutput};
 use osaurus_relay_engine::frame::Headers;
 use osaurus_relay_engine::{Now, SeededRng};
 use std::collections::HashSet;

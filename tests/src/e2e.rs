@@ -373,7 +373,7 @@ pub async fn origin_round_trips(relay: SocketAddr, host: &str, origin: &crate::o
 
 /// A tunnel client (`osaurus-relay tunnel`) running on its own thread.
 pub struct ClientHandle {
-    pub events: smol::channel::Receiver<osaurus_relay_engine::agent::ClientEvent>,
+    pub events: smol::channel::Receiver<osaurus_relay_engine::client::ClientEvent>,
     stop: smol::channel::Sender<()>,
     pub thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -383,7 +383,7 @@ impl ClientHandle {
         use osaurus_relay_client::{run, Local, RelayUrl, TunnelOpts};
         let (etx, erx) = smol::channel::unbounded();
         let (stx, srx) = smol::channel::unbounded::<()>();
-        let client = osaurus_relay_engine::agent::ClientConfig {
+        let client = osaurus_relay_engine::client::ClientConfig {
             backoff_base: Duration::from_millis(50),
             backoff_max: Duration::from_millis(400),
             ..Default::default()
@@ -413,7 +413,7 @@ impl ClientHandle {
     pub async fn wait_for(
         &self,
         what: &str,
-        want: impl Fn(&osaurus_relay_engine::agent::ClientEvent) -> bool,
+        want: impl Fn(&osaurus_relay_engine::client::ClientEvent) -> bool,
     ) {
         within(what, async {
             loop {
@@ -427,7 +427,7 @@ impl ClientHandle {
     }
 
     pub async fn online(&self) {
-        use osaurus_relay_engine::agent::ClientEvent;
+        use osaurus_relay_engine::client::ClientEvent;
         self.wait_for("client online", |e| matches!(e, ClientEvent::Online { .. }))
             .await
     }

@@ -77,22 +77,22 @@ pub fn ip(s: &str) -> IpAddr {
     s.parse().expect("test IPs parse")
 }
 
-pub struct H {
+pub struct Harness {
     pub relay: Relay<SeededRng>,
     pub now: Now,
     next_call: u64,
 }
 
-impl Default for H {
+impl Default for Harness {
     fn default() -> Self {
-        H::new(test_config())
+        Harness::new(test_config())
     }
 }
 
-impl H {
+impl Harness {
     pub fn new(cfg: Config) -> Self {
         let now = Now::new(0, 1_709_136_000);
-        H {
+        Harness {
             relay: Relay::new(cfg, SeededRng::new(42), now),
             now,
             next_call: 1,
@@ -142,7 +142,7 @@ impl H {
 
     /// A WebSocket upgrade request for `/tunnel/connect` from `peer`.
     pub fn connect_head(peer: &str) -> RequestHead {
-        let mut head = H::head("GET", "/tunnel/connect", DOMAIN);
+        let mut head = Harness::head("GET", "/tunnel/connect", DOMAIN);
         head.websocket = true;
         head.peer = ip(peer);
         head
@@ -178,12 +178,12 @@ impl H {
     }
 
     pub fn get(&mut self, k: &SecretKey, path: &str) -> (CallId, Vec<Output>) {
-        self.request(H::head("GET", path, &host_of(k)), b"")
+        self.request(Harness::head("GET", path, &host_of(k)), b"")
     }
 
     /// Upgrades a WebSocket from `peer`; returns the tunnel and its nonce.
     pub fn open_from(&mut self, peer: &str) -> (TunnelId, String) {
-        let (_, out) = self.request(H::connect_head(peer), b"");
+        let (_, out) = self.request(Harness::connect_head(peer), b"");
         let tunnel = out
             .iter()
             .find_map(|o| match o {

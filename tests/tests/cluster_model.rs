@@ -16,7 +16,9 @@ use osaurus_relay_engine::{
     CallId, ClaimOutcome, ClusterConfig, DuplicatePolicy, Hop, Input, Located, Output, RemoteRoute,
     TunnelId,
 };
-use osaurus_relay_tests::harness::{auth_text, checksum, host_of, key, lower, test_config, H};
+use osaurus_relay_tests::harness::{
+    auth_text, checksum, host_of, key, lower, test_config, Harness,
+};
 use osaurus_relay_tests::sim::Driven;
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -250,7 +252,7 @@ impl Run {
         match op {
             Op::Open(ks) => {
                 let call = self.call_id();
-                let head = H::connect_head("192.0.2.1");
+                let head = Harness::connect_head("192.0.2.1");
                 self.d.ledger.head_in(call);
                 self.input(Input::CallHead { call, head })?;
                 let t = *self.tunnels.last().unwrap();
@@ -325,7 +327,7 @@ impl Run {
             }
             Op::Call(k, hop) => {
                 let call = self.call_id();
-                let mut head = H::head("GET", "/", &host_of(&self.keys[*k]));
+                let mut head = Harness::head("GET", "/", &host_of(&self.keys[*k]));
                 head.hop = *hop;
                 self.calls.push(call);
                 self.input(Input::CallHead { call, head })

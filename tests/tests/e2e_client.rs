@@ -1,6 +1,6 @@
 //! Relay + `osaurus-relay tunnel` + a local HTTP server, all on loopback.
 
-use osaurus_relay_engine::agent::ClientEvent;
+use osaurus_relay_engine::client::ClientEvent;
 use osaurus_relay_tests::e2e::*;
 use osaurus_relay_tests::harness::{host_of, key, lower};
 use osaurus_relay_tests::origin::Origin;

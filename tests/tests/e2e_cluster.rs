@@ -2,7 +2,7 @@
 //! forwarding, fly-replay, takeover across instances, a crashed instance,
 //! and Redis going away while calls flow.
 
-use osaurus_relay_engine::agent::ClientEvent;
+use osaurus_relay_engine::client::ClientEvent;
 use osaurus_relay_server::ServeArgs;
 use osaurus_relay_tests::child::Child;
 use osaurus_relay_tests::cluster::{instance, owner_becomes, redis_ok, stats_get};

@@ -6,10 +6,10 @@ use osaurus_relay_tests::harness::*;
 
 #[test]
 fn contract_error_table_on_agent_hosts() {
-    let mut h = H::default();
+    let mut h = Harness::default();
     let (a, off) = (key(1), key(2));
     h.connect(&[&a]);
-    let (c, out) = h.request(H::head("GET", "/", "0x1234.relay.test"), b"");
+    let (c, out) = h.request(Harness::head("GET", "/", "0x1234.relay.test"), b"");
     assert_eq!(
         response(&out, c),
         Some((400, r#"{"error":"invalid_subdomain"}"#.into()))
@@ -20,7 +20,7 @@ fn contract_error_table_on_agent_hosts() {
         Some((502, r#"{"error":"agent_offline"}"#.into()))
     );
     assert_eq!(header(&out, c, "access-control-allow-origin"), Some("*"));
-    let mut big = H::head("POST", "/", &host_of(&a));
+    let mut big = Harness::head("POST", "/", &host_of(&a));
     big.content_length = Some(10 * 1024 * 1024 + 1);
     big.body_follows = true;
     let (c, out) = h.request(big, b"");
@@ -29,7 +29,7 @@ fn contract_error_table_on_agent_hosts() {
         Some((413, r#"{"error":"body_too_large"}"#.into()))
     );
     assert_eq!(header(&out, c, "access-control-allow-origin"), Some("*"));
-    let (c, out) = h.request(H::head("OPTIONS", "/v1/chat", &host_of(&off)), b"");
+    let (c, out) = h.request(Harness::head("OPTIONS", "/v1/chat", &host_of(&off)), b"");
     assert_eq!(response(&out, c), Some((204, String::new())));
     assert_eq!(
         header(&out, c, "access-control-allow-methods"),
@@ -39,10 +39,10 @@ fn contract_error_table_on_agent_hosts() {
 
 #[test]
 fn buffered_relay_round_trip() {
-    let mut h = H::default();
+    let mut h = Harness::default();
     let a = key(1);
     let t = h.connect(&[&a]);
-    let mut head = H::head("POST", "/v1/chat?stream=false", &host_of(&a).to_uppercase());
+    let mut head = Harness::head("POST", "/v1/chat?stream=false", &host_of(&a).to_uppercase());
     head.headers.extend([
         ("Content-Type".into(), "application/json".into()),
         ("Cookie".into(), "secret".into()),
@@ -87,7 +87,7 @@ fn buffered_relay_round_trip() {
 
 #[test]
 fn streaming_relay_and_out_of_order_answers() {
-    let mut h = H::default();
+    let mut h = Harness::default();
     let a = key(1);
     let t = h.connect(&[&a]);
     let (c1, o1) = h.get(&a, "/sse");
@@ -127,7 +127,7 @@ fn streaming_relay_and_out_of_order_answers() {
 
 #[test]
 fn gateway_timeout_then_nothing_follows() {
-    let mut h = H::default();
+    let mut h = Harness::default();
     let a = key(1);
     let t = h.connect(&[&a]);
     let (c, out) = h.get(&a, "/slow");
@@ -152,7 +152,7 @@ fn gateway_timeout_then_nothing_follows() {
 
 #[test]
 fn stream_idle_timeout_cuts_the_stream() {
-    let mut h = H::default();
+    let mut h = Harness::default();
     let a = key(1);
     let t = h.connect(&[&a]);
     let (c, id) = h.open_stream(t, &a, "/sse");
@@ -176,7 +176,7 @@ fn stream_idle_timeout_cuts_the_stream() {
 
 #[test]
 fn tunnel_loss_fails_waiting_calls_and_cuts_streams() {
-    let mut h = H::default();
+    let mut h = Harness::default();
     let (a, other) = (key(1), key(2));
     let t = h.connect(&[&a]);
     let t2 = h.connect(&[&other]);
@@ -210,7 +210,7 @@ fn tunnel_loss_fails_waiting_calls_and_cuts_streams() {
 
 #[test]
 fn caller_gone_sends_cancel() {
-    let mut h = H::default();
+    let mut h = Harness::default();
     let a = key(1);
     let t = h.connect(&[&a]);
     let (c, out) = h.get(&a, "/");
@@ -222,14 +222,14 @@ fn caller_gone_sends_cancel() {
 
 #[test]
 fn body_limit_is_exact_for_streamed_bodies() {
-    let mut h = H::default();
+    let mut h = Harness::default();
     let a = key(1);
     let t = h.connect(&[&a]);
     let max = 10 * 1024 * 1024;
     let chunk = vec![b'a'; 1024 * 1024];
     for (extra, want_413) in [(0usize, false), (1, true)] {
         let call = h.new_call();
-        let mut head = H::head("POST", "/", &host_of(&a));
+        let mut head = Harness::head("POST", "/", &host_of(&a));
         head.body_follows = true;
         let mut out = h.step(Input::CallHead { call, head });
         for _ in 0..10 {
@@ -262,10 +262,10 @@ fn body_limit_is_exact_for_streamed_bodies() {
 #[test]
 fn binary_request_bodies_go_as_base64_or_get_415_when_configured() {
     let bytes = [0xff, 0xfe, 0, b'a', 0x80];
-    let mut h = H::default();
+    let mut h = Harness::default();
     let a = key(1);
     let t = h.connect(&[&a]);
-    let (c, out) = h.request(H::head("POST", "/up", &host_of(&a)), &bytes);
+    let (c, out) = h.request(Harness::head("POST", "/up", &host_of(&a)), &bytes);
     let fs = frames(&out, t);
     let [ServerFrame::Request { body, .. }] = fs.as_slice() else {
         panic!("{out:?}")
@@ -280,20 +280,20 @@ fn binary_request_bodies_go_as_base64_or_get_415_when_configured() {
         .ends_with(r#","body":"//4AYYA=","bodyEncoding":"base64"}"#));
     assert_eq!(response(&out, c), None, "sent, not answered");
     // Text stays text, without the field; no body is "".
-    let (_, out) = h.request(H::head("POST", "/up", &host_of(&a)), "é ✓".as_bytes());
+    let (_, out) = h.request(Harness::head("POST", "/up", &host_of(&a)), "é ✓".as_bytes());
     let fs = frames(&out, t);
     assert!(matches!(&fs[..], [ServerFrame::Request { body: Body::Text(b), .. }] if b == "é ✓"));
-    let (_, out) = h.request(H::head("GET", "/", &host_of(&a)), b"");
+    let (_, out) = h.request(Harness::head("GET", "/", &host_of(&a)), b"");
     assert!(out
         .iter()
         .any(|o| matches!(o, Output::SendFrame { text, .. } if text.ends_with(r#","body":""}"#))));
 
-    let mut h = H::new(Config {
+    let mut h = Harness::new(Config {
         binary_request_bodies: BinaryBodies::Reject,
         ..test_config()
     });
     let t = h.connect(&[&a]);
-    let (c, out) = h.request(H::head("POST", "/", &host_of(&a)), &bytes);
+    let (c, out) = h.request(Harness::head("POST", "/", &host_of(&a)), &bytes);
     assert_eq!(
         response(&out, c),
         Some((415, r#"{"error":"body_not_utf8"}"#.into()))
@@ -317,7 +317,7 @@ fn bad_host_responses_fail_only_their_call() {
         r#"{"type":"stream_end","id":"ID"}"#,
     ];
     for text in bad {
-        let mut h = H::default();
+        let mut h = Harness::default();
         let a = key(1);
         let t = h.connect(&[&a]);
         let (victim, out) = h.get(&a, "/");
@@ -342,7 +342,7 @@ fn bad_host_responses_fail_only_their_call() {
 
 #[test]
 fn no_body_statuses_deliver_no_bytes() {
-    let mut h = H::default();
+    let mut h = Harness::default();
     let a = key(1);
     let t = h.connect(&[&a]);
     for status in [204u16, 205, 304] {
@@ -374,7 +374,7 @@ fn no_body_statuses_deliver_no_bytes() {
 
 #[test]
 fn frames_for_another_tunnels_call_are_ignored() {
-    let mut h = H::default();
+    let mut h = Harness::default();
     let (a, b) = (key(1), key(2));
     let ta = h.connect(&[&a]);
     let tb = h.connect(&[&b]);
@@ -393,14 +393,14 @@ fn frames_for_another_tunnels_call_are_ignored() {
 
 #[test]
 fn slow_consumer_is_cut_at_the_buffer_cap() {
-    let mut h = H::new(Config {
+    let mut h = Harness::new(Config {
         max_stream_buffer: 10,
         ..test_config()
     });
     let a = key(1);
     let t = h.connect(&[&a]);
     let (c, id) = h.open_stream(t, &a, "/sse");
-    let chunk = |h: &mut H| {
+    let chunk = |h: &mut Harness| {
         h.send(
             t,
             &ClientFrame::StreamChunk {
@@ -420,21 +420,21 @@ fn slow_consumer_is_cut_at_the_buffer_cap() {
 
 #[test]
 fn a_tunnel_that_never_reads_gets_no_more_requests() {
-    let mut h = H::new(Config {
+    let mut h = Harness::new(Config {
         max_tunnel_buffer: 2_000,
         ..test_config()
     });
     let a = key(1);
     let t = h.connect(&[&a]);
     let body = vec![b'x'; 1_500];
-    let (c, out) = h.request(H::head("POST", "/", &host_of(&a)), &body);
+    let (c, out) = h.request(Harness::head("POST", "/", &host_of(&a)), &body);
     assert!(response(&out, c).is_none());
-    let (c, out) = h.request(H::head("POST", "/", &host_of(&a)), &body);
+    let (c, out) = h.request(Harness::head("POST", "/", &host_of(&a)), &body);
     assert!(
         response(&out, c).is_none(),
         "first over the line still goes"
     );
-    let (c, out) = h.request(H::head("POST", "/", &host_of(&a)), &body);
+    let (c, out) = h.request(Harness::head("POST", "/", &host_of(&a)), &body);
     assert_eq!(
         response(&out, c),
         Some((502, r#"{"error":"tunnel_send_failed"}"#.into()))
@@ -443,6 +443,6 @@ fn a_tunnel_that_never_reads_gets_no_more_requests() {
         tunnel: t,
         bytes: 10_000,
     });
-    let (c, out) = h.request(H::head("POST", "/", &host_of(&a)), &body);
+    let (c, out) = h.request(Harness::head("POST", "/", &host_of(&a)), &body);
     assert!(response(&out, c).is_none());
 }

@@ -55,7 +55,7 @@ fn lookups(out: &[Output]) -> Vec<String> {
 }
 
 fn claimed(
-    h: &mut H,
+    h: &mut Harness,
     t: TunnelId,
     k: &osaurus_relay_engine::auth::SecretKey,
     o: ClaimOutcome,
@@ -70,7 +70,7 @@ fn claimed(
 
 /// Opens a tunnel for `keys` and answers every claim with `outcome`.
 fn connect(
-    h: &mut H,
+    h: &mut Harness,
     keys: &[&osaurus_relay_engine::auth::SecretKey],
     o: ClaimOutcome,
 ) -> (TunnelId, Vec<Output>) {
@@ -91,7 +91,11 @@ fn connect(
     (t, out)
 }
 
-fn located(h: &mut H, k: &osaurus_relay_engine::auth::SecretKey, found: Located) -> Vec<Output> {
+fn located(
+    h: &mut Harness,
+    k: &osaurus_relay_engine::auth::SecretKey,
+    found: Located,
+) -> Vec<Output> {
     let agent = lower(k);
     h.step(Input::Located {
         agent: &agent,
@@ -101,7 +105,7 @@ fn located(h: &mut H, k: &osaurus_relay_engine::auth::SecretKey, found: Located)
 
 #[test]
 fn handshake_waits_for_claims_then_serves_locally() {
-    let mut h = H::new(cluster(RemoteRoute::FlyReplay));
+    let mut h = Harness::new(cluster(RemoteRoute::FlyReplay));
     let (a, b) = (key(1), key(2));
     let (t, out) = connect(&mut h, &[&a, &b], ClaimOutcome::Ours);
     let fs = frames(&out, t);
@@ -123,7 +127,7 @@ fn handshake_waits_for_claims_then_serves_locally() {
 fn unavailable_directory_accepts_and_held_agents_are_rejected() {
     let mut cfg = cluster(RemoteRoute::FlyReplay);
     cfg.duplicate_policy = DuplicatePolicy::Reject;
-    let mut h = H::new(cfg);
+    let mut h = Harness::new(cfg);
     let (a, b) = (key(1), key(2));
     let (t, nonce) = h.open_from("192.0.2.1");
     let auth = h.auth_frame(&[&a, &b], &nonce);
@@ -152,7 +156,7 @@ fn unavailable_directory_accepts_and_held_agents_are_rejected() {
 fn add_agent_waits_for_its_claim() {
     let mut cfg = cluster(RemoteRoute::FlyReplay);
     cfg.duplicate_policy = DuplicatePolicy::Reject;
-    let mut h = H::new(cfg);
+    let mut h = Harness::new(cfg);
     let (a, b, c) = (key(1), key(2), key(3));
     let (t, _) = connect(&mut h, &[&a], ClaimOutcome::Ours);
     let out = h.add_agent(t, &b);
@@ -174,7 +178,7 @@ fn add_agent_waits_for_its_claim() {
 
 #[test]
 fn pongs_refresh_and_a_lost_claim_supersedes_without_release() {
-    let mut h = H::new(cluster(RemoteRoute::FlyReplay));
+    let mut h = Harness::new(cluster(RemoteRoute::FlyReplay));
     let (a, b) = (key(1), key(2));
     let (t, _) = connect(&mut h, &[&a, &b], ClaimOutcome::Ours);
     let out = h.send(t, &ClientFrame::Pong { ts: 1 });
@@ -211,7 +215,7 @@ fn pongs_refresh_and_a_lost_claim_supersedes_without_release() {
 
 #[test]
 fn agents_leaving_are_released_but_local_takeover_keeps_the_key() {
-    let mut h = H::new(cluster(RemoteRoute::FlyReplay));
+    let mut h = Harness::new(cluster(RemoteRoute::FlyReplay));
     let (a, b) = (key(1), key(2));
     let (t1, _) = connect(&mut h, &[&a, &b], ClaimOutcome::Ours);
     let out = h.send(t1, &ClientFrame::RemoveAgent { address: lower(&b) });
@@ -228,7 +232,7 @@ fn agents_leaving_are_released_but_local_takeover_keeps_the_key() {
 
 #[test]
 fn a_claim_answered_after_its_tunnel_left_is_undone() {
-    let mut h = H::new(cluster(RemoteRoute::FlyReplay));
+    let mut h = Harness::new(cluster(RemoteRoute::FlyReplay));
     let a = key(1);
     let (t, nonce) = h.open_from("192.0.2.1");
     let auth = h.auth_frame(&[&a], &nonce);
@@ -240,7 +244,7 @@ fn a_claim_answered_after_its_tunnel_left_is_undone() {
 
 #[test]
 fn a_handshake_that_dies_after_some_claims_releases_them() {
-    let mut h = H::new(cluster(RemoteRoute::FlyReplay));
+    let mut h = Harness::new(cluster(RemoteRoute::FlyReplay));
     let (a, b) = (key(1), key(2));
     let (t, nonce) = h.open_from("192.0.2.1");
     let auth = h.auth_frame(&[&a, &b], &nonce);
@@ -256,7 +260,7 @@ fn a_handshake_that_dies_after_some_claims_releases_them() {
 
 #[test]
 fn shutdown_releases_every_claim() {
-    let mut h = H::new(cluster(RemoteRoute::FlyReplay));
+    let mut h = Harness::new(cluster(RemoteRoute::FlyReplay));
     let (a, b) = (key(1), key(2));
     connect(&mut h, &[&a], ClaimOutcome::Ours);
     connect(&mut h, &[&b], ClaimOutcome::Ours);
@@ -270,7 +274,7 @@ fn shutdown_releases_every_claim() {
 
 #[test]
 fn fly_mode_replays_on_the_owner_and_caches_the_answer() {
-    let mut h = H::new(cluster(RemoteRoute::FlyReplay));
+    let mut h = Harness::new(cluster(RemoteRoute::FlyReplay));
     let a = key(1);
     let (c1, out) = h.get(&a, "/");
     assert_eq!(lookups(&out), [lower(&a)]);
@@ -294,7 +298,7 @@ fn fly_mode_replays_on_the_owner_and_caches_the_answer() {
 
 #[test]
 fn nobody_stale_self_or_no_answer_is_agent_offline() {
-    let mut h = H::new(cluster(RemoteRoute::FlyReplay));
+    let mut h = Harness::new(cluster(RemoteRoute::FlyReplay));
     let offline = r#"{"error":"agent_offline"}"#.to_string();
     for (n, found, cached) in [
         (1, Located::Nobody, true),
@@ -315,7 +319,7 @@ fn nobody_stale_self_or_no_answer_is_agent_offline() {
 
 #[test]
 fn a_look_up_that_never_answers_times_out() {
-    let mut h = H::new(cluster(RemoteRoute::FlyReplay));
+    let mut h = Harness::new(cluster(RemoteRoute::FlyReplay));
     let a = key(1);
     let (c, _) = h.get(&a, "/");
     let out = h.advance(3_000);
@@ -330,9 +334,9 @@ fn a_look_up_that_never_answers_times_out() {
 
 #[test]
 fn forward_mode_hands_over_the_whole_request() {
-    let mut h = H::new(cluster(RemoteRoute::Forward));
+    let mut h = Harness::new(cluster(RemoteRoute::Forward));
     let a = key(1);
-    let mut head = H::head("POST", "/v1/chat?x=1", &host_of(&a));
+    let mut head = Harness::head("POST", "/v1/chat?x=1", &host_of(&a));
     head.headers.push(("Cookie".into(), "s".into()));
     head.headers.push(("X-Custom".into(), "v".into()));
     let (c, out) = h.request(head, b"{\"m\":1}");
@@ -365,10 +369,10 @@ fn forward_mode_hands_over_the_whole_request() {
 
 #[test]
 fn forwarded_calls_keep_the_callers_ip_and_never_bounce() {
-    let mut h = H::new(cluster(RemoteRoute::Forward));
+    let mut h = Harness::new(cluster(RemoteRoute::Forward));
     let (a, off) = (key(1), key(2));
     let (t, _) = connect(&mut h, &[&a], ClaimOutcome::Ours);
-    let mut head = H::head("GET", "/", &host_of(&a));
+    let mut head = Harness::head("GET", "/", &host_of(&a));
     head.hop = Hop::Trusted;
     head.headers
         .push(("x-forwarded-for".into(), "203.0.113.7".into()));
@@ -385,7 +389,7 @@ fn forwarded_calls_keep_the_callers_ip_and_never_bounce() {
         "the secret never reaches a tunnel"
     );
     for hop in [Hop::Trusted, Hop::Untrusted] {
-        let mut head = H::head("GET", "/", &host_of(&off));
+        let mut head = Harness::head("GET", "/", &host_of(&off));
         head.hop = hop;
         let (c, out) = h.request(head, b"");
         assert!(lookups(&out).is_empty());
@@ -395,7 +399,7 @@ fn forwarded_calls_keep_the_callers_ip_and_never_bounce() {
         );
     }
     // An untrusted hop does not choose the IP the tunnel sees.
-    let mut head = H::head("GET", "/", &host_of(&a));
+    let mut head = Harness::head("GET", "/", &host_of(&a));
     head.hop = Hop::Untrusted;
     head.headers
         .push(("x-forwarded-for".into(), "203.0.113.7".into()));
@@ -409,26 +413,26 @@ fn forwarded_calls_keep_the_callers_ip_and_never_bounce() {
 
 #[test]
 fn stats_name_the_instance_and_redis_health() {
-    let mut h = H::new(cluster(RemoteRoute::FlyReplay));
-    let (c, out) = h.request(H::head("GET", "/stats", DOMAIN), b"");
+    let mut h = Harness::new(cluster(RemoteRoute::FlyReplay));
+    let (c, out) = h.request(Harness::head("GET", "/stats", DOMAIN), b"");
     let v: serde_json::Value = serde_json::from_str(&response(&out, c).unwrap().1).unwrap();
     assert_eq!(
         (v["instance_id"].as_str(), v["redis"].as_str()),
         (Some(ME), Some("down"))
     );
     h.step(Input::DirectoryHealth { up: true });
-    let (c, out) = h.request(H::head("GET", "/stats", DOMAIN), b"");
+    let (c, out) = h.request(Harness::head("GET", "/stats", DOMAIN), b"");
     let v: serde_json::Value = serde_json::from_str(&response(&out, c).unwrap().1).unwrap();
     assert_eq!(v["redis"].as_str(), Some("ok"));
-    let mut one = H::default();
-    let (c, out) = one.request(H::head("GET", "/stats", DOMAIN), b"");
+    let mut one = Harness::default();
+    let (c, out) = one.request(Harness::head("GET", "/stats", DOMAIN), b"");
     let v: serde_json::Value = serde_json::from_str(&response(&out, c).unwrap().1).unwrap();
     assert!(v.get("instance_id").is_none() && v.get("redis").is_none());
 }
 
 #[test]
 fn the_directory_coming_back_refreshes_every_tunnel_at_once() {
-    let mut h = H::new(cluster(RemoteRoute::FlyReplay));
+    let mut h = Harness::new(cluster(RemoteRoute::FlyReplay));
     let (a, b) = (key(1), key(2));
     // Accepted while the directory was away: no key written for them.
     let (t1, _) = connect(&mut h, &[&a], ClaimOutcome::Unavailable);

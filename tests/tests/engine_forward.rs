@@ -26,9 +26,9 @@ fn config() -> Config {
 }
 
 /// A call for key 1, forwarded to `inst-b`.
-fn forwarded(h: &mut H, method: &str) -> CallId {
+fn forwarded(h: &mut Harness, method: &str) -> CallId {
     let a = key(1);
-    let (c, mut out) = h.request(H::head(method, "/x", &host_of(&a)), b"");
+    let (c, mut out) = h.request(Harness::head(method, "/x", &host_of(&a)), b"");
     if matches!(out.as_slice(), [Output::Lookup { .. }]) {
         // Not cached yet: the directory names the owner.
         let agent = lower(&a);
@@ -45,7 +45,7 @@ fn forwarded(h: &mut H, method: &str) -> CallId {
 }
 
 fn head(
-    h: &mut H,
+    h: &mut Harness,
     call: CallId,
     status: u16,
     headers: &[(&str, &str)],
@@ -63,7 +63,7 @@ fn head(
     })
 }
 
-fn body(h: &mut H, call: CallId, chunk: &[u8]) -> Vec<Output> {
+fn body(h: &mut Harness, call: CallId, chunk: &[u8]) -> Vec<Output> {
     h.step(Input::OwnerBody { call, chunk })
 }
 
@@ -74,7 +74,7 @@ fn cancelled(out: &[Output], call: CallId) -> bool {
 
 #[test]
 fn a_buffered_answer_is_collected_filtered_and_sent_with_its_length() {
-    let mut h = H::new(config());
+    let mut h = Harness::new(config());
     let c = forwarded(&mut h, "GET");
     let hdrs = [
         ("content-type", "text/plain"),
@@ -101,7 +101,7 @@ fn a_buffered_answer_is_collected_filtered_and_sent_with_its_length() {
 
 #[test]
 fn a_streamed_answer_flows_chunk_by_chunk() {
-    let mut h = H::new(config());
+    let mut h = Harness::new(config());
     let c = forwarded(&mut h, "GET");
     let out = head(
         &mut h,
@@ -134,7 +134,7 @@ fn a_streamed_answer_flows_chunk_by_chunk() {
 
 #[test]
 fn a_silent_owner_is_a_504_after_the_timeout_and_its_margin() {
-    let mut h = H::new(config());
+    let mut h = Harness::new(config());
     let c = forwarded(&mut h, "GET");
     // The owner answers 504 itself at 3 s; only a dead owner reaches the margin.
     assert!(h.advance(3_000 + MARGIN_MS - 1).is_empty());
@@ -152,7 +152,7 @@ fn a_silent_owner_is_a_504_after_the_timeout_and_its_margin() {
 
 #[test]
 fn an_idle_owner_stream_is_cut_and_a_busy_one_is_not() {
-    let mut h = H::new(config());
+    let mut h = Harness::new(config());
     let c = forwarded(&mut h, "GET");
     head(&mut h, c, 200, &[], true);
     for _ in 0..4 {
@@ -167,7 +167,7 @@ fn an_idle_owner_stream_is_cut_and_a_busy_one_is_not() {
 
 #[test]
 fn a_slow_caller_is_cut_off_and_the_owner_dropped() {
-    let mut h = H::new(config());
+    let mut h = Harness::new(config());
     let c = forwarded(&mut h, "GET");
     head(&mut h, c, 200, &[], true);
     body(&mut h, c, &[b'a'; 60]);
@@ -190,7 +190,7 @@ fn an_owner_answer_that_breaks_the_rules_is_a_bad_host_response() {
         (700, vec![], false),
         (150, vec![], true),
     ] {
-        let mut h = H::new(config());
+        let mut h = Harness::new(config());
         let c = forwarded(&mut h, "GET");
         let out = head(&mut h, c, status, &headers, streamed);
         assert!(cancelled(&out, c), "{status} {headers:?}: {out:?}");
@@ -198,7 +198,7 @@ fn an_owner_answer_that_breaks_the_rules_is_a_bad_host_response() {
         assert_eq!(h.relay.stats().counters.bad_host_responses, 1);
     }
     // A buffered body over the cap.
-    let mut h = H::new(config());
+    let mut h = Harness::new(config());
     let c = forwarded(&mut h, "GET");
     head(&mut h, c, 200, &[], false);
     assert!(body(&mut h, c, &[b'a'; 1_000]).is_empty());
@@ -206,7 +206,7 @@ fn an_owner_answer_that_breaks_the_rules_is_a_bad_host_response() {
     assert!(cancelled(&out, c));
     assert_eq!(response(&out, c), Some((502, bad.into())));
     // Broken framing reported by the driver: no cancel needed, it knows.
-    let mut h = H::new(config());
+    let mut h = Harness::new(config());
     let c = forwarded(&mut h, "GET");
     head(&mut h, c, 200, &[], false);
     let fault = OwnerFault::BadAnswer("closed inside the body");
@@ -217,7 +217,7 @@ fn an_owner_answer_that_breaks_the_rules_is_a_bad_host_response() {
 
 #[test]
 fn an_unreachable_owner_is_agent_offline_before_the_head_and_a_cut_after() {
-    let mut h = H::new(config());
+    let mut h = Harness::new(config());
     let c = forwarded(&mut h, "GET");
     let fault = OwnerFault::Unreachable;
     let out = h.step(Input::OwnerFailed { call: c, fault });
@@ -234,7 +234,7 @@ fn an_unreachable_owner_is_agent_offline_before_the_head_and_a_cut_after() {
 
 #[test]
 fn a_caller_that_leaves_drops_the_owner_and_a_head_request_gets_no_body() {
-    let mut h = H::new(config());
+    let mut h = Harness::new(config());
     let c = forwarded(&mut h, "GET");
     let out = h.step(Input::CallGone { call: c });
     assert_eq!(out, vec![Output::CancelForward { call: c }]);
@@ -249,7 +249,7 @@ fn a_caller_that_leaves_drops_the_owner_and_a_head_request_gets_no_body() {
 
 #[test]
 fn a_drain_waits_for_forwarded_calls() {
-    let mut h = H::new(config());
+    let mut h = Harness::new(config());
     let c = forwarded(&mut h, "GET");
     let out = h.step(Input::Shutdown);
     assert!(!out.contains(&Output::ShutdownComplete), "{out:?}");

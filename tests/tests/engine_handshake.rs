@@ -11,7 +11,7 @@ fn features() -> Vec<String> {
 
 #[test]
 fn auth_ok_reports_lowercase_addresses_and_urls() {
-    let mut h = H::default();
+    let mut h = Harness::default();
     let (a, b) = (key(1), key(2));
     let (t, nonce) = h.open_from("192.0.2.1");
     assert_eq!(nonce.len(), 64);
@@ -42,7 +42,12 @@ fn auth_ok_reports_lowercase_addresses_and_urls() {
 #[test]
 fn every_auth_error_has_its_code_and_close() {
     let a = key(1);
-    type Case = (&'static str, fn(&H, &str) -> String, &'static str, u16);
+    type Case = (
+        &'static str,
+        fn(&Harness, &str) -> String,
+        &'static str,
+        u16,
+    );
     let cases: Vec<Case> = vec![
         ("not json", |_, _| "{nope".into(), "invalid_json", 4000),
         (
@@ -98,7 +103,7 @@ fn every_auth_error_has_its_code_and_close() {
         ),
     ];
     for (name, frame, error, code) in cases {
-        let mut h = H::default();
+        let mut h = Harness::default();
         let (t, nonce) = h.open_from("192.0.2.1");
         let out = h.text(t, &frame(&h, &nonce));
         assert_eq!(
@@ -117,7 +122,7 @@ fn every_auth_error_has_its_code_and_close() {
 
 #[test]
 fn binary_before_auth_and_auth_timeout_close() {
-    let mut h = H::default();
+    let mut h = Harness::default();
     let (t, _) = h.open_from("192.0.2.1");
     let out = h.step(Input::TunnelBinary { tunnel: t });
     assert_eq!(closes(&out), vec![(t, 4000, "invalid_json")]);
@@ -135,7 +140,7 @@ fn binary_before_auth_and_auth_timeout_close() {
 
 #[test]
 fn nonce_is_single_use_across_connections() {
-    let mut h = H::default();
+    let mut h = Harness::default();
     let (_t1, n1) = h.open_from("192.0.2.1");
     let (t2, _n2) = h.open_from("192.0.2.1");
     let out = h.text(t2, &h.auth_frame(&[&key(1)], &n1));
@@ -144,7 +149,7 @@ fn nonce_is_single_use_across_connections() {
 
 #[test]
 fn add_and_remove_agents_mid_session() {
-    let mut h = H::default();
+    let mut h = Harness::default();
     let (a, b) = (key(1), key(2));
     let t = h.connect(&[&a]);
     let out = h.add_agent(t, &b);
@@ -190,7 +195,7 @@ fn add_and_remove_agents_mid_session() {
 }
 
 fn add_with(
-    h: &mut H,
+    h: &mut Harness,
     t: osaurus_relay_engine::TunnelId,
     k: &osaurus_relay_engine::auth::SecretKey,
     nonce: &str,
@@ -211,7 +216,7 @@ fn add_with(
     frames(&out, t)
 }
 
-fn challenge(h: &mut H, t: osaurus_relay_engine::TunnelId) -> String {
+fn challenge(h: &mut Harness, t: osaurus_relay_engine::TunnelId) -> String {
     match frames(&h.send(t, &ClientFrame::RequestChallenge), t).as_slice() {
         [ServerFrame::Challenge { nonce }] => nonce.clone(),
         other => panic!("{other:?}"),
@@ -224,7 +229,7 @@ fn err(e: &str) -> Vec<ServerFrame> {
 
 #[test]
 fn add_agent_errors() {
-    let mut h = H::default();
+    let mut h = Harness::default();
     let t = h.connect(&[&key(1)]);
     // A nonce is single-use, and the initial challenge's is already spent.
     let n = challenge(&mut h, t);
@@ -256,7 +261,7 @@ fn add_agent_errors() {
 
 #[test]
 fn control_frames_are_rate_limited_per_connection() {
-    let mut h = H::default();
+    let mut h = Harness::default();
     let t = h.connect(&[&key(1)]);
     for _ in 0..10 {
         assert!(matches!(
@@ -280,7 +285,7 @@ fn control_frames_are_rate_limited_per_connection() {
 fn max_agents_per_tunnel() {
     let mut cfg = test_config();
     cfg.max_agents_per_tunnel = 2;
-    let mut h = H::new(cfg);
+    let mut h = Harness::new(cfg);
     let t = h.connect(&[&key(1), &key(2)]);
     let n = challenge(&mut h, t);
     assert_eq!(add_with(&mut h, t, &key(3), &n), err("max_agents_reached"));
@@ -294,7 +299,7 @@ fn max_agents_per_tunnel() {
 
 #[test]
 fn takeover_moves_the_agent_and_closes_the_empty_old_tunnel() {
-    let mut h = H::default();
+    let mut h = Harness::default();
     let (a, b) = (key(1), key(2));
     let old = h.connect(&[&a, &b]);
     let (mid, nonce) = h.open_from("192.0.2.1");
@@ -325,7 +330,7 @@ fn takeover_moves_the_agent_and_closes_the_empty_old_tunnel() {
 fn reject_policy_keeps_the_first_tunnel() {
     let mut cfg = test_config();
     cfg.duplicate_policy = DuplicatePolicy::Reject;
-    let mut h = H::new(cfg);
+    let mut h = Harness::new(cfg);
     let (a, b) = (key(1), key(2));
     let first = h.connect(&[&a]);
     let (t, nonce) = h.open_from("192.0.2.1");
@@ -353,7 +358,7 @@ fn reject_policy_keeps_the_first_tunnel() {
 
 #[test]
 fn keepalive_pings_and_closes_after_three_missed() {
-    let mut h = H::default();
+    let mut h = Harness::default();
     let t = h.connect(&[&key(1)]);
     let out = h.advance(3_000);
     assert_eq!(
@@ -379,7 +384,7 @@ fn keepalive_pings_and_closes_after_three_missed() {
 
 #[test]
 fn unknown_and_junk_frames_after_auth_are_ignored_and_counted() {
-    let mut h = H::default();
+    let mut h = Harness::default();
     let t = h.connect(&[&key(1)]);
     for junk in [
         "nonsense",

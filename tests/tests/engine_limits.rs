@@ -6,25 +6,25 @@ use osaurus_relay_tests::harness::*;
 
 #[test]
 fn health_stats_and_tunnel_connect_answers() {
-    let mut h = H::default();
-    let (c, out) = h.request(H::head("GET", "/health", "anything"), b"");
+    let mut h = Harness::default();
+    let (c, out) = h.request(Harness::head("GET", "/health", "anything"), b"");
     assert_eq!(
         response(&out, c),
         Some((200, r#"{"status":"ok","tunnels":0}"#.into()))
     );
-    let (c, out) = h.request(H::head("GET", "/stats", "anything"), b"");
+    let (c, out) = h.request(Harness::head("GET", "/stats", "anything"), b"");
     let (status, body) = response(&out, c).unwrap();
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!((status, v["active_tunnels"].as_u64()), (200, Some(0)));
     for _ in 0..9 {
-        h.request(H::head("GET", "/stats", "x"), b"");
+        h.request(Harness::head("GET", "/stats", "x"), b"");
     }
-    let (c, out) = h.request(H::head("GET", "/stats", "x"), b"");
+    let (c, out) = h.request(Harness::head("GET", "/stats", "x"), b"");
     assert_eq!(
         response(&out, c),
         Some((429, r#"{"error":"rate_limited"}"#.into()))
     );
-    let (c, out) = h.request(H::head("GET", "/tunnel/connect", "x"), b"");
+    let (c, out) = h.request(Harness::head("GET", "/tunnel/connect", "x"), b"");
     assert_eq!(
         response(&out, c),
         Some((400, r#"{"error":"websocket_required"}"#.into()))
@@ -32,7 +32,7 @@ fn health_stats_and_tunnel_connect_answers() {
     for _ in 0..5 {
         h.open_from("192.0.2.7");
     }
-    let ws = H::connect_head("192.0.2.7");
+    let ws = Harness::connect_head("192.0.2.7");
     let (c, out) = h.request(ws.clone(), b"");
     assert_eq!(
         response(&out, c),
@@ -44,12 +44,12 @@ fn health_stats_and_tunnel_connect_answers() {
 
 #[test]
 fn open_websockets_per_ip_are_capped_from_the_upgrade_on() {
-    let mut h = H::new(Config {
+    let mut h = Harness::new(Config {
         tunnel_connects_per_min: 0,
         ..test_config()
     });
     let tunnels: Vec<_> = (0..10).map(|_| h.open_from("192.0.2.7").0).collect();
-    let ws = H::connect_head("192.0.2.7");
+    let ws = Harness::connect_head("192.0.2.7");
     let (c, out) = h.request(ws.clone(), b"");
     assert_eq!(
         response(&out, c),
@@ -62,19 +62,19 @@ fn open_websockets_per_ip_are_capped_from_the_upgrade_on() {
 
 #[test]
 fn graceful_shutdown_drains_then_closes_with_1012() {
-    let mut h = H::default();
+    let mut h = Harness::default();
     let a = key(1);
     let t = h.connect(&[&a]);
     let (c, out) = h.get(&a, "/");
     let id = request_id(&out);
     let out = h.step(Input::Shutdown);
     assert!(closes(&out).is_empty(), "a call is in flight");
-    let (hc, out) = h.request(H::head("GET", "/health", "x"), b"");
+    let (hc, out) = h.request(Harness::head("GET", "/health", "x"), b"");
     assert_eq!(
         response(&out, hc),
         Some((503, r#"{"status":"shutting_down"}"#.into()))
     );
-    let mut ws = H::head("GET", "/tunnel/connect", "x");
+    let mut ws = Harness::head("GET", "/tunnel/connect", "x");
     ws.websocket = true;
     let (wc, out) = h.request(ws, b"");
     assert_eq!(
@@ -101,7 +101,7 @@ fn graceful_shutdown_drains_then_closes_with_1012() {
 
 #[test]
 fn shutdown_drain_window_expires() {
-    let mut h = H::default();
+    let mut h = Harness::default();
     let a = key(1);
     let t = h.connect(&[&a]);
     let (c, _) = h.get(&a, "/");
@@ -117,9 +117,9 @@ fn shutdown_drain_window_expires() {
 
 #[test]
 fn rate_limit_state_is_bounded_under_a_flood_of_ips() {
-    let mut h = H::default();
+    let mut h = Harness::default();
     for i in 0..5_000u32 {
-        let mut head = H::head("GET", "/stats", "x");
+        let mut head = Harness::head("GET", "/stats", "x");
         head.peer = std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
         h.request(head, b"");
     }
@@ -130,7 +130,7 @@ fn rate_limit_state_is_bounded_under_a_flood_of_ips() {
 
 #[test]
 fn zero_limits_mean_unlimited() {
-    let mut h = H::new(Config {
+    let mut h = Harness::new(Config {
         max_body_bytes: 0,
         agent_requests_per_min: 0,
         ..test_config()
@@ -138,7 +138,7 @@ fn zero_limits_mean_unlimited() {
     let a = key(1);
     let t = h.connect(&[&a]);
     for _ in 0..150 {
-        let (c, out) = h.request(H::head("POST", "/", &host_of(&a)), b"x");
+        let (c, out) = h.request(Harness::head("POST", "/", &host_of(&a)), b"x");
         assert!(
             response(&out, c).is_none(),
             "no 429 with no per-agent limit"
@@ -146,21 +146,21 @@ fn zero_limits_mean_unlimited() {
         h.reply(t, &request_id(&out), 200, "ok");
     }
     let big = vec![b'a'; 11 * 1024 * 1024];
-    let (c, out) = h.request(H::head("POST", "/", &host_of(&a)), &big);
+    let (c, out) = h.request(Harness::head("POST", "/", &host_of(&a)), &big);
     assert!(response(&out, c).is_none(), "no 413 with no body limit");
     assert_eq!(frames(&out, t).len(), 1);
 }
 
 #[test]
 fn the_tunnel_cap_counts_an_ipv6_64_as_one_client() {
-    let mut h = H::new(Config {
+    let mut h = Harness::new(Config {
         tunnel_connects_per_min: 0,
         max_tunnels_per_ip: 2,
         ..test_config()
     });
     h.open_from("2001:db8:1:2::1");
     h.open_from("2001:db8:1:2::ffff");
-    let ws = H::connect_head("2001:db8:1:2:abcd::7");
+    let ws = Harness::connect_head("2001:db8:1:2:abcd::7");
     let (c, out) = h.request(ws, b"");
     assert_eq!(
         response(&out, c),
@@ -171,7 +171,7 @@ fn the_tunnel_cap_counts_an_ipv6_64_as_one_client() {
 
 #[test]
 fn per_agent_rate_limit_comes_before_lookup() {
-    let mut h = H::default();
+    let mut h = Harness::default();
     let off = key(2);
     for _ in 0..100 {
         let (c, out) = h.get(&off, "/");
@@ -184,7 +184,7 @@ fn per_agent_rate_limit_comes_before_lookup() {
     );
     assert_eq!(header(&out, c, "access-control-allow-origin"), Some("*"));
     // Preflight is answered before the limit.
-    let (c, out) = h.request(H::head("OPTIONS", "/", &host_of(&off)), b"");
+    let (c, out) = h.request(Harness::head("OPTIONS", "/", &host_of(&off)), b"");
     assert_eq!(response(&out, c).unwrap().0, 204);
     h.advance(600);
     let (c, out) = h.get(&off, "/");

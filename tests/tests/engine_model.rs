@@ -10,7 +10,9 @@
 use osaurus_relay_engine::auth::SecretKey;
 use osaurus_relay_engine::frame::AgentSig;
 use osaurus_relay_engine::{CallId, Config, Input, Output, TunnelId};
-use osaurus_relay_tests::harness::{checksum, host_of, ip, key, lower, test_config, DOMAIN, H};
+use osaurus_relay_tests::harness::{
+    checksum, host_of, ip, key, lower, test_config, Harness, DOMAIN,
+};
 use osaurus_relay_tests::sim::*;
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -46,10 +48,10 @@ enum Body {
 enum Op {
     /// Opens a WebSocket from one of `IPS`, maybe answering its challenge.
     Open(usize, Option<(Vec<usize>, How)>),
-    Tunnel(usize, T, bool),
+    Tunnel(usize, TunnelOp, bool),
     /// A call to an agent: an online one unless stray.
     Call(usize, Body, bool),
-    OnCall(usize, C, bool),
+    OnCall(usize, CallOp, bool),
     /// Answers a dispatched call, on its own tunnel or on another one.
     Reply(usize, Answer, Option<usize>, bool),
     Tick(u64),
@@ -58,7 +60,7 @@ enum Op {
 
 /// What a tunnel client (or its socket) does.
 #[derive(Clone, Debug)]
-enum T {
+enum TunnelOp {
     Auth(Vec<usize>, How),
     Challenge,
     Add(usize, How),
@@ -71,7 +73,7 @@ enum T {
 
 /// What a caller (or its socket) does.
 #[derive(Clone, Copy, Debug)]
-enum C {
+enum CallOp {
     /// A body chunk of that many bytes; `true`: bytes that are not UTF-8.
     Chunk(usize, bool),
     BodyEnd,
@@ -80,7 +82,7 @@ enum C {
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-enum Ts {
+enum TunnelState {
     #[default]
     Pending,
     Authed,
@@ -89,9 +91,9 @@ enum Ts {
 
 /// A tunnel of the model; tunnel `i` is the engine's `TunnelId(i + 1)`.
 #[derive(Default)]
-struct Tun {
+struct ModelTunnel {
     ip: usize,
-    st: Ts,
+    st: TunnelState,
     /// The auth deadline while pending, the next ping after.
     at: u64,
     agents: Vec<usize>,
@@ -101,7 +103,7 @@ struct Tun {
 }
 
 #[derive(Clone, Copy, Debug, Default)]
-struct Mc {
+struct ModelCall {
     agent: usize,
     tun: usize,
     /// Body bytes so far while the body arrives.
@@ -118,9 +120,9 @@ struct Run {
     d: Describer,
     keys: Vec<SecretKey>,
     cfg: Config,
-    tuns: Vec<Tun>,
+    tuns: Vec<ModelTunnel>,
     agents: [Option<usize>; KEYS],
-    calls: BTreeMap<u64, Mc>,
+    calls: BTreeMap<u64, ModelCall>,
     dispatched: Vec<u64>,
     ip_open: [u32; IPS.len()],
     draining: Option<u64>,
@@ -187,7 +189,7 @@ impl Run {
         self.calls.get(&c).is_some_and(|m| m.body.is_some())
     }
 
-    fn count(&self, f: impl Fn(&Mc) -> bool) -> usize {
+    fn count(&self, f: impl Fn(&ModelCall) -> bool) -> usize {
         self.calls.values().filter(|m| f(m)).count()
     }
 
@@ -212,7 +214,11 @@ impl Run {
                 last.0 = nonce;
             }
         }
-        let open = self.tuns.iter().filter(|t| t.st != Ts::Closed).count();
+        let open = self
+            .tuns
+            .iter()
+            .filter(|t| t.st != TunnelState::Closed)
+            .count();
         let wired = self.count(|m| m.call.phase != Phase::Done);
         let live = wired + self.count(|m| m.body.is_some());
         let ips = self.ip_open.iter().filter(|n| **n > 0).count();
@@ -222,7 +228,7 @@ impl Run {
         let what = "tunnels, agents, ip entries, calls, request ids";
         prop_assert_eq!(got, [open, agents, ips, live, wired], "{}", what);
         let (st, authed) = (self.e.relay.stats(), self.tuns.iter());
-        let authed = authed.filter(|t| t.st == Ts::Authed).count();
+        let authed = authed.filter(|t| t.st == TunnelState::Authed).count();
         let got = [st.active_tunnels, st.active_agents, st.active_calls];
         prop_assert_eq!(got, [authed, agents, live], "stats");
         // The sweep, one per tunnel, one per call sent to a tunnel, the drain.
@@ -256,13 +262,13 @@ impl Run {
         let (n, c) = (self.tuns.len(), call.0);
         match op.clone() {
             Op::Open(i, auth) => {
-                let mut head = H::head("GET", "/tunnel/connect", DOMAIN);
+                let mut head = Harness::head("GET", "/tunnel/connect", DOMAIN);
                 (head.websocket, head.peer) = (true, ip(IPS[i]));
                 if self.draining.is_some() {
                     self.expect_answer(c, [error_line(503, "relay_restarting")]);
                 } else {
                     self.ip_open[i] += 1;
-                    self.tuns.push(Tun::default());
+                    self.tuns.push(ModelTunnel::default());
                     let (at, tun) = (self.now() + ms(self.cfg.auth_timeout), &mut self.tuns[n]);
                     (tun.ip, tun.at) = (i, at);
                     tun.nonces.push_back((String::new(), 0));
@@ -271,7 +277,9 @@ impl Run {
                 }
                 self.handle(Input::CallHead { call, head })?;
                 match auth {
-                    Some((keys, how)) if self.tuns.len() > n => self.tunnel(n, T::Auth(keys, how)),
+                    Some((keys, how)) if self.tuns.len() > n => {
+                        self.tunnel(n, TunnelOp::Auth(keys, how))
+                    }
                     _ => Ok(()),
                 }
             }
@@ -280,7 +288,7 @@ impl Run {
                 let agent = pick((0..KEYS).collect(), online, a, stray).unwrap_or(a);
                 let method = ["GET", "POST"][(body != Body::None) as usize];
                 let (target, host) = (format!("/c{c}"), host_of(&self.keys[agent]));
-                let mut head = H::head(method, &target, &host);
+                let mut head = Harness::head(method, &target, &host);
                 head.body_follows = body != Body::None;
                 if let Body::Declared(n) = body {
                     head.content_length = Some(n);
@@ -303,16 +311,16 @@ impl Run {
             }
             Op::OnCall(i, op, stray) => {
                 let aim = |c: &u64| match op {
-                    C::Chunk(..) | C::BodyEnd => self.receiving(*c),
-                    C::Gone => self.receiving(*c) || self.phase(*c) != Phase::Done,
-                    C::Drained(_) => self.phase(*c) == Phase::Streaming,
+                    CallOp::Chunk(..) | CallOp::BodyEnd => self.receiving(*c),
+                    CallOp::Gone => self.receiving(*c) || self.phase(*c) != Phase::Done,
+                    CallOp::Drained(_) => self.phase(*c) == Phase::Streaming,
                 };
                 let Some(c) = pick(self.calls.keys().copied().collect(), aim, i, stray) else {
                     return Ok(());
                 };
                 let (call, m) = (CallId(c), self.calls.get_mut(&c).expect("picked"));
                 match op {
-                    C::Chunk(len, binary) => {
+                    CallOp::Chunk(len, binary) => {
                         m.binary |= binary && len > 0;
                         let size = m.body.map(|n| n + len as u64);
                         m.body = size.filter(|n| *n <= self.cfg.max_body_bytes);
@@ -322,11 +330,11 @@ impl Run {
                         let chunk = &vec![if binary { 0xff } else { b'a' }; len];
                         self.handle(Input::CallBody { call, chunk })
                     }
-                    C::BodyEnd => {
+                    CallOp::BodyEnd => {
                         self.dispatch(c);
                         self.handle(Input::CallBodyEnd { call })
                     }
-                    C::Gone => {
+                    CallOp::Gone => {
                         let (live, t) = (m.call.phase != Phase::Done, m.tun);
                         (m.body, m.call.phase) = (None, Phase::Done);
                         if live {
@@ -334,7 +342,7 @@ impl Run {
                         }
                         self.handle(Input::CallGone { call })
                     }
-                    C::Drained(bytes) => {
+                    CallOp::Drained(bytes) => {
                         m.call.queued = m.call.queued.saturating_sub(bytes);
                         self.handle(Input::CallDrained { call, bytes })
                     }
@@ -376,9 +384,11 @@ impl Run {
             }
             Op::Tunnel(i, op, stray) => {
                 let aim = |t: &usize| match (&op, &self.tuns[*t]) {
-                    (T::Auth(..), tun) => tun.st == Ts::Pending,
-                    (T::Add(..), tun) => tun.st == Ts::Authed && !tun.nonces.is_empty(),
-                    (_, tun) => tun.st == Ts::Authed,
+                    (TunnelOp::Auth(..), tun) => tun.st == TunnelState::Pending,
+                    (TunnelOp::Add(..), tun) => {
+                        tun.st == TunnelState::Authed && !tun.nonces.is_empty()
+                    }
+                    (_, tun) => tun.st == TunnelState::Authed,
                 };
                 match pick((0..n).collect(), aim, i, stray) {
                     Some(t) => self.tunnel(t, op),
@@ -394,35 +404,35 @@ impl Run {
         agent_sig(&self.keys[k], signer, nonce, self.e.now.unix_secs)
     }
 
-    fn tunnel(&mut self, t: usize, op: T) -> R {
+    fn tunnel(&mut self, t: usize, op: TunnelOp) -> R {
         let (ts, now, tunnel) = (self.e.now.unix_secs, self.now(), tid(t));
         let q = &self.tuns[t].nonces;
         let nonce = match op {
-            T::Auth(_, How::WrongNonce) | T::Add(_, How::WrongNonce) => None,
-            T::Add(_, How::Oldest) => q.front(),
+            TunnelOp::Auth(_, How::WrongNonce) | TunnelOp::Add(_, How::WrongNonce) => None,
+            TunnelOp::Add(_, How::Oldest) => q.front(),
             _ => q.back(),
         };
         let nonce = nonce.map_or_else(|| "ab".repeat(32), |(n, _)| n.clone());
         let frame = match op {
-            T::Closed => {
+            TunnelOp::Closed => {
                 self.drop_tunnel(t, None);
                 return self.handle(Input::TunnelClosed { tunnel });
             }
-            T::Binary => {
+            TunnelOp::Binary => {
                 self.after_auth(t, true);
                 return self.handle(Input::TunnelBinary { tunnel });
             }
-            T::Junk(syntax) => {
+            TunnelOp::Junk(syntax) => {
                 self.after_auth(t, syntax);
                 return self.text(t, ["{\"type\":\"hello\"}", "{nope"][syntax as usize]);
             }
-            T::Pong => {
+            TunnelOp::Pong => {
                 if self.after_auth(t, false) {
                     self.tuns[t].missed = 0;
                 }
                 json!({"type": "pong", "ts": ts})
             }
-            T::Challenge => {
+            TunnelOp::Challenge => {
                 if self.after_auth(t, false) {
                     // At most `max_pending_nonces` unused: the oldest makes room.
                     let q = &mut self.tuns[t].nonces;
@@ -434,7 +444,7 @@ impl Run {
                 }
                 json!({"type": "request_challenge"})
             }
-            T::Remove(k) => {
+            TunnelOp::Remove(k) => {
                 if self.after_auth(t, false) && self.tuns[t].agents.contains(&k) {
                     self.tuns[t].agents.retain(|x| *x != k);
                     self.end_agent_calls(t, k);
@@ -445,7 +455,7 @@ impl Run {
                 }
                 json!({"type": "remove_agent", "address": checksum(&self.keys[k])})
             }
-            T::Auth(keys, how) => {
+            TunnelOp::Auth(keys, how) => {
                 let forged = |i| how == How::BadSig && i == 0;
                 let sigs = keys.iter().enumerate();
                 let agents: Vec<AgentSig> =
@@ -453,7 +463,7 @@ impl Run {
                 self.auth(t, &keys, how);
                 json!({"type": "auth", "agents": agents, "nonce": nonce, "timestamp": ts})
             }
-            T::Add(k, how) => {
+            TunnelOp::Add(k, how) => {
                 let AgentSig { address, signature } = self.sig(k, how == How::BadSig, &nonce);
                 if self.after_auth(t, false) {
                     let ttl = ms(self.cfg.nonce_ttl);
@@ -488,7 +498,7 @@ impl Run {
             }
         }
         for t in 0..self.tuns.len() {
-            self.tunnel(t, T::Closed)?;
+            self.tunnel(t, TunnelOp::Closed)?;
         }
         self.tick(100_000)?;
         self.e.check_clean().map_err(TestCaseError::fail)
@@ -514,10 +524,10 @@ impl Run {
     }
 
     fn drop_tunnel(&mut self, t: usize, close: Option<(u16, &str)>) {
-        if self.tuns[t].st == Ts::Closed {
+        if self.tuns[t].st == TunnelState::Closed {
             return;
         }
-        self.tuns[t].st = Ts::Closed;
+        self.tuns[t].st = TunnelState::Closed;
         self.ip_open[self.tuns[t].ip] -= 1;
         for k in std::mem::take(&mut self.tuns[t].agents) {
             if self.agents[k] == Some(t) {
@@ -541,16 +551,16 @@ impl Run {
     /// Whether `t` takes a frame other than `auth`: one before auth is fatal
     /// (`syntax`: not even JSON).
     fn after_auth(&mut self, t: usize, syntax: bool) -> bool {
-        if self.tuns[t].st == Ts::Pending {
+        if self.tuns[t].st == TunnelState::Pending {
             let error = ["expected_auth_frame", "invalid_json"][syntax as usize];
             self.auth_error(t, error, 4000);
         }
-        self.tuns[t].st == Ts::Authed
+        self.tuns[t].st == TunnelState::Authed
     }
 
     fn auth(&mut self, t: usize, keys: &[usize], how: How) {
         match (self.tuns[t].st, how) {
-            (Ts::Authed | Ts::Closed, _) => return,
+            (TunnelState::Authed | TunnelState::Closed, _) => return,
             (_, How::WrongNonce) => return self.auth_error(t, "invalid_nonce", 4000),
             _ if keys.is_empty() => return self.auth_error(t, "no_agents", 4000),
             (_, How::BadSig) => return self.auth_error(t, "signature_verification_failed", 4001),
@@ -564,7 +574,7 @@ impl Run {
             }
         }
         let (at, tun) = (self.now() + ms(self.cfg.ping_interval), &mut self.tuns[t]);
-        (tun.st, tun.at) = (Ts::Authed, at);
+        (tun.st, tun.at) = (TunnelState::Authed, at);
         tun.nonces.clear();
         self.expect_frame(t, format!("auth_ok [{}] rejected []", names.join(" ")));
     }
@@ -606,7 +616,7 @@ impl Run {
     fn shut_down(&mut self) {
         self.stopped = true;
         for t in 0..self.tuns.len() {
-            if self.tuns[t].st != Ts::Closed {
+            if self.tuns[t].st != TunnelState::Closed {
                 self.expect_frame(t, "error relay_restarting");
                 self.drop_tunnel(t, Some((1012, "relay restarting")));
             }
@@ -621,9 +631,9 @@ impl Run {
             .tuns
             .iter()
             .enumerate()
-            .filter(|(_, t)| t.st != Ts::Closed);
+            .filter(|(_, t)| t.st != TunnelState::Closed);
         let tuns = tuns.map(|(i, t)| (t.at, 0, i as u64));
-        let call = |(c, m): (&u64, &Mc)| Some((m.call.deadline(&self.cfg)?, 1, *c));
+        let call = |(c, m): (&u64, &ModelCall)| Some((m.call.deadline(&self.cfg)?, 1, *c));
         let drain = self.draining.filter(|_| !self.stopped).map(|at| (at, 2, 0));
         tuns.chain(self.calls.iter().filter_map(call))
             .chain(drain)
@@ -636,7 +646,9 @@ impl Run {
         while let Some((_, kind, id)) = self.next_deadline().filter(|d| d.0 <= now) {
             let t = id as usize;
             match kind {
-                0 if self.tuns[t].st == Ts::Pending => self.auth_error(t, "auth_timeout", 4001),
+                0 if self.tuns[t].st == TunnelState::Pending => {
+                    self.auth_error(t, "auth_timeout", 4001)
+                }
                 0 if max != 0 && self.tuns[t].missed >= max => {
                     self.drop_tunnel(t, Some((1000, "keepalive timeout")))
                 }
@@ -670,17 +682,17 @@ fn op() -> impl Strategy<Value = Op> {
     let keys = prop_oneof![9 => vec(0usize..4, 1..=3), 1 => Just(vec![])];
     let auth = (keys, how());
     let tunnel = prop_oneof![
-        4 => auth.clone().prop_map(|(k, h)| T::Auth(k, h)),
-        3 => (0..KEYS, how()).prop_map(|(k, h)| T::Add(k, h)),
-        1 => (0..KEYS).prop_map(T::Remove),
-        1 => any::<bool>().prop_map(T::Junk),
-        4 => select(vec![T::Challenge, T::Challenge, T::Closed, T::Binary]),
-        8 => Just(T::Pong),
+        4 => auth.clone().prop_map(|(k, h)| TunnelOp::Auth(k, h)),
+        3 => (0..KEYS, how()).prop_map(|(k, h)| TunnelOp::Add(k, h)),
+        1 => (0..KEYS).prop_map(TunnelOp::Remove),
+        1 => any::<bool>().prop_map(TunnelOp::Junk),
+        4 => select(vec![TunnelOp::Challenge, TunnelOp::Challenge, TunnelOp::Closed, TunnelOp::Binary]),
+        8 => Just(TunnelOp::Pong),
     ];
     let call = prop_oneof![
-        3 => (0usize..40, prop::bool::weighted(0.25)).prop_map(|(n, b)| C::Chunk(n, b)),
-        4 => (0u64..30).prop_map(C::Drained),
-        4 => select(vec![C::BodyEnd, C::BodyEnd, C::BodyEnd, C::Gone]),
+        3 => (0usize..40, prop::bool::weighted(0.25)).prop_map(|(n, b)| CallOp::Chunk(n, b)),
+        4 => (0u64..30).prop_map(CallOp::Drained),
+        4 => select(vec![CallOp::BodyEnd, CallOp::BodyEnd, CallOp::BodyEnd, CallOp::Gone]),
     ];
     let body = prop_oneof![
         4 => Just(Body::None),

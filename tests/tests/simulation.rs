@@ -12,7 +12,7 @@
 use osaurus_relay_engine::auth::{Address, SecretKey};
 use osaurus_relay_engine::frame::{Body, ClientFrame, ServerFrame};
 use osaurus_relay_engine::{CallId, Config, Input, Output, SeededRng, TunnelId};
-use osaurus_relay_tests::harness::{host_of, key, lower, test_config, DOMAIN, H};
+use osaurus_relay_tests::harness::{host_of, key, lower, test_config, Harness, DOMAIN};
 use osaurus_relay_tests::sim::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
@@ -377,7 +377,7 @@ impl<'a> Sim<'a> {
         self.clients[c].connects += 1;
         self.connecting = Some((c, mode));
         let call = CallId(CONNECT + self.conns.len() as u64);
-        let mut head = H::head("GET", "/tunnel/connect", DOMAIN);
+        let mut head = Harness::head("GET", "/tunnel/connect", DOMAIN);
         (head.websocket, head.peer) = (true, [10, 0, (c / 250) as u8, (c % 250) as u8].into());
         self.input(Input::CallHead { call, head });
         ensure!(self, self.connecting.is_none(), "client {c}: no upgrade");
@@ -478,7 +478,7 @@ impl<'a> Sim<'a> {
             ["GET", "POST"][body.is_some() as usize],
             format!("/c{}", c + 1),
         );
-        let mut head = H::head(method, &target, &agent.host);
+        let mut head = Harness::head(method, &target, &agent.host);
         if let Some(b) = &body {
             (head.content_length, head.body_follows) = (Some(b.len() as u64), true);
         }

@@ -3,7 +3,7 @@
 //! prints `online` once the relay accepted the agent; runs until killed.
 
 use osaurus_relay_client::{run, Local, RelayUrl, TunnelOpts};
-use osaurus_relay_engine::agent::{ClientConfig, ClientEvent};
+use osaurus_relay_engine::client::{ClientConfig, ClientEvent};
 use std::io::Write;
 
 fn main() {

@@ -3,7 +3,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use osaurus_relay_client::{self as client, Local, RelayUrl, TunnelOpts};
-use osaurus_relay_engine::agent::ClientConfig;
+use osaurus_relay_engine::client::ClientConfig;
 use osaurus_relay_rt::keys;
 use osaurus_relay_server::ServeArgs;
 use std::path::PathBuf;

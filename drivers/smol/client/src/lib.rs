@@ -7,8 +7,8 @@ pub use dial::RelayUrl;
 pub use local::{Gate, Local, LocalEvent, Request};
 
 use async_tungstenite::tungstenite::Message;
-use osaurus_relay_engine::agent::{Client, ClientConfig, ClientEvent, ClientInput, ClientOutput};
 use osaurus_relay_engine::auth::{parse_address, SecretKey};
+use osaurus_relay_engine::client::{Client, ClientConfig, ClientEvent, ClientInput, ClientOutput};
 use osaurus_relay_engine::Now;
 use osaurus_relay_rt::entropy::OsEntropy;
 use smol::channel::{unbounded, Sender};

@@ -45,7 +45,6 @@ pub struct RequestHead {
     pub keep_alive: bool,
     pub expect_continue: bool,
     pub websocket_key: Option<String>,
-    pub upgrade_requested: bool,
     pub host: Option<String>,
 }
 
@@ -252,7 +251,6 @@ fn build(
         keep_alive,
         expect_continue,
         websocket_key,
-        upgrade_requested,
         host,
     })
 }

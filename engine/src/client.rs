@@ -7,7 +7,7 @@ use crate::auth::{to_checksum, to_lower, tunnel_message, Address, SecretKey};
 use crate::frame::{
     AgentSig, AgentUrl, Body, ChunkData, ClientFrame, Headers, Rejected, ServerFrame,
 };
-use crate::limits::ms;
+use crate::time::ms;
 use crate::time::{Entropy, Now};
 use std::collections::VecDeque;
 use std::time::Duration;
