@@ -8,12 +8,12 @@ use k256::elliptic_curve::PrimeField;
 use k256::{AffinePoint, ProjectivePoint, Scalar, U256};
 use sha3::{Digest, Keccak256};
 
-/// A 20-byte agent address.
 /// An agent's Ethereum address: the last 20 bytes of the keccak of its
 /// public key. Shown as `0x` + hex ([`to_lower`], [`to_checksum`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Address(pub [u8; 20]);
 
+/// Keccak-256 of `data` (Ethereum's hash, not the standardised SHA3-256).
 pub fn keccak256(data: &[u8]) -> [u8; 32] {
     Keccak256::digest(data).into()
 }
@@ -81,6 +81,7 @@ fn address_of(key: &VerifyingKey) -> Address {
     Address(out)
 }
 
+/// Why a signature could not be recovered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SigError {
     /// Not `0x` + 130 hex digits.
@@ -144,8 +145,11 @@ fn recover_point(prehash: &[u8; 32], sig: &Signature, y_odd: bool) -> Option<Ver
 /// Why one agent's handshake signature was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthFail {
+    /// The address is not `0x` + 40 hex digits.
     BadAddress,
+    /// The signed timestamp is outside the window around the relay's clock.
     Timestamp,
+    /// The signature does not recover to the claimed address.
     Signature,
 }
 
@@ -189,10 +193,12 @@ impl SecretKey {
         Self::from_bytes(&b)
     }
 
+    /// The raw key as `0x` + 64 hex digits.
     pub fn to_hex(&self) -> String {
         format!("0x{}", hex::encode(self.0.to_bytes()))
     }
 
+    /// The address this key signs for.
     pub fn address(&self) -> Address {
         address_of(self.0.verifying_key())
     }

@@ -4,24 +4,32 @@
 //! drain [`Client::poll_output`], re-arm a timer at [`Client::poll_timeout`].
 
 use crate::auth::{to_checksum, to_lower, tunnel_message, Address, SecretKey};
-use crate::frame::{
-    AgentSig, AgentUrl, Body, ChunkData, ClientFrame, Headers, Rejected, ServerFrame,
-};
+use crate::frame::{AgentSig, AgentUrl, Body, ChunkData, ClientFrame, Headers, ServerFrame};
 use crate::time::ms;
 use crate::time::{Entropy, Now};
 use std::collections::VecDeque;
 use std::time::Duration;
 
+mod events;
+pub mod stream;
+
+pub use events::{ClientEvent, ClientInput, ClientOutput};
+
+/// The tunnel client's timings and limits.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
+    /// First reconnect delay; it doubles after each failed attempt.
     pub backoff_base: Duration,
+    /// Longest reconnect delay.
     pub backoff_max: Duration,
     /// ± this percentage of jitter on every backoff delay.
     pub jitter_percent: u64,
     /// A connection up this long resets the backoff.
     pub healthy_after: Duration,
-    /// No frame from the relay for this long (it pings every 30 s): reconnect.
+    /// No frame from the relay for this long (it pings every `PING_INTERVAL`): reconnect.
     pub silence_timeout: Duration,
+    /// Which local answers stream, how they are cut, and their limits.
+    pub stream: stream::StreamPolicy,
 }
 
 impl Default for ClientConfig {
@@ -32,105 +40,9 @@ impl Default for ClientConfig {
             jitter_percent: 20,
             healthy_after: Duration::from_secs(60),
             silence_timeout: Duration::from_secs(100),
+            stream: stream::StreamPolicy::default(),
         }
     }
-}
-
-#[derive(Debug)]
-pub enum ClientInput<'a> {
-    /// The WebSocket to the relay is open.
-    Connected,
-    Text(&'a str),
-    /// The WebSocket closed or failed (or could not be opened).
-    Disconnected,
-    /// The local server answered a request in full.
-    LocalResponse {
-        id: String,
-        status: u16,
-        headers: Headers,
-        body: Vec<u8>,
-    },
-    /// The local server started a streamed answer.
-    LocalStreamStart {
-        id: String,
-        status: u16,
-        headers: Headers,
-    },
-    LocalStreamChunk {
-        id: String,
-        data: Vec<u8>,
-    },
-    LocalStreamEnd {
-        id: String,
-    },
-    /// The local server could not be reached or failed mid-answer.
-    LocalFailed {
-        id: String,
-    },
-    AddAgent(SecretKey),
-    RemoveAgent(Address),
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ClientOutput {
-    /// Open the WebSocket to the relay now.
-    Connect,
-    Send(String),
-    /// Close the WebSocket; a `Disconnected` input should follow.
-    Close,
-    /// Call the local server.
-    Forward {
-        id: String,
-        method: String,
-        path: String,
-        headers: Headers,
-        /// The exact bytes the caller sent (base64 on the wire already decoded).
-        body: Vec<u8>,
-        /// The relay decodes binary stream chunks: an answer that is large or
-        /// of unknown length may stream, whatever its type.
-        stream_any: bool,
-    },
-    /// Drop the local call `id`.
-    CancelLocal {
-        id: String,
-    },
-    Status(ClientEvent),
-    /// Nothing left to serve: every agent was superseded or removed.
-    Stopped,
-}
-
-/// What a person running the client should be told.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ClientEvent {
-    Online {
-        agents: Vec<AgentUrl>,
-        rejected: Vec<Rejected>,
-    },
-    AgentAdded(AgentUrl),
-    AgentRemoved {
-        address: String,
-    },
-    Superseded {
-        address: String,
-    },
-    AuthFailed {
-        error: String,
-        hint: &'static str,
-    },
-    RelayError {
-        error: String,
-    },
-    Reconnecting {
-        in_ms: u64,
-        attempt: u32,
-    },
-    RelayRestarting,
-    /// The local answer to `id` is not UTF-8 and the relay does not
-    /// advertise `body_encoding` (the reference relay): answered 502 instead
-    /// of sending base64 that would reach the caller as text.
-    BinaryNotRelayed {
-        id: String,
-    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,6 +62,7 @@ enum State {
     Stopped,
 }
 
+/// The tunnel client's whole protocol state (see the module docs for the run loop).
 pub struct Client<E: Entropy> {
     cfg: ClientConfig,
     rng: E,
@@ -220,10 +133,14 @@ impl<E: Entropy> Client<E> {
         c
     }
 
+    /// The next thing to do; drain after every `handle*` call.
+    #[must_use]
     pub fn poll_output(&mut self) -> Option<ClientOutput> {
         self.out.pop_front()
     }
 
+    /// When to call [`Client::handle_timeout`] next (monotonic ms).
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<u64> {
         match self.state {
             State::Backoff(at) => Some(at),
@@ -232,14 +149,17 @@ impl<E: Entropy> Client<E> {
         }
     }
 
+    /// The handshake completed and the link is up.
     pub fn is_online(&self) -> bool {
         self.state == State::Ready
     }
 
+    /// The agents this client serves.
     pub fn agents(&self) -> Vec<Address> {
         self.keys.iter().map(SecretKey::address).collect()
     }
 
+    /// Calls the local server is working on.
     pub fn inflight(&self) -> usize {
         self.inflight.len()
     }
@@ -266,6 +186,7 @@ impl<E: Entropy> Client<E> {
         }
     }
 
+    /// Runs what is due at `now`: reconnects, silence checks.
     pub fn handle_timeout(&mut self, now: Now) {
         self.now = now;
         match self.state {
@@ -284,6 +205,7 @@ impl<E: Entropy> Client<E> {
         }
     }
 
+    /// Feeds one input; then drain [`Client::poll_output`].
     pub fn handle(&mut self, now: Now, input: ClientInput<'_>) {
         self.now = now;
         match input {

@@ -11,6 +11,7 @@ use std::time::Duration;
 pub struct ClusterConfig {
     /// This instance's id, as stored in the ownership keys.
     pub instance_id: String,
+    /// How calls for agents another instance holds are served.
     pub remote: RemoteRoute,
     /// How long a directory look-up result is reused.
     pub lookup_ttl: Duration,
@@ -40,8 +41,11 @@ pub enum ClaimOutcome {
 /// The result of a `Lookup`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Located {
+    /// The id of the instance that holds the agent.
     Owner(String),
+    /// No instance holds the agent.
     Nobody,
+    /// The directory did not answer (the result is not cached).
     Unavailable,
 }
 
@@ -62,11 +66,14 @@ pub enum Hop {
 /// A call handed to another instance: everything needed to replay it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ForwardRequest {
+    /// Request method, as the caller sent it.
     pub method: String,
+    /// Request target: path and query.
     pub path: String,
     /// `<agent>.<base domain>`.
     pub host: String,
     /// As a tunnel would see them (filtered, with `x-forwarded-for`).
     pub headers: Headers,
+    /// The complete request body.
     pub body: Vec<u8>,
 }

@@ -34,13 +34,21 @@ pub enum ClientIpSource {
 /// Every number of the contract, with its default. A rate or count of 0 means unlimited.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
+    /// Agents are served at `0x<address>.<base_domain>`.
     pub base_domain: String,
+    /// What to do when an agent a live tunnel holds authenticates again.
     pub duplicate_policy: DuplicatePolicy,
+    /// Where a call's client IP (for per-IP limits and `x-forwarded-for`) comes from.
     pub client_ip: ClientIpSource,
+    /// Tunnel connects per client IP (IPv6: per /64) per minute.
     pub tunnel_connects_per_min: u32,
+    /// Open tunnels per client IP (IPv6: per /64), authenticated or not.
     pub max_tunnels_per_ip: u32,
+    /// `/stats` requests per client IP (IPv6: per /64) per minute.
     pub stats_requests_per_min: u32,
+    /// Calls per agent per minute, from all callers together.
     pub agent_requests_per_min: u32,
+    /// Agents one tunnel may serve, at auth and through `add_agent`.
     pub max_agents_per_tunnel: u32,
     /// `request_challenge` and `add_agent` per connection per minute.
     pub control_frames_per_min: u32,
@@ -50,14 +58,23 @@ pub struct Config {
     /// `max_body_bytes` applies. The app drops its whole tunnel on a message
     /// over its WebSocket limit (about 1 MiB).
     pub max_request_frame_bytes: u64,
+    /// How a request body that is not UTF-8 reaches the tunnel.
     pub binary_request_bodies: BinaryBodies,
+    /// Time a new tunnel has to authenticate (then close).
     pub auth_timeout: Duration,
+    /// Time a call waits for the head of its answer (then 504).
     pub response_timeout: Duration,
+    /// Longest silence on a streamed answer before it is cut.
     pub stream_idle_timeout: Duration,
+    /// Time between keepalive pings to an authenticated tunnel.
     pub ping_interval: Duration,
+    /// Pings in a row a tunnel may leave unanswered before it is dropped; 0 never drops.
     pub max_missed_pings: u32,
+    /// Lifetime of a mid-session challenge nonce (for `add_agent`).
     pub nonce_ttl: Duration,
+    /// Largest distance allowed between an auth timestamp and the relay's Unix clock.
     pub timestamp_window: Duration,
+    /// How long calls in flight may finish after shutdown begins.
     pub drain_timeout: Duration,
     /// Largest answer body collected for a caller (a forwarded call's owner
     /// answer); 0 means unlimited.

@@ -51,6 +51,7 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// The HTTP status the caller gets.
     pub fn status(self) -> u16 {
         use CallError::*;
         match self {
@@ -105,12 +106,19 @@ impl CallError {
 /// is closed with [`AuthError::close_code`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthError {
+    /// The tunnel did not authenticate within `AUTH_TIMEOUT`.
     AuthTimeout,
+    /// A text frame before auth that is not valid JSON, or a binary frame.
     InvalidJson,
+    /// A valid frame other than `auth` before the handshake.
     ExpectedAuthFrame,
+    /// The `auth` frame's nonce is not the challenge the relay sent.
     InvalidNonce,
+    /// The `auth` frame lists no agents.
     NoAgents,
+    /// More agents than `MAX_AGENTS_PER_TUNNEL`.
     TooManyAgents,
+    /// A signature did not prove its agent address.
     SignatureVerificationFailed,
 }
 

@@ -19,6 +19,7 @@ pub const FEATURES: [&str; 2] = ["body_encoding", "stream_body_encoding"];
 pub struct Headers(pub Vec<(String, String)>);
 
 impl Headers {
+    /// The first value of `name`, compared case-insensitively.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
@@ -57,21 +58,30 @@ impl<'de> Deserialize<'de> for Headers {
     }
 }
 
+/// One agent's proof of ownership in an `auth` frame.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentSig {
+    /// `0x` + 40 hex digits, exactly as signed.
     pub address: String,
+    /// `0x` + r||s||v hex over [`crate::auth::tunnel_message`].
     pub signature: String,
 }
 
+/// An agent the relay now serves, with where callers reach it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentUrl {
+    /// `0x` + lowercase hex.
     pub address: String,
+    /// `https://<address>.<base domain>`.
     pub url: String,
 }
 
+/// An agent from `auth` that the relay did not register.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rejected {
+    /// `0x` + lowercase hex.
     pub address: String,
+    /// Why, e.g. `already_registered`.
     pub reason: String,
 }
 
@@ -79,52 +89,78 @@ pub struct Rejected {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
+    /// The nonce to sign: first on a new tunnel, and the answer to `request_challenge`.
     Challenge {
+        /// 64 hex digits, signed in `auth` or `add_agent`.
         nonce: String,
     },
+    /// The handshake succeeded.
     AuthOk {
+        /// The agents now served.
         agents: Vec<AgentUrl>,
+        /// Agents not registered: another tunnel or instance holds them (policy `reject`).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         rejected: Vec<Rejected>,
         /// Extensions the relay understands (see [`FEATURES`]); the app ignores it.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         features: Vec<String>,
     },
+    /// The handshake failed; the relay closes the tunnel next.
     AuthError {
+        /// An [`AuthError`](crate::error::AuthError) code.
         error: String,
     },
+    /// An `add_agent` succeeded.
     AgentAdded {
+        /// `0x` + lowercase hex.
         address: String,
+        /// Where callers reach the agent.
         url: String,
+        /// Extensions the relay understands (see [`FEATURES`]).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         features: Vec<String>,
     },
+    /// The tunnel no longer serves an agent.
     AgentRemoved {
+        /// `0x` + lowercase hex.
         address: String,
+        /// `superseded` when another tunnel took the agent over; absent after `remove_agent`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// A call for one of the tunnel's agents.
     Request {
+        /// Request id that the answer frames carry back.
         id: String,
+        /// HTTP method of the call.
         method: String,
+        /// Request target: path and query.
         path: String,
+        /// The caller's headers, filtered, plus `x-agent-address` and `x-forwarded-for`.
         headers: Headers,
         /// Always sent (`""` without a body), as the reference relay does.
         #[serde(flatten)]
         body: Body,
     },
+    /// Keepalive; the client answers `pong` with the same `ts`.
     Ping {
+        /// The relay's Unix seconds when it sent the ping.
         ts: u64,
     },
+    /// A refused control frame (the tunnel stays open), or `relay_restarting` before a close.
     Error {
+        /// Error code, e.g. `rate_limited` or `invalid_nonce`.
         error: String,
     },
+    /// The relay dropped the call: the client should stop working on it.
     Cancel {
+        /// The request id of the dropped call.
         id: String,
     },
 }
 
 impl ServerFrame {
+    /// The frame as JSON text, one WebSocket text message.
     pub fn encode(&self) -> String {
         match self {
             // Requests are most of what the relay writes: written directly,
@@ -267,47 +303,76 @@ pub fn escape_into(out: &mut String, s: &str) {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientFrame {
+    /// The handshake: one signature per agent over the challenge nonce.
     Auth {
+        /// The agents to serve, each with its signature.
         agents: Vec<AgentSig>,
+        /// The nonce from `challenge`.
         nonce: String,
+        /// Unix seconds that were signed; must be near the relay's clock.
         timestamp: u64,
     },
+    /// Asks for a fresh nonce, to add an agent mid-session.
     RequestChallenge,
+    /// Adds one agent to an authenticated tunnel.
     AddAgent {
+        /// `0x` + 40 hex digits, exactly as signed.
         address: String,
+        /// `0x` + r||s||v hex over [`crate::auth::tunnel_message`].
         signature: String,
+        /// A nonce from a mid-session `challenge`.
         nonce: String,
+        /// Unix seconds that were signed; must be near the relay's clock.
         timestamp: u64,
     },
+    /// Stops serving one agent; the relay answers `agent_removed`.
     RemoveAgent {
+        /// The agent to remove, `0x` + 40 hex digits.
         address: String,
     },
+    /// Answers `ping`: keeps the tunnel alive.
     Pong {
+        /// The `ts` of the ping answered.
         ts: u64,
     },
+    /// A whole answer to one request.
     Response {
+        /// The id from the `request` frame.
         id: String,
+        /// HTTP status, 200-599.
         status: u16,
+        /// Response headers for the caller.
         headers: Headers,
+        /// `body`, as text or base64 with `"bodyEncoding": "base64"`.
         #[serde(flatten)]
         body: Body,
     },
+    /// The head of a streamed answer; `stream_chunk`s and `stream_end` follow.
     StreamStart {
+        /// The id from the `request` frame.
         id: String,
+        /// HTTP status, 200-599.
         status: u16,
+        /// Response headers for the caller.
         headers: Headers,
     },
+    /// One piece of a streamed answer's body.
     StreamChunk {
+        /// The id from the `request` frame.
         id: String,
+        /// `data`, as text or base64 with `"bodyEncoding": "base64"`.
         #[serde(flatten)]
         data: ChunkData,
     },
+    /// The streamed answer is complete.
     StreamEnd {
+        /// The id from the `request` frame.
         id: String,
     },
 }
 
 impl ClientFrame {
+    /// The frame as JSON text, one WebSocket text message.
     pub fn encode(&self) -> String {
         serde_json::to_string(self).expect("frames always serialize")
     }
@@ -316,10 +381,13 @@ impl ClientFrame {
 /// What the relay makes of one text message from a tunnel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Inbound {
+    /// A frame the relay understands.
     Frame(ClientFrame),
     /// A reply frame naming `id` whose other fields are not valid.
     BadReply {
+        /// The request id the frame names.
         id: String,
+        /// What was wrong with it, for the log.
         why: &'static str,
     },
     /// A JSON object of a type the relay does not handle, or with unusable fields.
@@ -418,6 +486,7 @@ fn headers(raw: Option<&RawValue>) -> Result<Headers, &'static str> {
 }
 
 impl Inbound {
+    /// Classifies one text message from a tunnel; never fails.
     pub fn parse(text: &str) -> Inbound {
         let w: Wire = match serde_json::from_str(text) {
             Ok(w) => w,

@@ -8,15 +8,20 @@ use core::net::IpAddr;
 /// A complete response the relay makes or relays.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Response {
+    /// HTTP status to send.
     pub status: u16,
+    /// Headers to send; the driver adds the framing and connection ones.
     pub headers: Vec<(String, String)>,
+    /// The whole body (empty for a status that has none).
     pub body: Vec<u8>,
 }
 
 /// Response head of a streamed answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResponseHead {
+    /// HTTP status to send.
     pub status: u16,
+    /// Headers to send; the driver adds the framing and connection ones.
     pub headers: Vec<(String, String)>,
 }
 

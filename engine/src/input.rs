@@ -15,9 +15,11 @@ pub struct CallId(pub u64);
 /// A parsed HTTP request head.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestHead {
+    /// Request method, as sent (`GET`, `POST`, ...).
     pub method: String,
     /// Path and query as sent (`/v1/chat?stream=true`).
     pub target: String,
+    /// The `Host` header (or the absolute-form authority): it names the agent.
     pub host: Option<String>,
     /// Header names as sent; the engine lowercases what it forwards.
     pub headers: Vec<(String, String)>,
@@ -33,8 +35,6 @@ pub struct RequestHead {
     pub hop: Hop,
 }
 
-/// One event. Ids the engine does not know (already answered, closed) are
-/// ignored: races between the driver and the engine are normal.
 /// Why a forwarded call's owner gave no complete answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OwnerFault {
@@ -44,88 +44,127 @@ pub enum OwnerFault {
     BadAnswer(&'static str),
 }
 
+/// An event the driver hands to [`Relay::handle`](crate::Relay::handle). Ids
+/// the engine does not know (already answered, closed) are ignored: races
+/// between the driver and the engine are normal.
 #[derive(Debug)]
 pub enum Input<'a> {
+    /// A request head arrived: a new call.
     CallHead {
+        /// A fresh id for this exchange.
         call: CallId,
+        /// The parsed head.
         head: RequestHead,
     },
+    /// Request body bytes, decoded from their framing.
     CallBody {
+        /// The call the bytes belong to.
         call: CallId,
+        /// The next bytes, in order.
         chunk: &'a [u8],
     },
+    /// The request body is complete.
     CallBodyEnd {
+        /// The call whose body ended.
         call: CallId,
     },
     /// The caller went away (connection closed or failed).
     CallGone {
+        /// The call whose caller left.
         call: CallId,
     },
     /// `bytes` of streamed data reached the caller's socket.
     CallDrained {
+        /// The call whose chunks were written.
         call: CallId,
+        /// Bytes written since the last report.
         bytes: u64,
     },
+    /// A text message from a tunnel.
     TunnelText {
+        /// The tunnel it came from.
         tunnel: TunnelId,
+        /// The whole message.
         text: &'a str,
     },
+    /// A binary message from a tunnel (the protocol uses none).
     TunnelBinary {
+        /// The tunnel it came from.
         tunnel: TunnelId,
     },
     /// `bytes` of frames reached the tunnel's socket.
     TunnelDrained {
+        /// The tunnel whose frames were written.
         tunnel: TunnelId,
+        /// Bytes written since the last report.
         bytes: u64,
     },
     /// The tunnel's socket closed or failed.
     TunnelClosed {
+        /// The tunnel that closed.
         tunnel: TunnelId,
     },
     /// Begin graceful shutdown.
     Shutdown,
     /// The result of `Output::Claim`.
     Claimed {
+        /// The tunnel that asked for the claim.
         tunnel: TunnelId,
+        /// The agent as sent in `Output::Claim`.
         agent: &'a str,
+        /// What the directory answered.
         outcome: ClaimOutcome,
     },
     /// A refresh found the agent's key naming another instance.
     ClaimLost {
+        /// The tunnel that served the agent.
         tunnel: TunnelId,
+        /// The agent whose key was lost.
         agent: &'a str,
     },
     /// The result of `Output::Lookup`.
     Located {
+        /// The agent as sent in `Output::Lookup`.
         agent: &'a str,
+        /// What the directory answered.
         found: Located,
     },
     /// Whether the shared directory answers (shown in `/stats`).
     DirectoryHealth {
+        /// `true` when the directory answers.
         up: bool,
     },
     /// The owner instance's answer head to a forwarded call (`Output::Forward`).
     /// `streamed`: chunked or until close, so it streams to the caller; else
     /// its body (`OwnerBody`) is collected and answered with its length.
     OwnerHead {
+        /// The forwarded call.
         call: CallId,
+        /// The owner's HTTP status.
         status: u16,
+        /// The owner's headers; the engine checks and filters them as a tunnel's.
         headers: Vec<(String, String)>,
+        /// `true` for a chunked or close-delimited body.
         streamed: bool,
     },
     /// Body bytes of the owner's answer, decoded from its framing.
     OwnerBody {
+        /// The forwarded call.
         call: CallId,
+        /// The next bytes, in order.
         chunk: &'a [u8],
     },
     /// The owner's answer is complete.
     OwnerEnd {
+        /// The forwarded call.
         call: CallId,
     },
     /// The owner could not be reached, or its answer broke off or was not
     /// valid HTTP.
     OwnerFailed {
+        /// The forwarded call.
         call: CallId,
+        /// What went wrong.
         fault: OwnerFault,
     },
 }

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! The sans-IO protocol engine of the Osaurus relay.
 //!
 //! [`Relay`] makes every protocol decision of the relay and does no IO: no

@@ -58,6 +58,7 @@ pub struct RateLimiter<K> {
 }
 
 impl<K: Hash + Eq + Clone> RateLimiter<K> {
+    /// A limiter of `per_min` per key per minute (0: unlimited), hashed with seed 0.
     pub fn new(per_min: u32) -> Self {
         Self::with_seed(per_min, 0)
     }
@@ -95,10 +96,12 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         });
     }
 
+    /// Keys currently holding a bucket.
     pub fn len(&self) -> usize {
         self.buckets.len()
     }
 
+    /// `true` when no key holds a bucket.
     pub fn is_empty(&self) -> bool {
         self.buckets.is_empty()
     }

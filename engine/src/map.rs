@@ -4,7 +4,9 @@
 use foldhash::fast::FixedState;
 use std::collections::{HashMap, HashSet};
 
+/// A `HashMap` with a fixed, seeded hasher; make one with [`map`].
 pub type Map<K, V> = HashMap<K, V, FixedState>;
+/// A `HashSet` with a fixed, seeded hasher; make one with [`set`].
 pub type Set<K> = HashSet<K, FixedState>;
 
 /// A map hashing with `seed`.

@@ -5,88 +5,115 @@ use crate::http::{Response, ResponseHead};
 use crate::input::{CallId, TunnelId};
 use core::net::IpAddr;
 
+/// An action for the driver, taken from [`Relay::poll_output`](crate::Relay::poll_output).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
     /// Answer the call with a complete response; the call is over.
     Respond {
+        /// The call to answer.
         call: CallId,
+        /// Status, headers and body to write.
         response: Response,
     },
     /// Send the head of a streamed response (chunked); chunks follow.
     StartStream {
+        /// The call to answer.
         call: CallId,
+        /// Status and headers; the body follows as chunks.
         head: ResponseHead,
     },
     /// Write and flush one chunk; report with `CallDrained` once written.
     WriteChunk {
+        /// The streaming call.
         call: CallId,
+        /// Body bytes to write as one chunk.
         data: Vec<u8>,
     },
     /// Finish the streamed response cleanly; the call is over.
     EndStream {
+        /// The streaming call.
         call: CallId,
     },
     /// Cut the streamed response short (close the connection without the
     /// last chunk) so the caller sees it is incomplete; the call is over.
     AbortStream {
+        /// The streaming call.
         call: CallId,
     },
     /// Complete the WebSocket handshake of `call`; it becomes `tunnel`.
     Upgrade {
+        /// The call that asked for `/tunnel/connect`.
         call: CallId,
+        /// The id its WebSocket is known by from now on.
         tunnel: TunnelId,
     },
     /// Send one text frame; report with `TunnelDrained` once written.
     SendFrame {
+        /// The tunnel to write to.
         tunnel: TunnelId,
+        /// The frame's JSON text.
         text: String,
     },
     /// Send a close frame and drop the socket; the engine forgot the tunnel.
     CloseTunnel {
+        /// The tunnel to close.
         tunnel: TunnelId,
+        /// WebSocket close code.
         code: u16,
+        /// WebSocket close reason.
         reason: &'static str,
     },
     /// Several instances: claim `agent` for this instance (`SET agent:<a> id
-    /// EX 120 NX GET`, without `NX` when `takeover`); answer with `Claimed`.
+    /// EX <CLAIM_TTL> NX GET`, without `NX` when `takeover`); answer with `Claimed`.
     Claim {
+        /// The tunnel the claim is for.
         tunnel: TunnelId,
+        /// `0x` + lowercase hex.
         agent: String,
+        /// Overwrite a key held by another instance.
         takeover: bool,
     },
     /// Several instances: renew the claims of a tunnel that answered a ping;
     /// answer `ClaimLost` for each agent whose key names another instance.
     Refresh {
+        /// The tunnel that answered.
         tunnel: TunnelId,
+        /// Its agents, `0x` + lowercase hex.
         agents: Vec<String>,
     },
     /// Several instances: delete the agent's key if it still names us.
     Release {
+        /// `0x` + lowercase hex.
         agent: String,
     },
     /// Several instances: who owns `agent`? Answer with `Located`.
     Lookup {
+        /// `0x` + lowercase hex.
         agent: String,
     },
     /// Several instances: replay the call on `instance` and relay its answer;
     /// the engine forgot the call.
     Forward {
+        /// The call to forward.
         call: CallId,
+        /// The id of the instance that owns the agent.
         instance: String,
         /// Boxed: it would make every output five times larger.
         request: Box<ForwardRequest>,
     },
-    /// Something worth one log line.
     /// Drop the connection to the owner of this forwarded call: the engine
     /// ended the call (caller gone, timeout, slow caller, bad answer).
     CancelForward {
+        /// The forwarded call.
         call: CallId,
     },
     /// The tunnel authenticated: its frames may now be as large as
     /// `max_frame_bytes` (before, `pre_auth_read_budget` bytes in all).
     Authenticated {
+        /// The tunnel that authenticated.
         tunnel: TunnelId,
     },
+    /// Something worth one log line.
     Event(Event),
     /// Shutdown finished: every tunnel was told and closed.
     ShutdownComplete,
@@ -95,44 +122,73 @@ pub enum Output {
 /// Notable events for logs. Never carries secrets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
+    /// A tunnel completed its handshake.
     TunnelUp {
+        /// The new tunnel.
         tunnel: TunnelId,
+        /// The client IP it connected from.
         ip: IpAddr,
+        /// Agents it serves after the handshake.
         agents: usize,
     },
+    /// An authenticated tunnel went away.
     TunnelDown {
+        /// The tunnel that went away.
         tunnel: TunnelId,
+        /// Agents it served then.
         agents: usize,
+        /// Why, e.g. `closed by peer` or `superseded`.
         reason: &'static str,
     },
+    /// A tunnel's handshake failed.
     AuthFailed {
+        /// The tunnel that failed.
         tunnel: TunnelId,
+        /// The client IP it connected from.
         ip: IpAddr,
+        /// The [`AuthError`](crate::AuthError) code.
         reason: &'static str,
     },
+    /// A tunnel added an agent mid-session.
     AgentAdded {
+        /// The tunnel that added it.
         tunnel: TunnelId,
+        /// `0x` + lowercase hex.
         address: String,
     },
+    /// A tunnel stopped serving an agent.
     AgentRemoved {
+        /// The tunnel that served it.
         tunnel: TunnelId,
+        /// `0x` + lowercase hex.
         address: String,
+        /// `superseded` or `removed`.
         reason: &'static str,
     },
+    /// A tunnel answered a call with something invalid.
     BadHostResponse {
+        /// The tunnel that answered.
         tunnel: TunnelId,
+        /// What was wrong.
         why: &'static str,
     },
+    /// A stream was cut because its caller read too slowly.
     SlowConsumer {
+        /// The tunnel that sent the stream.
         tunnel: TunnelId,
     },
     /// The owner instance answered a forwarded call with something invalid.
     BadOwnerAnswer {
+        /// The forwarded call.
         call: CallId,
+        /// What was wrong.
         why: &'static str,
     },
+    /// Shutdown began.
     ShuttingDown {
+        /// Calls in flight then.
         calls: usize,
+        /// Tunnels open then.
         tunnels: usize,
     },
 }

@@ -46,19 +46,28 @@ pub struct Relay<E: Entropy> {
 /// Sizes of everything the engine holds, for invariant checks.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Sizes {
+    /// Tunnel connections, authenticated or not.
     pub tunnels: usize,
+    /// Agents a tunnel serves.
     pub agents: usize,
+    /// Client IPs (IPv6: /64s) with at least one open tunnel.
     pub ip_entries: usize,
+    /// Calls in flight.
     pub calls: usize,
+    /// Tunnel request ids mapped back to their calls.
     pub req_ids: usize,
+    /// Armed timers.
     pub timers: usize,
+    /// Keys in all rate limiters together.
     pub limiter_keys: usize,
+    /// Outputs not yet taken by [`Relay::poll_output`].
     pub queued_outputs: usize,
     /// Cached and pending directory look-ups.
     pub directory: usize,
 }
 
 impl<E: Entropy> Relay<E> {
+    /// A relay with no tunnels or calls; `rng` seeds its hash maps and makes nonces.
     pub fn new(cfg: Config, mut rng: E, now: Now) -> Self {
         let seed = {
             let mut b = [0u8; 8];
@@ -87,6 +96,7 @@ impl<E: Entropy> Relay<E> {
         }
     }
 
+    /// The configuration the relay was built with.
     pub fn config(&self) -> &Config {
         &self.cfg
     }
@@ -151,15 +161,19 @@ impl<E: Entropy> Relay<E> {
         self.maybe_finish_shutdown();
     }
 
+    /// The next action for the driver, oldest first; `None` when drained.
+    #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front()
     }
 
     /// The earliest deadline (monotonic ms): call `handle_timeout` then.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<u64> {
         self.timers.next()
     }
 
+    /// Counters and gauges, as `/stats` reports them.
     pub fn stats(&self) -> Stats {
         Stats {
             uptime_seconds: (self.now.mono_ms - self.started_ms) / 1000,
@@ -172,6 +186,7 @@ impl<E: Entropy> Relay<E> {
         }
     }
 
+    /// Sizes of everything held, for invariant checks.
     pub fn sizes(&self) -> Sizes {
         Sizes {
             tunnels: self.tunnels.len(),

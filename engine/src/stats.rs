@@ -3,13 +3,19 @@
 /// Monotonic counters; gauges are computed from the live state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
+    /// Request frames sent to tunnels.
     pub total_requests_relayed: u64,
+    /// Tunnels that completed the handshake.
     pub total_tunnel_connections: u64,
+    /// Invalid answers from tunnels or owner instances.
     pub bad_host_responses: u64,
     /// Non-JSON, unknown or unmatched frames from tunnels.
     pub invalid_frames: u64,
+    /// Streams cut because the caller read too slowly.
     pub slow_consumer_aborts: u64,
+    /// Calls answered 504 because no answer head came in time.
     pub gateway_timeouts: u64,
+    /// Failed tunnel handshakes.
     pub auth_failures: u64,
     /// Calls for agents another instance holds (replayed or forwarded).
     pub remote_calls: u64,
@@ -18,16 +24,22 @@ pub struct Counters {
 /// A snapshot for `/stats`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stats {
+    /// Seconds since the relay was created.
     pub uptime_seconds: u64,
+    /// Tunnels that completed the handshake and are still open.
     pub active_tunnels: usize,
+    /// Agents served by a tunnel here.
     pub active_agents: usize,
+    /// Calls the relay holds now.
     pub active_calls: usize,
+    /// Totals since the relay started.
     pub counters: Counters,
     /// Several instances: this instance's id and whether the directory answers.
     pub instance: Option<(String, bool)>,
 }
 
 impl Stats {
+    /// The `/stats` JSON body; cluster fields only with several instances.
     pub fn to_json(&self) -> serde_json::Value {
         let c = &self.counters;
         let mut v = serde_json::json!({

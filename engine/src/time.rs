@@ -10,6 +10,7 @@ pub struct Now {
 }
 
 impl Now {
+    /// Both clocks as read at the same moment.
     pub fn new(mono_ms: u64, unix_secs: u64) -> Self {
         Now { mono_ms, unix_secs }
     }
@@ -25,6 +26,7 @@ impl Now {
 /// A source of random bytes (nonces, request ids). The driver passes the OS's;
 /// tests and fuzzers pass [`SeededRng`] so every run replays from its seed.
 pub trait Entropy {
+    /// Fills `buf` with random bytes.
     fn fill(&mut self, buf: &mut [u8]);
 }
 
@@ -33,10 +35,12 @@ pub trait Entropy {
 pub struct SeededRng(u64);
 
 impl SeededRng {
+    /// A generator that replays the same sequence for the same `seed`.
     pub fn new(seed: u64) -> Self {
         SeededRng(seed)
     }
 
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;

@@ -2,6 +2,7 @@
 
 pub mod child;
 pub mod cluster;
+pub mod describe;
 pub mod e2e;
 pub mod harness;
 pub mod noise;

@@ -70,6 +70,7 @@ impl Body {
         }
     }
 
+    /// `true` when it stands for no bytes.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -82,6 +83,7 @@ impl Body {
         }
     }
 
+    /// `true` for raw bytes sent as base64.
     pub fn is_binary(&self) -> bool {
         matches!(self, Body::Binary(_))
     }

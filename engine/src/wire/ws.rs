@@ -6,11 +6,17 @@
 /// A frame's opcode (RFC 6455 5.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpCode {
+    /// Continues a fragmented message (0).
     Continue,
+    /// A UTF-8 text message, or its first fragment (1).
     Text,
+    /// A binary message, or its first fragment (2).
     Binary,
+    /// Closes the connection (8).
     Close,
+    /// Asks for a pong (9).
     Ping,
+    /// Answers a ping (10).
     Pong,
     /// 3-7 and 11-15: reserved, a protocol error.
     Reserved(u8),
@@ -49,10 +55,13 @@ impl OpCode {
 /// A frame's header as read off the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {
+    /// Last frame of its message.
     pub fin: bool,
     /// Any of RSV1-3 set (no extension is negotiated: a protocol error).
     pub rsv: bool,
+    /// What the frame carries.
     pub opcode: OpCode,
+    /// The client's masking key; `None` when unmasked (a protocol error from a client).
     pub mask: Option<[u8; 4]>,
     /// Payload length.
     pub len: u64,
@@ -106,8 +115,11 @@ pub fn parse_header(b: &[u8]) -> Result<Option<FrameHeader>, Fault> {
 /// A complete message or control frame from the client.
 #[derive(Debug, PartialEq)]
 pub enum Msg<'a> {
+    /// A whole text message, checked as UTF-8.
     Text(&'a str),
+    /// A whole binary message; its bytes are not kept.
     Binary,
+    /// A ping's payload, to echo in the pong.
     Ping(&'a [u8]),
     /// The client closes, with its status code if it gave one.
     Close(Option<u16>),
@@ -116,12 +128,16 @@ pub enum Msg<'a> {
 /// Why the connection must be closed, as a close frame.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Fault {
+    /// The client broke RFC 6455 (close 1002).
     Protocol,
+    /// A message over the reader's limit (close 1009).
     TooBig,
+    /// Text that is not UTF-8 (close 1007).
     BadUtf8,
 }
 
 impl Fault {
+    /// The close code and reason to send.
     pub fn close(self) -> (u16, &'static str) {
         match self {
             Fault::Protocol => (1002, "protocol error"),
@@ -134,6 +150,7 @@ impl Fault {
 /// The most reserved for a frame before its bytes arrive.
 const RESERVE_AHEAD: usize = 1 << 20;
 
+/// Reassembles a client's messages from socket reads, up to `max` bytes each.
 pub struct FrameReader {
     max: usize,
     /// The start of a frame that has not fully arrived.
@@ -146,6 +163,7 @@ pub struct FrameReader {
 pub type Fed = Result<bool, Fault>;
 
 impl FrameReader {
+    /// A reader that refuses messages over `max` bytes.
     pub fn new(max: usize) -> Self {
         FrameReader {
             max,

@@ -64,8 +64,10 @@ pub async fn run(ex: &LocalExecutor<'static>, o: TunnelOpts) {
         )
     };
     let mut client = Client::new(o.client.clone(), o.keys.clone(), OsEntropy::new(), now());
-    let local = Rc::new(o.local);
-    let gate = Rc::new(Gate::default());
+    let mut local = o.local;
+    local.policy = o.client.stream.clone();
+    let gate = Rc::new(Gate::new(local.policy.link_buffer_bytes));
+    let local = Rc::new(local);
     let (ev_tx, ev_rx) = unbounded::<Ev>();
     // The current connection: its generation and its writer's queue.
     let mut generation = 0u64;

@@ -1,5 +1,6 @@
 //! Calling the local HTTP server the tunnel exposes, with connection reuse.
 
+use osaurus_relay_engine::client::stream::{BodyLength, Splitter, StreamPolicy};
 use osaurus_relay_engine::frame::Headers;
 use osaurus_relay_engine::wire::http1::{
     http_authority, parse_answer, Answer as Parsed, AnswerFraming, AnswerLimits, ChunkedDecoder,
@@ -39,14 +40,12 @@ pub struct Local {
     pub addr: String,
     /// Sets this header to the agent's address on every call, if configured.
     pub agent_header: Option<String>,
+    /// Which answers stream and how (the client engine's rules).
+    pub policy: StreamPolicy,
     idle: RefCell<Vec<TcpStream>>,
 }
 
 const MAX_IDLE: usize = 32;
-const MAX_BODY: usize = 64 << 20;
-/// Answers larger than this (or of unknown length) stream, where the relay
-/// decodes binary chunks: one frame per read instead of one huge frame.
-const STREAM_OVER: usize = 1 << 20;
 /// Bytes read from the local server at a time.
 const READ_BYTES: usize = 64 * 1024;
 
@@ -64,6 +63,7 @@ impl Local {
         Ok(Local {
             addr,
             agent_header,
+            policy: StreamPolicy::default(),
             idle: RefCell::new(Vec::new()),
         })
     }
@@ -101,7 +101,11 @@ impl Local {
         gate: &Gate,
         emit: &mut dyn FnMut(LocalEvent),
     ) {
-        let how = How { stream_any, gate };
+        let how = How {
+            stream_any,
+            gate,
+            policy: &self.policy,
+        };
         let raw = self.encode(r);
         // A pooled connection may have been closed by the server meanwhile: retry once fresh.
         let mut pooled = self.idle.borrow_mut().pop();
@@ -171,16 +175,22 @@ async fn more(c: &mut TcpStream, buf: &mut Vec<u8>, gate: Option<&Gate>) -> Resu
 
 /// Bytes handed to the relay link and not yet written: a streaming local
 /// answer is read only as fast as the relay takes it.
-#[derive(Default)]
 pub struct Gate {
     queued: std::cell::Cell<u64>,
+    /// Above this many queued bytes, streaming answers wait.
+    limit: u64,
     drained: event_listener::Event,
 }
 
-/// Above this many queued bytes, streaming answers wait.
-const GATE_BYTES: u64 = 1 << 20;
-
 impl Gate {
+    pub fn new(limit: u64) -> Self {
+        Gate {
+            queued: std::cell::Cell::new(0),
+            limit,
+            drained: event_listener::Event::new(),
+        }
+    }
+
     pub fn add(&self, n: u64) {
         self.queued.set(self.queued.get() + n);
     }
@@ -198,9 +208,9 @@ impl Gate {
 
     /// Returns once the relay link has room.
     pub async fn ready(&self) {
-        while self.queued.get() > GATE_BYTES {
+        while self.queued.get() > self.limit {
             let wait = self.drained.listen();
-            if self.queued.get() <= GATE_BYTES {
+            if self.queued.get() <= self.limit {
                 break;
             }
             wait.await;
@@ -212,6 +222,7 @@ impl Gate {
 struct How<'a> {
     stream_any: bool,
     gate: &'a Gate,
+    policy: &'a StreamPolicy,
 }
 
 /// Why no answer could be read.
@@ -238,71 +249,6 @@ enum Framing {
     Length(usize),
     Chunked,
     Close,
-}
-
-/// How a streamed body is cut into chunks.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Cut {
-    /// One SSE event per chunk.
-    Events,
-    /// One NDJSON line per chunk.
-    Lines,
-    /// Each read as it comes (large or open-ended answers).
-    Reads,
-}
-
-/// An event or line longer than this goes out in pieces, as the app does.
-const MAX_PIECE: usize = 16 * 1024;
-
-/// Splits a streamed body into chunks.
-struct Splitter {
-    cut: Cut,
-    pending: Vec<u8>,
-}
-
-impl Splitter {
-    fn push(&mut self, data: &[u8], emit: &mut dyn FnMut(LocalEvent)) {
-        if self.cut == Cut::Reads {
-            if !data.is_empty() {
-                emit(LocalEvent::Chunk(data.to_vec()));
-            }
-            return;
-        }
-        self.pending.extend_from_slice(data);
-        loop {
-            let cut = match self.cut {
-                Cut::Events => find(&self.pending, b"\n\n")
-                    .map(|i| i + 2)
-                    .or_else(|| find(&self.pending, b"\r\n\r\n").map(|i| i + 4)),
-                _ => find(&self.pending, b"\n").map(|i| i + 1),
-            };
-            let cut =
-                cut.or_else(|| (self.pending.len() >= MAX_PIECE).then(|| utf8_cut(&self.pending)));
-            let Some(cut) = cut else { return };
-            let piece: Vec<u8> = self.pending.drain(..cut).collect();
-            emit(LocalEvent::Chunk(piece));
-        }
-    }
-
-    fn finish(&mut self, emit: &mut dyn FnMut(LocalEvent)) {
-        if !self.pending.is_empty() {
-            emit(LocalEvent::Chunk(std::mem::take(&mut self.pending)));
-        }
-    }
-}
-
-/// Where to split a long piece so no UTF-8 character is cut in two.
-fn utf8_cut(b: &[u8]) -> usize {
-    let at = MAX_PIECE.min(b.len());
-    (at.saturating_sub(3)..=at)
-        .rev()
-        .find(|&i| i == b.len() || (b[i] & 0xc0) != 0x80)
-        .filter(|&i| i > 0)
-        .unwrap_or(at)
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Reads one response; `Ok(true)` when the connection can be reused.
@@ -347,25 +293,16 @@ async fn read_answer(
     };
     let ctype = (head.headers.iter())
         .find(|(k, _)| k == "content-type")
-        .map_or(String::new(), |(_, v)| v.to_ascii_lowercase());
-    let cut = if ctype.starts_with("text/event-stream") {
-        Some(Cut::Events)
-    } else if ctype.starts_with("application/x-ndjson") {
-        Some(Cut::Lines)
-    } else {
-        let large = match framing {
-            Framing::None => false,
-            Framing::Length(n) => n > STREAM_OVER,
-            Framing::Chunked | Framing::Close => true,
-        };
-        (how.stream_any && large).then_some(Cut::Reads)
+        .map_or("", |(_, v)| v.as_str());
+    let length = match framing {
+        Framing::None => BodyLength::Empty,
+        Framing::Length(n) => BodyLength::Known(n as u64),
+        Framing::Chunked | Framing::Close => BodyLength::Unknown,
     };
+    let cut = how.policy.cut(ctype, length, how.stream_any);
     let (keep, reusable) = (head.headers, head.reusable);
     let mut body = Vec::new();
-    let mut splitter = cut.map(|cut| Splitter {
-        cut,
-        pending: Vec::new(),
-    });
+    let mut splitter = cut.map(|cut| Splitter::new(cut, how.policy));
     if splitter.is_some() {
         emit(LocalEvent::Start {
             status,
@@ -374,10 +311,11 @@ async fn read_answer(
     }
     // A streamed answer is read only as fast as the relay link takes it.
     let gate = splitter.is_some().then_some(how.gate);
+    let max_body = how.policy.max_body_bytes;
     let mut sink = |data: &[u8], emit: &mut dyn FnMut(LocalEvent)| -> Result<(), Answer> {
         match splitter.as_mut() {
-            Some(s) => s.push(data, emit),
-            None if body.len() + data.len() > MAX_BODY => {
+            Some(s) => s.push(data, &mut |c| emit(LocalEvent::Chunk(c))),
+            None if (body.len() + data.len()) as u64 > max_body => {
                 return Err("the local answer is too large".into())
             }
             None => body.extend_from_slice(data),
@@ -432,7 +370,7 @@ async fn read_answer(
     }
     match splitter.as_mut() {
         Some(s) => {
-            s.finish(emit);
+            s.finish(&mut |c| emit(LocalEvent::Chunk(c)));
             emit(LocalEvent::End);
         }
         // Text or not, the tunnel client decides how it travels.

@@ -123,7 +123,13 @@ pub(crate) async fn serve(core: Shared, s: Sock, peer: SocketAddr, o: Rc<ConnOpt
         buf.drain(..n);
         first = false;
         let (call, rx) = core.borrow_mut().new_call(&s);
-        let next = exchange(&core, &s, &mut buf, peer, h, call, &rx, &o).await;
+        let conn = Conn {
+            core: &core,
+            s: &s,
+            peer,
+            o: &o,
+        };
+        let next = exchange(conn, &mut buf, h, call, &rx).await;
         core.borrow_mut().end_call(call);
         match next {
             Next::KeepAlive => {}
@@ -163,17 +169,23 @@ enum BodyEnd {
     Bad(CallError),
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn exchange(
-    core: &Shared,
-    s: &Async<TcpStream>,
-    buf: &mut Vec<u8>,
+/// A caller connection, as one exchange on it sees it.
+#[derive(Clone, Copy)]
+struct Conn<'a> {
+    core: &'a Shared,
+    s: &'a Async<TcpStream>,
     peer: SocketAddr,
+    o: &'a ConnOpts,
+}
+
+async fn exchange(
+    conn: Conn<'_>,
+    buf: &mut Vec<u8>,
     h: http1::RequestHead,
     call: CallId,
     rx: &Mailbox<CallMsg>,
-    o: &ConnOpts,
 ) -> Next {
+    let Conn { core, s, peer, o } = conn;
     let body_follows = match h.body {
         BodyFraming::None | BodyFraming::Length(0) => false,
         BodyFraming::Length(_) | BodyFraming::Chunked => true,

@@ -11,7 +11,9 @@ use std::fmt;
 pub enum AnswerFraming {
     /// No body: a HEAD request, 204 or 304.
     Empty,
+    /// A `content-length` of this many bytes.
     Length(u64),
+    /// `transfer-encoding: chunked`.
     Chunked,
     /// Read until the server closes the connection.
     UntilClose,
@@ -20,10 +22,12 @@ pub enum AnswerFraming {
 /// A final (non-1xx) answer head.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AnswerHead {
+    /// The final status, 200-599.
     pub status: u16,
     /// Lowercase names, in order; without the framing and connection headers
     /// (`content-length`, `transfer-encoding`, `connection`, `keep-alive`).
     pub headers: Vec<(String, String)>,
+    /// How the body after the head is delimited.
     pub framing: AnswerFraming,
     /// The connection may carry another request after this answer.
     pub reusable: bool,
@@ -43,6 +47,7 @@ pub enum Answer {
 pub enum AnswerError {
     /// Longer than the limit and still incomplete.
     TooLarge,
+    /// More headers than [`AnswerLimits::max_headers`].
     TooManyHeaders,
     /// Not HTTP/1.x, or a broken status line or header line.
     Malformed,
@@ -75,7 +80,9 @@ impl std::error::Error for AnswerError {}
 /// Bounds on an answer head.
 #[derive(Clone, Copy, Debug)]
 pub struct AnswerLimits {
+    /// Largest head, in bytes, before the answer is refused.
     pub max_head_bytes: usize,
+    /// Most header lines an answer may have.
     pub max_headers: usize,
 }
 

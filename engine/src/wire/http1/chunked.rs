@@ -13,12 +13,18 @@ pub const MAX_LINE: usize = 1024;
 /// Most trailer lines accepted (they are discarded).
 pub const MAX_TRAILERS: usize = 16;
 
+/// Why a chunked body was refused; the connection must then close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChunkError {
+    /// A chunk-size line without hex digits, with control bytes or a bad extension.
     BadChunkSize,
+    /// No CRLF where one must be, a bare LF, or a malformed trailer.
     BadChunkFraming,
+    /// A size or trailer line longer than [`MAX_LINE`].
     LineTooLong,
+    /// More trailer lines than [`MAX_TRAILERS`].
     TooManyTrailers,
+    /// A chunk size of more than 16 hex digits.
     SizeOverflow,
 }
 
@@ -38,14 +44,26 @@ impl std::error::Error for ChunkError {}
 
 use ChunkError::{BadChunkFraming, BadChunkSize, LineTooLong, SizeOverflow, TooManyTrailers};
 
+/// What one [`ChunkedDecoder::decode`] call found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decoded {
     /// `input[data]` is body data; `data.end == consumed`.
-    Data { consumed: usize, data: Range<usize> },
+    Data {
+        /// Bytes of `input` used up, the data included.
+        consumed: usize,
+        /// Where the body bytes are in `input`.
+        data: Range<usize>,
+    },
     /// Framing bytes consumed; more input is needed.
-    NeedMore { consumed: usize },
+    NeedMore {
+        /// Bytes of `input` used up.
+        consumed: usize,
+    },
     /// The body ended (last chunk, trailers, final CRLF).
-    Done { consumed: usize },
+    Done {
+        /// Bytes of `input` that belonged to the body; the rest is the next message.
+        consumed: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +76,7 @@ enum State {
     Failed(ChunkError),
 }
 
+/// Decoder state of one chunked body, kept between reads.
 #[derive(Debug, Clone)]
 pub struct ChunkedDecoder {
     state: State,
@@ -70,10 +89,12 @@ impl Default for ChunkedDecoder {
 }
 
 impl ChunkedDecoder {
+    /// A decoder at the start of a body.
     pub fn new() -> Self {
         ChunkedDecoder { state: State::Size }
     }
 
+    /// `true` once the whole body, trailers included, was read.
     pub fn is_done(&self) -> bool {
         self.state == State::Done
     }

@@ -13,9 +13,12 @@ use std::mem::MaybeUninit;
 /// Longer methods get 501, as RFC 9112 section 3 suggests.
 pub const MAX_METHOD_LEN: usize = 32;
 
+/// Bounds on a request head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeadLimits {
+    /// Largest head in bytes, final CRLF included (then 431).
     pub max_head_bytes: usize,
+    /// Most header lines (then 431).
     pub max_headers: usize,
 }
 
@@ -28,31 +31,50 @@ impl Default for HeadLimits {
     }
 }
 
+/// How a request body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyFraming {
+    /// No body.
     None,
+    /// A `content-length` of this many bytes.
     Length(u64),
+    /// `transfer-encoding: chunked`.
     Chunked,
 }
 
+/// A request head that passed every check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
+    /// Request method, as sent (at most [`MAX_METHOD_LEN`] bytes).
     pub method: String,
+    /// Path and query (absolute-form reduced to them), or `*` for OPTIONS.
     pub target: String,
+    /// `1` for HTTP/1.1, `0` for HTTP/1.0.
     pub minor_version: u8,
+    /// Every header in order: lowercase names, values trimmed of spaces and tabs.
     pub headers: Vec<(String, String)>,
+    /// How the body after the head is delimited.
     pub body: BodyFraming,
+    /// The connection may carry another request after this one.
     pub keep_alive: bool,
+    /// HTTP/1.1 `expect: 100-continue`: the client waits for 100 before the body.
     pub expect_continue: bool,
+    /// `sec-websocket-key` of a well-formed WebSocket upgrade; `None` otherwise.
     pub websocket_key: Option<String>,
+    /// The `Host` header, or the absolute-form authority when there is none (HTTP/1.0).
     pub host: Option<String>,
 }
 
+/// Why a request head was refused, with the status to answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeadError {
+    /// 400, with what was wrong.
     BadRequest(&'static str),
+    /// 431: over the head size or header count limit.
     HeadTooLarge,
+    /// 501, with what is not implemented (a transfer coding, a long method).
     NotImplemented(&'static str),
+    /// 505: a well-formed HTTP version other than 1.0 and 1.1.
     VersionNotSupported,
 }
 
@@ -67,10 +89,12 @@ impl HeadError {
         }
     }
 
+    /// The HTTP status to answer with.
     pub fn status(&self) -> u16 {
         self.parts().0
     }
 
+    /// What was wrong, in a few words.
     pub fn reason(&self) -> &'static str {
         self.parts().1
     }
@@ -97,11 +121,11 @@ use HeadError::{BadRequest, HeadTooLarge, NotImplemented, VersionNotSupported};
 
 type ParseResult = Result<Option<(RequestHead, usize)>, HeadError>;
 
-/// Parses one request head from the start of `buf`. `Ok(None)`: need more bytes.
-/// On success also returns the head's length; the body (if any) follows it.
 /// Header slots kept on the stack; larger configured limits use the heap.
 const STACK_SLOTS: usize = 128;
 
+/// Parses one request head from the start of `buf`; `Ok(None)`: need more bytes.
+/// On success also returns the head's length; the body (if any) follows it.
 pub fn parse_head(
     buf: &[u8],
     limits: &HeadLimits,

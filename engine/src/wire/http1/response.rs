@@ -7,8 +7,10 @@ use std::io::Write;
 /// Terminates a chunked body that has no trailers.
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
+/// How a response body is delimited, which decides the framing headers written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponseFraming {
+    /// A `content-length` of this many bytes.
     Length(u64),
     /// Only for HTTP/1.1 clients; the caller must not pick it for HTTP/1.0.
     Chunked,

@@ -1,5 +1,5 @@
 //! The shared ownership directory in Redis. Keys are those of the reference
-//! relay: `agent:<lowercase address>` → owning instance id, 120 s TTL.
+//! relay: `agent:<lowercase address>` → owning instance id, for `CLAIM_TTL`.
 
 use osaurus_relay_engine::{ClaimOutcome, Located};
 use redis::aio::MultiplexedConnection;
@@ -57,7 +57,7 @@ pub(crate) struct Directory {
     release: Script,
     /// Operations started and not finished (awaited at shutdown).
     pub inflight: Cell<usize>,
-    /// Lifetime of an ownership key (120 s, as the reference); renewed on every pong.
+    /// Lifetime of an ownership key (`CLAIM_TTL`; 120 s by default, as the reference); renewed on every pong.
     claim_ttl: u64,
 }
 
@@ -162,7 +162,7 @@ impl Directory {
         }
     }
 
-    /// `SET agent:<a> id EX 120 NX GET` (without `NX` to take over).
+    /// `SET agent:<a> id EX <CLAIM_TTL> NX GET` (without `NX` to take over).
     pub async fn claim(&self, agent: &str, takeover: bool) -> ClaimOutcome {
         let key = agent_key(agent);
         let (id, ttl) = (self.id.clone(), self.claim_ttl);
