@@ -157,17 +157,27 @@ impl<E: Entropy> Relay<E> {
             t.calls.insert(call);
         }
         let at = self.now.mono_ms + ms(self.cfg.response_timeout);
+        self.hold_until(call, agent, relayed, at, CallState::Waiting { tunnel, req });
+    }
+
+    /// Holds `call` in `state` with its deadline at `at` (the timer armed).
+    pub(crate) fn hold_until(
+        &mut self,
+        call: CallId,
+        agent: Address,
+        relayed: bool,
+        at: u64,
+        state: CallState,
+    ) {
         self.timers.set(at, TimerKey::Call(call.0));
-        let state = CallState::Waiting { tunnel, req };
-        self.calls.insert(
-            call,
-            Call {
-                agent,
-                relayed,
-                deadline: Some(at),
-                state,
-            },
-        );
+        let deadline = Some(at);
+        let c = Call {
+            agent,
+            relayed,
+            deadline,
+            state,
+        };
+        self.calls.insert(call, c);
     }
 
     /// Removes a call and everything pointing at it; returns it.

@@ -9,11 +9,10 @@ use crate::frame::Rejected;
 use crate::http::Response;
 use crate::input::{CallId, TunnelId};
 use crate::output::Output;
-use crate::registry::calls::{Call, CallState, Parked};
+use crate::registry::calls::{CallState, Parked};
 use crate::relay::Relay;
 use crate::time::ms;
 use crate::time::Entropy;
-use crate::timer::TimerKey;
 
 impl<E: Entropy> Relay<E> {
     fn takeover(&self) -> bool {
@@ -142,16 +141,7 @@ impl<E: Entropy> Relay<E> {
             return self.route(call, agent, owner, req);
         }
         let at = now + ms(self.cfg.response_timeout);
-        self.timers.set(at, TimerKey::Call(call.0));
-        self.calls.insert(
-            call,
-            Call {
-                agent,
-                relayed,
-                deadline: Some(at),
-                state: CallState::Locating(req),
-            },
-        );
+        self.hold_until(call, agent, relayed, at, CallState::Locating(req));
         if self.directory.wait(agent, call) {
             self.emit(Output::Lookup {
                 agent: to_lower(&agent),

@@ -34,20 +34,11 @@ impl<E: Entropy> Relay<E> {
             body: req.body,
         };
         let at = self.now.mono_ms + self.forward_wait(self.cfg.response_timeout);
-        self.timers.set(at, TimerKey::Call(call.0));
         let state = CallState::Forwarded {
             head_request: request.method == "HEAD",
             at: Forwarded::Waiting,
         };
-        self.calls.insert(
-            call,
-            Call {
-                agent,
-                relayed: false,
-                deadline: Some(at),
-                state,
-            },
-        );
+        self.hold_until(call, agent, false, at, state);
         self.emit(Output::Forward {
             call,
             instance: owner,

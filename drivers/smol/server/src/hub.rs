@@ -203,18 +203,10 @@ impl Core {
                 }
             }
             Output::Event(e) => log_event(&e),
-            Output::Claim {
-                tunnel,
-                agent,
-                takeover,
-            } => self.directory(DirOp::Claim {
-                tunnel,
-                agent,
-                takeover,
-            }),
-            Output::Refresh { tunnel, agents } => self.directory(DirOp::Refresh { tunnel, agents }),
-            Output::Release { agent } => self.directory(DirOp::Release { agent }),
-            Output::Lookup { agent } => self.directory(DirOp::Lookup { agent }),
+            o @ (Output::Claim { .. }
+            | Output::Refresh { .. }
+            | Output::Release { .. }
+            | Output::Lookup { .. }) => self.directory(DirOp::Engine(o)),
             Output::Forward {
                 call,
                 instance,

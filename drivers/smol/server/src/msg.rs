@@ -4,7 +4,7 @@
 
 use osaurus_relay_engine::cluster::ForwardRequest;
 use osaurus_relay_engine::http::{Response, ResponseHead};
-use osaurus_relay_engine::{CallId, TunnelId};
+use osaurus_relay_engine::{CallId, Output, TunnelId};
 use osaurus_relay_rt::mailbox::Mailbox;
 use smol::channel::Receiver;
 use std::cell::Cell;
@@ -49,21 +49,9 @@ impl Outbox {
 
 /// One directory operation asked for by the engine.
 pub(crate) enum DirOp {
-    Claim {
-        tunnel: TunnelId,
-        agent: String,
-        takeover: bool,
-    },
-    Refresh {
-        tunnel: TunnelId,
-        agents: Vec<String>,
-    },
-    Release {
-        agent: String,
-    },
-    Lookup {
-        agent: String,
-    },
+    /// `Output::Claim`, `Refresh`, `Release` or `Lookup`, as the engine emitted it.
+    Engine(Output),
+    /// `Output::Forward`, with what stops its task.
     Forward {
         call: CallId,
         instance: String,

@@ -9,7 +9,7 @@ use crate::hub::Shared;
 use crate::msg::DirOp;
 use directory::Directory;
 use osaurus_relay_engine::wire::http1::http_authority;
-use osaurus_relay_engine::{Input, OwnerFault};
+use osaurus_relay_engine::{Input, Output, OwnerFault};
 use smol::channel::Receiver;
 use smol::LocalExecutor;
 use std::rc::Rc;
@@ -48,11 +48,11 @@ pub(crate) async fn run(
 
 async fn execute(core: &Shared, dir: &Directory, op: DirOp) {
     match op {
-        DirOp::Claim {
+        DirOp::Engine(Output::Claim {
             tunnel,
             agent,
             takeover,
-        } => {
+        }) => {
             let outcome = dir.claim(&agent, takeover).await;
             report_health(core, dir);
             core.borrow_mut().handle(Input::Claimed {
@@ -61,7 +61,7 @@ async fn execute(core: &Shared, dir: &Directory, op: DirOp) {
                 outcome,
             });
         }
-        DirOp::Refresh { tunnel, agents } => {
+        DirOp::Engine(Output::Refresh { tunnel, agents }) => {
             for agent in dir.refresh(&agents).await {
                 core.borrow_mut().handle(Input::ClaimLost {
                     tunnel,
@@ -69,8 +69,8 @@ async fn execute(core: &Shared, dir: &Directory, op: DirOp) {
                 });
             }
         }
-        DirOp::Release { agent } => dir.release(&agent).await,
-        DirOp::Lookup { agent } => {
+        DirOp::Engine(Output::Release { agent }) => dir.release(&agent).await,
+        DirOp::Engine(Output::Lookup { agent }) => {
             let found = dir.lookup(&agent).await;
             report_health(core, dir);
             core.borrow_mut().handle(Input::Located {
@@ -78,6 +78,8 @@ async fn execute(core: &Shared, dir: &Directory, op: DirOp) {
                 found,
             });
         }
+        // The hub sends only the four directory outputs.
+        DirOp::Engine(_) => {}
         DirOp::Forward {
             call,
             instance,
