@@ -30,6 +30,10 @@ pub struct ClientConfig {
     pub silence_timeout: Duration,
     /// Which local answers stream, how they are cut, and their limits.
     pub stream: stream::StreamPolicy,
+    /// Longest a connection to the relay (TCP, TLS, upgrade) may take.
+    pub dial_timeout: Duration,
+    /// Idle connections to the local server kept for reuse.
+    pub max_idle_local: usize,
 }
 
 impl Default for ClientConfig {
@@ -41,6 +45,8 @@ impl Default for ClientConfig {
             healthy_after: Duration::from_secs(60),
             silence_timeout: Duration::from_secs(100),
             stream: stream::StreamPolicy::default(),
+            dial_timeout: Duration::from_secs(15),
+            max_idle_local: 32,
         }
     }
 }

@@ -15,6 +15,36 @@ pub struct ClusterConfig {
     pub remote: RemoteRoute,
     /// How long a directory look-up result is reused.
     pub lookup_ttl: Duration,
+    /// Lifetime of an agent's ownership key, renewed on every pong.
+    pub claim_ttl: Duration,
+    /// Longest wait for one directory operation.
+    pub directory_timeout: Duration,
+    /// After a failed connection, operations fail fast for this long.
+    pub directory_retry_after: Duration,
+    /// How often the directory link is checked and this instance's address renewed.
+    pub heartbeat: Duration,
+    /// Lifetime of this instance's address key (renewed by the heartbeat).
+    pub instance_ttl: Duration,
+    /// How long another instance's address is reused.
+    pub peer_url_cache: Duration,
+}
+
+impl ClusterConfig {
+    /// Instance `instance_id` routing remote calls by `remote`, the other
+    /// settings at their defaults.
+    pub fn new(instance_id: impl Into<String>, remote: RemoteRoute) -> Self {
+        ClusterConfig {
+            instance_id: instance_id.into(),
+            remote,
+            lookup_ttl: Duration::from_secs(2),
+            claim_ttl: Duration::from_secs(120),
+            directory_timeout: Duration::from_secs(1),
+            directory_retry_after: Duration::from_millis(500),
+            heartbeat: Duration::from_secs(10),
+            instance_ttl: Duration::from_secs(30),
+            peer_url_cache: Duration::from_secs(10),
+        }
+    }
 }
 
 /// What happens to a call for an agent another instance holds.

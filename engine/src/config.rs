@@ -96,6 +96,8 @@ pub struct Config {
     pub body_timeout: Duration,
     /// Idle keep-alive connections are closed after this long.
     pub idle_timeout: Duration,
+    /// Request heads: largest size and most header lines (then 431).
+    pub head_limits: crate::wire::http1::HeadLimits,
     /// Largest WebSocket message accepted from a tunnel (then close 1009).
     pub max_frame_bytes: u64,
     /// How long a rejected caller's error may take to write, and how long
@@ -137,6 +139,7 @@ impl Default for Config {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
+            head_limits: crate::wire::http1::HeadLimits::default(),
             max_frame_bytes: 64 * 1024 * 1024,
             reject_linger: Duration::from_secs(2),
             cluster: None,

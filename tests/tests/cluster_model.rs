@@ -103,9 +103,8 @@ impl Run {
         let mut cfg = test_config();
         cfg.duplicate_policy = policy;
         cfg.cluster = Some(ClusterConfig {
-            instance_id: ME.into(),
-            remote: RemoteRoute::Forward,
             lookup_ttl: Duration::from_millis(500),
+            ..ClusterConfig::new(ME, RemoteRoute::Forward)
         });
         for n in [
             &mut cfg.tunnel_connects_per_min,

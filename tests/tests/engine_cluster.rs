@@ -15,9 +15,8 @@ const ME: &str = "inst-a";
 fn cluster(remote: RemoteRoute) -> Config {
     Config {
         cluster: Some(ClusterConfig {
-            instance_id: ME.into(),
-            remote,
             lookup_ttl: Duration::from_millis(500),
+            ..ClusterConfig::new(ME, remote)
         }),
         ..test_config()
     }

@@ -14,9 +14,8 @@ const MARGIN_MS: u64 = 500;
 fn config() -> Config {
     Config {
         cluster: Some(ClusterConfig {
-            instance_id: "inst-a".into(),
-            remote: RemoteRoute::Forward,
             lookup_ttl: Duration::from_millis(500),
+            ..ClusterConfig::new("inst-a", RemoteRoute::Forward)
         }),
         forward_margin: Duration::from_millis(MARGIN_MS),
         max_stream_buffer: 100,

@@ -31,8 +31,6 @@ pub struct TunnelOpts {
     pub events: Option<Sender<ClientEvent>>,
 }
 
-const DIAL_TIMEOUT: Duration = Duration::from_secs(15);
-
 enum Ev {
     Dialed(
         u64,
@@ -66,6 +64,8 @@ pub async fn run(ex: &LocalExecutor<'static>, o: TunnelOpts) {
     let mut client = Client::new(o.client.clone(), o.keys.clone(), OsEntropy::new(), now());
     let mut local = o.local;
     local.policy = o.client.stream.clone();
+    local.max_idle = o.client.max_idle_local;
+    let dial_timeout = o.client.dial_timeout;
     let gate = Rc::new(Gate::new(local.policy.link_buffer_bytes));
     let local = Rc::new(local);
     let (ev_tx, ev_rx) = unbounded::<Ev>();
@@ -88,7 +88,7 @@ pub async fn run(ex: &LocalExecutor<'static>, o: TunnelOpts) {
                         // upgrade must not leave the client offline for good.
                         let dialed = async { dial::dial(&relay).await.map(Box::new) }
                             .or(async {
-                                async_io::Timer::after(DIAL_TIMEOUT).await;
+                                async_io::Timer::after(dial_timeout).await;
                                 Err("timed out connecting to the relay".to_string())
                             })
                             .await;

@@ -1,6 +1,7 @@
 //! Calling the local HTTP server the tunnel exposes, with connection reuse.
 
 use osaurus_relay_engine::client::stream::{BodyLength, Splitter, StreamPolicy};
+use osaurus_relay_engine::client::ClientConfig;
 use osaurus_relay_engine::frame::Headers;
 use osaurus_relay_engine::wire::http1::{
     http_authority, parse_answer, Answer as Parsed, AnswerFraming, AnswerLimits, ChunkedDecoder,
@@ -42,10 +43,11 @@ pub struct Local {
     pub agent_header: Option<String>,
     /// Which answers stream and how (the client engine's rules).
     pub policy: StreamPolicy,
+    /// Idle connections kept for reuse, at most.
+    pub max_idle: usize,
     idle: RefCell<Vec<TcpStream>>,
 }
 
-const MAX_IDLE: usize = 32;
 /// Bytes read from the local server at a time.
 const READ_BYTES: usize = 64 * 1024;
 
@@ -64,6 +66,7 @@ impl Local {
             addr,
             agent_header,
             policy: StreamPolicy::default(),
+            max_idle: ClientConfig::default().max_idle_local,
             idle: RefCell::new(Vec::new()),
         })
     }
@@ -144,7 +147,7 @@ impl Local {
         match answer {
             Ok(true) => {
                 let mut idle = self.idle.borrow_mut();
-                if idle.len() < MAX_IDLE {
+                if idle.len() < self.max_idle {
                     idle.push(conn);
                 }
             }

@@ -208,9 +208,10 @@ impl ServeArgs {
         Ok(Some(ClusterSettings {
             redis_url,
             engine: ClusterConfig {
-                instance_id: id,
-                remote,
                 lookup_ttl: self.lookup_cache,
+                claim_ttl: self.claim_ttl.max(Duration::from_secs(1)),
+                directory_timeout: self.redis_timeout,
+                ..ClusterConfig::new(id, remote)
             },
             instance_url: self.instance_url.clone(),
         }))

@@ -6,7 +6,6 @@ use crate::conn::{self, ConnOpts};
 use crate::hub::{self, Core, Shared};
 use crate::ws::WsOpts;
 use async_io::Async;
-use osaurus_relay_engine::wire::http1::HeadLimits;
 use osaurus_relay_engine::{Config, Input, RemoteRoute};
 use smol::channel::{unbounded, Receiver, Sender};
 use smol::future::FutureExt;
@@ -22,7 +21,7 @@ use tracing::info;
 fn conn_opts(ex: &'static LocalExecutor<'static>, c: &Config) -> ConnOpts {
     ConnOpts {
         ex,
-        head: HeadLimits::default(),
+        head: c.head_limits,
         header_timeout: c.header_timeout,
         idle_timeout: c.idle_timeout,
         io_timeout: c.io_timeout(),
@@ -52,7 +51,7 @@ pub async fn serve(
     let core = Rc::new(RefCell::new(Core::new(cfg, wake_tx, done_tx)));
     ex.spawn(hub::run_timer(core.clone(), wake_rx)).detach();
     let dir = match &cluster {
-        Some(c) => Some(start_cluster(ex, &core, c, &args)?),
+        Some(c) => Some(start_cluster(ex, &core, c)?),
         None => None,
     };
     info!(addr = %listener.get_ref().local_addr()?, base_domain = %args.base_domain, "listening");
@@ -92,25 +91,20 @@ fn start_cluster(
     ex: &'static LocalExecutor<'static>,
     core: &Shared,
     c: &ClusterSettings,
-    args: &ServeArgs,
 ) -> std::io::Result<Rc<Directory>> {
-    let id = c.engine.instance_id.clone();
-    let ttl = args.claim_ttl.as_secs().max(1);
-    let dir = Directory::new(
-        &c.redis_url,
-        id,
-        c.instance_url.clone(),
-        args.redis_timeout,
-        ttl,
-    )
-    .map_err(std::io::Error::other)?;
+    let dir = Directory::new(&c.redis_url, c.instance_url.clone(), &c.engine)
+        .map_err(std::io::Error::other)?;
     let dir = Rc::new(dir);
     let (tx, rx) = unbounded();
     core.borrow_mut().set_directory(dir.clone(), tx);
     ex.spawn(cluster::run(ex, core.clone(), dir.clone(), rx))
         .detach();
-    ex.spawn(cluster::heartbeat(core.clone(), dir.clone()))
-        .detach();
+    ex.spawn(cluster::heartbeat(
+        core.clone(),
+        dir.clone(),
+        c.engine.heartbeat,
+    ))
+    .detach();
     let mode = match c.engine.remote {
         RemoteRoute::FlyReplay => "fly-replay",
         RemoteRoute::Forward => "forward",

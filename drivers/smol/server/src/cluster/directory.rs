@@ -1,7 +1,7 @@
 //! The shared ownership directory in Redis. Keys are those of the reference
 //! relay: `agent:<lowercase address>` → owning instance id, for `CLAIM_TTL`.
 
-use osaurus_relay_engine::{ClaimOutcome, Located};
+use osaurus_relay_engine::{ClaimOutcome, ClusterConfig, Located};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisResult, Script};
 use std::cell::{Cell, RefCell};
@@ -9,12 +9,6 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
-/// Lifetime of an instance's address key; renewed by the heartbeat.
-pub const INSTANCE_TTL_SECS: u64 = 30;
-/// How long a failed connection attempt keeps operations failing fast.
-const RETRY_AFTER: Duration = Duration::from_millis(500);
-/// How long another instance's address is reused.
-const URL_CACHE: Duration = Duration::from_secs(10);
 const SECRET_KEY: &str = "relay:hop-secret";
 
 /// Renew if ours, re-claim if gone (Redis restarted, or a claim made while it
@@ -59,20 +53,24 @@ pub(crate) struct Directory {
     pub inflight: Cell<usize>,
     /// Lifetime of an ownership key (`CLAIM_TTL`; 120 s by default, as the reference); renewed on every pong.
     claim_ttl: u64,
+    /// After a failed connection attempt, operations fail fast this long.
+    retry_after: Duration,
+    /// How long another instance's address is reused.
+    url_cache: Duration,
+    /// Lifetime of this instance's address key, in seconds.
+    instance_ttl: u64,
 }
 
 impl Directory {
-    pub fn new(
-        url: &str,
-        id: String,
-        own_url: Option<String>,
-        timeout: Duration,
-        claim_ttl: u64,
-    ) -> Result<Self, String> {
+    /// The directory at `url` for this instance (`own_url`: where the
+    /// others forward calls to it), with the timings of `c`.
+    pub fn new(url: &str, own_url: Option<String>, c: &ClusterConfig) -> Result<Self, String> {
         let client = redis::Client::open(url).map_err(|e| format!("REDIS_URL: {e}"))?;
+        let timeout = c.directory_timeout;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout));
+        let (id, claim_ttl) = (c.instance_id.clone(), c.claim_ttl.as_secs().max(1));
         Ok(Directory {
             client,
             config,
@@ -89,6 +87,9 @@ impl Directory {
             release: Script::new(RELEASE),
             inflight: Cell::new(0),
             claim_ttl,
+            retry_after: c.directory_retry_after,
+            url_cache: c.peer_url_cache,
+            instance_ttl: c.instance_ttl.as_secs().max(1),
         })
     }
 
@@ -129,7 +130,7 @@ impl Directory {
                 Some(c)
             }
             Err(e) => {
-                self.retry_at.set(Some(Instant::now() + RETRY_AFTER));
+                self.retry_at.set(Some(Instant::now() + self.retry_after));
                 if self.up.get() {
                     warn!(error = %e, "redis connect failed");
                 }
@@ -155,7 +156,7 @@ impl Directory {
             Err(e) => {
                 warn!(error = %e, "redis operation failed");
                 self.conn.borrow_mut().take();
-                self.retry_at.set(Some(Instant::now() + RETRY_AFTER));
+                self.retry_at.set(Some(Instant::now() + self.retry_after));
                 self.set_up(false);
                 None
             }
@@ -249,7 +250,7 @@ impl Directory {
     /// The internal URL another instance published, cached briefly.
     pub async fn instance_url(&self, id: &str) -> Option<String> {
         if let Some((u, at)) = self.urls.borrow().get(id) {
-            if at.elapsed() < URL_CACHE {
+            if at.elapsed() < self.url_cache {
                 return Some(u.clone());
             }
         }
@@ -260,7 +261,7 @@ impl Directory {
             .flatten();
         if let Some(u) = &url {
             let mut urls = self.urls.borrow_mut();
-            urls.retain(|_, (_, at)| at.elapsed() < URL_CACHE);
+            urls.retain(|_, (_, at)| at.elapsed() < self.url_cache);
             urls.insert(id.to_string(), (u.clone(), Instant::now()));
         }
         url
@@ -288,7 +289,7 @@ impl Directory {
                         .arg(instance_key(&id))
                         .arg(u)
                         .arg("EX")
-                        .arg(INSTANCE_TTL_SECS)
+                        .arg(self.instance_ttl)
                         .query_async(&mut c)
                         .await?;
                 }

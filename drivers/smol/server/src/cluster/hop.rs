@@ -46,14 +46,14 @@ mod tests {
     fn one_instance_never_sees_a_hop() {
         let h = vec![(HOP_HEADER.to_string(), "x".to_string())];
         assert_eq!(hop(None, &h), Hop::Direct);
-        let d = Directory::new(
-            "redis://127.0.0.1:1",
-            "a".into(),
-            None,
-            Duration::from_millis(10),
-            120,
-        )
-        .expect("a valid url");
+        let c = osaurus_relay_engine::ClusterConfig {
+            directory_timeout: Duration::from_millis(10),
+            ..osaurus_relay_engine::ClusterConfig::new(
+                "a",
+                osaurus_relay_engine::RemoteRoute::Forward,
+            )
+        };
+        let d = Directory::new("redis://127.0.0.1:1", None, &c).expect("a valid url");
         assert_eq!(hop(Some(&d), &h), Hop::Untrusted, "no secret known yet");
         assert_eq!(hop(Some(&d), &[]), Hop::Direct);
     }

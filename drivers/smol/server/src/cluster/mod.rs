@@ -16,9 +16,6 @@ use std::rc::Rc;
 use std::time::Duration;
 use tracing::warn;
 
-/// How often the connection is checked and this instance's URL renewed.
-pub const HEARTBEAT: Duration = Duration::from_secs(10);
-
 /// Feeds a Redis health change to the engine.
 fn report_health(core: &Shared, dir: &Directory) {
     if let Some(up) = dir.take_health_news() {
@@ -117,11 +114,11 @@ async fn execute(core: &Shared, dir: &Directory, op: DirOp) {
 
 /// Renews this instance's presence and the shared secret, and notices Redis
 /// coming back while nothing else uses it.
-pub(crate) async fn heartbeat(core: Shared, dir: Rc<Directory>) {
+pub(crate) async fn heartbeat(core: Shared, dir: Rc<Directory>, every: Duration) {
     loop {
         let fresh = osaurus_relay_rt::random_hex(32);
         dir.heartbeat(fresh).await;
         report_health(&core, &dir);
-        async_io::Timer::after(HEARTBEAT).await;
+        async_io::Timer::after(every).await;
     }
 }
