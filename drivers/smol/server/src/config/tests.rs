@@ -54,3 +54,13 @@ fn the_readme_documents_every_setting_with_its_default() {
         assert!(known, "the README documents {name}, which is no setting");
     }
 }
+
+#[test]
+fn cluster_flag_defaults_are_the_engine_defaults() {
+    let mut a = ServeArgs::defaults();
+    a.redis_url = Some("redis://127.0.0.1:6379".into());
+    a.instance_url = Some("http://10.0.0.5:8080".into());
+    a.instance_id = Some("inst-a".into());
+    let c = a.cluster().expect("valid").expect("several instances");
+    assert_eq!(c.engine, ClusterConfig::new("inst-a", RemoteRoute::Forward));
+}
