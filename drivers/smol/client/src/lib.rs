@@ -17,7 +17,7 @@ use smol::stream::StreamExt;
 use smol::{LocalExecutor, Task};
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 use tracing::{info, warn};
 
 pub struct TunnelOpts {
@@ -51,16 +51,8 @@ struct Inflight {
 
 /// Runs the tunnel until every agent is gone (or forever).
 pub async fn run(ex: &LocalExecutor<'static>, o: TunnelOpts) {
-    let origin = Instant::now();
-    let now = || {
-        let unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        Now::new(
-            u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX),
-            unix,
-        )
-    };
+    let clock = osaurus_relay_rt::clock::Clock::new();
+    let now = || clock.now();
     let mut client = Client::new(o.client.clone(), o.keys.clone(), OsEntropy::new(), now());
     let mut local = o.local;
     local.policy = o.client.stream.clone();
@@ -162,9 +154,7 @@ pub async fn run(ex: &LocalExecutor<'static>, o: TunnelOpts) {
                 }
             }
         }
-        let deadline = client
-            .poll_timeout()
-            .map(|ms| origin + Duration::from_millis(ms));
+        let deadline = client.poll_timeout().map(|ms| clock.instant(ms));
         let ev = async { ev_rx.recv().await.ok() }
             .or(async {
                 match deadline {

@@ -3,6 +3,7 @@
 //! engine ([`entropy`]), the single-threaded [`mailbox`] tasks hand engine
 //! outputs through, and agent key files ([`keys`]).
 
+pub mod clock;
 pub mod entropy;
 pub mod io;
 pub mod keys;

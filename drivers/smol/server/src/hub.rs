@@ -5,14 +5,15 @@ use crate::cluster::hop;
 use crate::msg::{CallMsg, DirOp, Outbox, TunnelMsg};
 use osaurus_relay_engine::map::{map, Map};
 use osaurus_relay_engine::{CallId, Entropy, Event, Hop, Input, Now, Output, Relay, TunnelId};
+use osaurus_relay_rt::clock::Clock;
 use osaurus_relay_rt::entropy::OsEntropy;
 use osaurus_relay_rt::io::Sock;
 use osaurus_relay_rt::mailbox::Mailbox;
 use smol::channel::{Receiver, Sender};
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::net::Shutdown;
 use std::rc::Rc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 use tracing::{info, warn};
 
 struct Peer {
@@ -27,10 +28,7 @@ pub(crate) struct Core {
     /// Calls being answered by another instance: dropping the sender
     /// stops the task that carries the owner's answer.
     forwards: Map<CallId, Sender<()>>,
-    origin: Instant,
-    /// The wall clock as last read (monotonic ms, unix seconds): read again
-    /// every 100 ms rather than on every input.
-    wall: Cell<(u64, u64)>,
+    clock: Clock,
     calls: Map<CallId, Peer>,
     tunnels: Map<TunnelId, Rc<Outbox>>,
     next_call: u64,
@@ -47,8 +45,8 @@ impl Core {
         timer_wake: Sender<()>,
         done: Sender<()>,
     ) -> Self {
-        let origin = Instant::now();
-        let now = Now::new(0, unix_now());
+        let clock = Clock::new();
+        let now = clock.now();
         let mut entropy = OsEntropy::new();
         let mut seed = [0u8; 8];
         entropy.fill(&mut seed);
@@ -57,8 +55,7 @@ impl Core {
             relay: Relay::new(relay_cfg, entropy, now),
             dir: None,
             forwards: map(seed),
-            origin,
-            wall: Cell::new((0, unix_now())),
+            clock,
             calls: map(seed),
             tunnels: map(seed),
             next_call: 0,
@@ -87,18 +84,13 @@ impl Core {
         self.forwards.remove(&call);
     }
 
-    pub fn origin(&self) -> Instant {
-        self.origin
+    /// When engine time `ms` is.
+    pub fn instant(&self, ms: u64) -> Instant {
+        self.clock.instant(ms)
     }
 
     fn now(&self) -> Now {
-        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let (read_at, mut unix) = self.wall.get();
-        if ms.saturating_sub(read_at) >= 100 {
-            unix = unix_now();
-            self.wall.set((ms, unix));
-        }
-        Now::new(ms, unix)
+        self.clock.now()
     }
 
     /// Registers a new call of the connection `socket`; its messages arrive on the receiver.
@@ -240,12 +232,6 @@ impl Core {
     }
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 fn log_event(e: &Event) {
     match e {
         Event::TunnelUp { tunnel, ip, agents } => {
@@ -285,12 +271,12 @@ fn log_event(e: &Event) {
 /// Sleeps until the engine's next deadline, re-arming when it moves earlier.
 pub(crate) async fn run_timer(core: Shared, wake: Receiver<()>) {
     loop {
-        let (deadline, origin) = {
+        let deadline = {
             let mut c = core.borrow_mut();
-            (c.arm(), c.origin())
+            c.arm().map(|ms| c.instant(ms))
         };
         let timer = match deadline {
-            Some(ms) => async_io::Timer::at(origin + std::time::Duration::from_millis(ms)),
+            Some(at) => async_io::Timer::at(at),
             None => async_io::Timer::never(),
         };
         let fired = smol::future::race(
