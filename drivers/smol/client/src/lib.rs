@@ -1,4 +1,17 @@
-//! `osaurus-relay tunnel`: the tunnel client on smol.
+//! `osaurus-relay tunnel`: the tunnel client on smol. The engine's
+//! [`Client`] decides everything; the tasks here carry bytes and time.
+//!
+//! # Task layout (one thread)
+//! - **the loop** ([`run`]): owns the engine, feeds it every event from one
+//!   channel, carries its outputs out, and sleeps until its next deadline.
+//! - **dial**: one task per connection attempt (TCP, TLS, WebSocket upgrade),
+//!   bounded by `ClientConfig::dial_timeout`.
+//! - **relay link**: a reader task turns frames into events; a writer task
+//!   drains the send queue, counting what it wrote against the [`Gate`].
+//! - **local calls**: one task per forwarded request talks HTTP/1.1 to the
+//!   local server ([`Local`]) and reports the answer, streamed ones only as
+//!   fast as the relay link takes them.
+//! - **stdin** (optional): `add <keyfile>` / `remove <address>` commands.
 
 mod dial;
 mod local;
