@@ -31,6 +31,7 @@ impl<E: Entropy> Relay<E> {
         agent: Address,
         ip: IpAddr,
     ) {
+        self.time_call(call);
         if head.method == "OPTIONS" {
             return self.respond(call, http::preflight(&head.headers));
         }
@@ -38,12 +39,19 @@ impl<E: Entropy> Relay<E> {
             // Shutting down: calls in flight finish, new ones go elsewhere.
             return self.respond(call, CallError::RelayRestarting.response());
         }
-        if !self.agent_rl.check(&agent, self.now.mono_ms) {
-            return self.respond(call, CallError::RateLimited.response());
-        }
+        let here = self.tunnels.serving(&agent).is_some();
         let elsewhere = self.cfg.cluster.is_some() && head.hop == Hop::Direct;
-        if !elsewhere && self.tunnels.serving(&agent).is_none() {
+        if !here && !elsewhere {
             return self.respond(call, CallError::AgentOffline.response());
+        }
+        // Counted where the tunnel is: a first hop or an offline agent costs nothing.
+        if here {
+            let now = self.now.mono_ms;
+            let limited = !self.agent_rl.check(&agent, now)
+                || !self.caller_rl.check(&http::limit_key(ip), now);
+            if limited {
+                return self.respond(call, CallError::RateLimited.response());
+            }
         }
         if head.content_length.is_some_and(|n| n > self.body_limit()) {
             return self.respond(call, CallError::BodyTooLarge.response());
@@ -152,6 +160,10 @@ impl<E: Entropy> Relay<E> {
             return self.respond(call, CallError::BodyTooLarge.response());
         }
         self.send_text(tunnel, frame);
+        let now = self.now.mono_ms;
+        if let Some(t) = self.timing_mut(call) {
+            t.sent = Some(now);
+        }
         self.counters.total_requests_relayed += 1;
         if let Some(t) = self.tunnels.get_mut(&tunnel) {
             t.calls.insert(call);
@@ -232,6 +244,7 @@ impl<E: Entropy> Relay<E> {
     }
 
     pub(crate) fn on_call_gone(&mut self, call: CallId) {
+        self.untime(call);
         if let Some(c) = self.forget(call) {
             if let Some((tunnel, req)) = c.state.tunnel_req() {
                 let req = req.to_string();
@@ -338,6 +351,10 @@ impl<E: Entropy> Relay<E> {
         if !self.is_waiting(call) {
             return self.on_bad_reply(tunnel, req, "response after stream_start");
         }
+        let max_body = self.cfg.max_response_body_bytes;
+        if max_body != 0 && body.len() as u64 > max_body {
+            return self.on_bad_reply(tunnel, req, "body over the size limit");
+        }
         let headers = match http::response_headers(headers) {
             Ok(h) => h,
             Err(why) => return self.on_bad_reply(tunnel, req, why),
@@ -402,10 +419,7 @@ impl<E: Entropy> Relay<E> {
                 queued: 0,
             };
         }
-        self.emit(Output::StartStream {
-            call,
-            head: ResponseHead { status, headers },
-        });
+        self.start_stream(call, ResponseHead { status, headers });
     }
 
     pub(crate) fn on_stream_chunk(&mut self, tunnel: TunnelId, req: &str, data: Body) {

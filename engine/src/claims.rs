@@ -142,6 +142,9 @@ impl<E: Entropy> Relay<E> {
         }
         let at = now + ms(self.cfg.response_timeout);
         self.hold_until(call, agent, relayed, at, CallState::Locating(req));
+        if let Some(t) = self.timing_mut(call) {
+            t.lookup_from = Some(now);
+        }
         if self.directory.wait(agent, call) {
             self.emit(Output::Lookup {
                 agent: to_lower(&agent),
@@ -173,6 +176,10 @@ impl<E: Entropy> Relay<E> {
                 continue;
             }
             let Some(c) = self.forget(call) else { continue };
+            let now = self.now.mono_ms;
+            if let Some(t) = self.timing_mut(call) {
+                t.lookup_ms = t.lookup_from.map(|from| now.saturating_sub(from));
+            }
             if let CallState::Locating(req) = c.state {
                 self.route(call, addr, owner.clone(), req);
             }
@@ -198,6 +205,7 @@ impl<E: Entropy> Relay<E> {
         self.counters.remote_calls += 1;
         match cluster.remote {
             RemoteRoute::FlyReplay => {
+                self.counters.replays += 1;
                 let headers = vec![("fly-replay".to_string(), format!("instance={owner}"))];
                 self.respond(
                     call,
@@ -208,7 +216,10 @@ impl<E: Entropy> Relay<E> {
                     },
                 );
             }
-            RemoteRoute::Forward => self.forward(call, agent, owner, req),
+            RemoteRoute::Forward => {
+                self.counters.internal_forwards += 1;
+                self.forward(call, agent, owner, req)
+            }
         }
     }
 

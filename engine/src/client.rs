@@ -334,6 +334,7 @@ impl<E: Entropy> Client<E> {
                     agents,
                     rejected,
                     features,
+                    ..
                 },
             ) => {
                 self.state = State::Ready;

@@ -36,6 +36,12 @@ pub enum ClientIpSource {
 pub struct Config {
     /// Agents are served at `0x<address>.<base_domain>`.
     pub base_domain: String,
+    /// Where this relay runs (`FLY_REGION`; `local` elsewhere): in `auth_ok`,
+    /// `agent_added`, `/health` and the `x-relay-region` header.
+    pub region: String,
+    /// This machine's id (`FLY_MACHINE_ID`, else the instance id; `local`
+    /// alone): in `/health` and `x-relay-machine`.
+    pub machine: String,
     /// What to do when an agent a live tunnel holds authenticates again.
     pub duplicate_policy: DuplicatePolicy,
     /// Where a call's client IP (for per-IP limits and `x-forwarded-for`) comes from.
@@ -48,6 +54,8 @@ pub struct Config {
     pub stats_requests_per_min: u32,
     /// Calls per agent per minute, from all callers together.
     pub agent_requests_per_min: u32,
+    /// Calls per caller IP (IPv6: per /64) per minute, to all agents together.
+    pub caller_requests_per_min: u32,
     /// Agents one tunnel may serve, at auth and through `add_agent`.
     pub max_agents_per_tunnel: u32,
     /// `request_challenge` and `add_agent` per connection per minute.
@@ -111,12 +119,15 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             base_domain: "agent.osaurus.ai".into(),
+            region: "local".into(),
+            machine: "local".into(),
             duplicate_policy: DuplicatePolicy::Takeover,
             client_ip: ClientIpSource::Peer,
             tunnel_connects_per_min: 5,
             max_tunnels_per_ip: 10,
             stats_requests_per_min: 10,
             agent_requests_per_min: 100,
+            caller_requests_per_min: 300,
             max_agents_per_tunnel: 50,
             control_frames_per_min: 10,
             max_body_bytes: 10 * 1024 * 1024,

@@ -91,10 +91,19 @@ impl<E: Entropy> Relay<E> {
         if !(200..=599).contains(&status) {
             return self.bad_owner_answer(call, "status outside 200-599");
         }
-        let headers = match http::response_headers(Headers(headers)) {
+        let owner_diag: Vec<(String, String)> = (headers.iter())
+            .filter(|(k, _)| crate::diag::is_owner_diag(k))
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect();
+        let mut headers = match http::response_headers(Headers(headers)) {
             Ok(h) => h,
             Err(why) => return self.bad_owner_answer(call, why),
         };
+        // Where the call ran is the owner's to say; this hop adds `x-relay-via`.
+        headers.extend(owner_diag);
+        if let Some(t) = self.timing_mut(call) {
+            t.forwarded = true;
+        }
         let head = ResponseHead { status, headers };
         let now = self.now.mono_ms;
         let idle = self.forward_wait(self.cfg.stream_idle_timeout);
@@ -121,7 +130,7 @@ impl<E: Entropy> Relay<E> {
                 queued: 0,
             };
         }
-        self.emit(Output::StartStream { call, head });
+        self.start_stream(call, head);
     }
 
     pub(crate) fn on_owner_body(&mut self, call: CallId, chunk: &[u8]) {

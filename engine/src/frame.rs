@@ -104,6 +104,9 @@ pub enum ServerFrame {
         /// Extensions the relay understands (see [`FEATURES`]); the app ignores it.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         features: Vec<String>,
+        /// Where the relay runs (`FLY_REGION`, or `local`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        region: Option<String>,
     },
     /// The handshake failed; the relay closes the tunnel next.
     AuthError {
@@ -119,6 +122,9 @@ pub enum ServerFrame {
         /// Extensions the relay understands (see [`FEATURES`]).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         features: Vec<String>,
+        /// Where the relay runs (`FLY_REGION`, or `local`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        region: Option<String>,
     },
     /// The tunnel no longer serves an agent.
     AgentRemoved {

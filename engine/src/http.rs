@@ -89,8 +89,9 @@ fn strip_request_header(name: &str) -> bool {
                 | "x-forwarded-for"
                 | "x-real-ip"
                 | "x-agent-address"
-                | "x-relay-hop"
         )
+        // The relay's own (the hop secret, diagnostics): never a caller's to set.
+        || name.starts_with("x-relay-")
         || name.starts_with("fly-")
         || name.starts_with("cf-")
 }
@@ -172,18 +173,34 @@ fn strip_response_header(name: &str) -> bool {
             | "te"
             | "trailer"
             | "content-length"
-    )
+    ) || name.starts_with("x-relay-")
 }
+
+/// Most headers an answer may carry (as the reference relay).
+pub const MAX_ANSWER_HEADERS: usize = 128;
+/// Longest header name in an answer, in bytes.
+pub const MAX_HEADER_NAME_BYTES: usize = 256;
+/// Longest header value in an answer, in bytes.
+pub const MAX_HEADER_VALUE_BYTES: usize = 16 * 1024;
 
 /// Validates and sanitises a tunnel's response headers, adding CORS.
 pub fn response_headers(h: Headers) -> Result<Vec<(String, String)>, &'static str> {
+    if h.0.len() > MAX_ANSWER_HEADERS {
+        return Err("more than 128 headers");
+    }
     let mut out = Vec::with_capacity(h.0.len() + 2);
     for (mut k, v) in h.0 {
         if !is_token(&k) {
             return Err("invalid header name");
         }
+        if k.len() > MAX_HEADER_NAME_BYTES {
+            return Err("header name over 256 bytes");
+        }
         if !is_field_value(&v) {
             return Err("invalid header value");
+        }
+        if v.len() > MAX_HEADER_VALUE_BYTES {
+            return Err("header value over 16 KiB");
         }
         k.make_ascii_lowercase();
         if !strip_response_header(&k) {

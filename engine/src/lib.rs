@@ -60,6 +60,7 @@ mod claims;
 pub mod client;
 pub mod cluster;
 pub mod config;
+mod diag;
 pub mod error;
 mod forward;
 pub mod frame;

@@ -6,6 +6,7 @@ use crate::error::CallError;
 use crate::http::{self, agent_from_host};
 use crate::input::{CallId, Input, RequestHead, TunnelId};
 use crate::limits::RateLimiter;
+use crate::map::{map, Map};
 use crate::output::{Event, Output};
 use crate::registry::calls::Calls;
 use crate::registry::directory::DirectoryCache;
@@ -35,12 +36,15 @@ pub struct Relay<E: Entropy> {
     connect_rl: RateLimiter<IpAddr>,
     stats_rl: RateLimiter<IpAddr>,
     pub(crate) agent_rl: RateLimiter<Address>,
+    pub(crate) caller_rl: RateLimiter<IpAddr>,
     pub(crate) counters: Counters,
     /// Drain deadline once shutdown began.
     pub(crate) draining: Option<u64>,
     stopped: bool,
     /// Several instances: owner look-ups.
     pub(crate) directory: DirectoryCache,
+    /// Agent-host calls not yet answered: what their diagnostic headers need.
+    pub(crate) timing: Map<CallId, crate::diag::Timing>,
 }
 
 /// Sizes of everything the engine holds, for invariant checks.
@@ -64,6 +68,8 @@ pub struct Sizes {
     pub queued_outputs: usize,
     /// Cached and pending directory look-ups.
     pub directory: usize,
+    /// Agent-host calls whose first answer head has not gone out.
+    pub timed_calls: usize,
 }
 
 impl<E: Entropy> Relay<E> {
@@ -80,6 +86,7 @@ impl<E: Entropy> Relay<E> {
             connect_rl: RateLimiter::with_seed(cfg.tunnel_connects_per_min, seed),
             stats_rl: RateLimiter::with_seed(cfg.stats_requests_per_min, seed),
             agent_rl: RateLimiter::with_seed(cfg.agent_requests_per_min, seed),
+            caller_rl: RateLimiter::with_seed(cfg.caller_requests_per_min, seed),
             cfg,
             rng,
             now,
@@ -93,6 +100,7 @@ impl<E: Entropy> Relay<E> {
             draining: None,
             stopped: false,
             directory: DirectoryCache::new(seed),
+            timing: map(seed),
         }
     }
 
@@ -152,6 +160,7 @@ impl<E: Entropy> Relay<E> {
                     self.connect_rl.sweep(t);
                     self.stats_rl.sweep(t);
                     self.agent_rl.sweep(t);
+                    self.caller_rl.sweep(t);
                     self.sweep_located();
                     self.timers.set(t + SWEEP_MS, TimerKey::Sweep);
                 }
@@ -183,6 +192,7 @@ impl<E: Entropy> Relay<E> {
             counters: self.counters.clone(),
             instance: (self.cfg.cluster.as_ref())
                 .map(|c| (c.instance_id.clone(), self.directory.up)),
+            route_cache_entries: self.directory.len(),
         }
     }
 
@@ -195,9 +205,13 @@ impl<E: Entropy> Relay<E> {
             calls: self.calls.len(),
             req_ids: self.calls.req_ids(),
             timers: self.timers.len(),
-            limiter_keys: self.connect_rl.len() + self.stats_rl.len() + self.agent_rl.len(),
+            limiter_keys: self.connect_rl.len()
+                + self.stats_rl.len()
+                + self.agent_rl.len()
+                + self.caller_rl.len(),
             queued_outputs: self.out.len(),
             directory: self.directory.len(),
+            timed_calls: self.timing.len(),
         }
     }
 
@@ -222,8 +236,15 @@ impl<E: Entropy> Relay<E> {
         self.out.push_back(Output::Event(e));
     }
 
-    pub(crate) fn respond(&mut self, call: CallId, response: http::Response) {
+    pub(crate) fn respond(&mut self, call: CallId, mut response: http::Response) {
+        self.diagnose(call, &mut response.headers);
         self.emit(Output::Respond { call, response });
+    }
+
+    /// A stream's head goes out (with the call's diagnostic headers).
+    pub(crate) fn start_stream(&mut self, call: CallId, mut head: http::ResponseHead) {
+        self.diagnose(call, &mut head.headers);
+        self.emit(Output::StartStream { call, head });
     }
 
     fn on_head(&mut self, call: CallId, head: RequestHead) {
@@ -262,13 +283,20 @@ impl<E: Entropy> Relay<E> {
     }
 
     fn health(&mut self, call: CallId) {
-        let r = if self.draining.is_some() {
-            http::json_response(503, &serde_json::json!({"status": "shutting_down"}))
-        } else {
-            let n = self.tunnels.ready();
-            http::json_response(200, &serde_json::json!({"status": "ok", "tunnels": n}))
+        let (status, word) = match self.draining {
+            Some(_) => (503, "shutting_down"),
+            None => (200, "ok"),
         };
-        self.respond(call, r);
+        let mut body = serde_json::json!({
+            "status": word,
+            "tunnels": self.tunnels.ready(),
+            "region": self.cfg.region,
+            "machine": self.cfg.machine,
+        });
+        if self.cfg.cluster.is_some() {
+            body["redis"] = if self.directory.up { "ok" } else { "degraded" }.into();
+        }
+        self.respond(call, http::json_response(status, &body));
     }
 
     fn connect(&mut self, call: CallId, head: &RequestHead, ip: IpAddr) {

@@ -19,6 +19,12 @@ pub struct Counters {
     pub auth_failures: u64,
     /// Calls for agents another instance holds (replayed or forwarded).
     pub remote_calls: u64,
+    /// Of those, answered with a 307 `fly-replay`.
+    pub replays: u64,
+    /// Of those, forwarded to the owner instance.
+    pub internal_forwards: u64,
+    /// Agents a newer session took over from an older tunnel.
+    pub takeovers: u64,
 }
 
 /// A snapshot for `/stats`.
@@ -36,6 +42,8 @@ pub struct Stats {
     pub counters: Counters,
     /// Several instances: this instance's id and whether the directory answers.
     pub instance: Option<(String, bool)>,
+    /// Several instances: owner answers cached and look-ups waiting.
+    pub route_cache_entries: usize,
 }
 
 impl Stats {
@@ -58,8 +66,13 @@ impl Stats {
         if let Some((id, up)) = &self.instance {
             v["instance_id"] = id.as_str().into();
             v["redis"] = if *up { "ok" } else { "down" }.into();
+            v["redis_degraded"] = (!*up).into();
             v["remote_calls"] = c.remote_calls.into();
+            v["total_replays"] = c.replays.into();
+            v["total_internal_forwards"] = c.internal_forwards.into();
+            v["route_cache_entries"] = self.route_cache_entries.into();
         }
+        v["total_takeovers"] = c.takeovers.into();
         v
     }
 }

@@ -305,6 +305,7 @@ impl<E: Entropy> Relay<E> {
                 agents: accepted,
                 rejected,
                 features: features(),
+                region: Some(self.cfg.region.clone()),
             },
         );
         self.emit(Output::Authenticated { tunnel: id });
@@ -317,6 +318,7 @@ impl<E: Entropy> Relay<E> {
 
     /// Takeover: `addr` leaves tunnel `old`, which closes once it holds no agent.
     pub(crate) fn supersede(&mut self, old: TunnelId, addr: Address) {
+        self.counters.takeovers += 1;
         self.tunnels.unregister(old, &addr);
         let Some(t) = self.tunnels.get(&old) else {
             return;
@@ -436,6 +438,7 @@ impl<E: Entropy> Relay<E> {
                 url: self.url(&lower),
                 address: lower.clone(),
                 features: features(),
+                region: Some(self.cfg.region.clone()),
             },
         );
         self.event(Event::AgentAdded {

@@ -39,6 +39,7 @@ pub fn test_args() -> ServeArgs {
     a.max_tunnels_per_ip = 0;
     a.stats_requests_per_min = 0;
     a.agent_requests_per_min = 0;
+    a.caller_requests_per_min = 0;
     a.control_frames_per_min = 0;
     a.response_timeout = Duration::from_secs(8);
     a.stream_idle_timeout = Duration::from_secs(8);

@@ -113,6 +113,7 @@ impl Run {
             *n = 0;
         }
         cfg.agent_requests_per_min = 0;
+        cfg.caller_requests_per_min = 0;
         cfg.control_frames_per_min = 0;
         Run {
             d: Driven::new(cfg, 7),

@@ -421,7 +421,7 @@ fn slow_consumer_is_cut_at_the_buffer_cap() {
 #[test]
 fn a_tunnel_that_never_reads_gets_no_more_requests() {
     let mut h = Harness::new(Config {
-        max_tunnel_buffer: 2_000,
+        max_tunnel_buffer: 2_500,
         ..test_config()
     });
     let a = key(1);

@@ -30,6 +30,7 @@ fn auth_ok_reports_lowercase_addresses_and_urls() {
         ],
         rejected: vec![],
         features: features(),
+        region: Some("local".into()),
     };
     assert_eq!(frames(&out, t), vec![want]);
     assert!(out
@@ -159,6 +160,7 @@ fn add_and_remove_agents_mid_session() {
             address: lower(&b),
             url: format!("https://{}", host_of(&b)),
             features: features(),
+            region: Some("local".into()),
         }]
     );
     assert_eq!(h.relay.agent_tunnel(&b.address()), Some(t));
@@ -345,6 +347,7 @@ fn reject_policy_keeps_the_first_tunnel() {
             reason: "already_registered".into(),
         }],
         features: features(),
+        region: Some("local".into()),
     };
     assert_eq!(frames(&out, t), vec![want]);
     assert!(frames(&out, first).is_empty());

@@ -10,7 +10,10 @@ fn health_stats_and_tunnel_connect_answers() {
     let (c, out) = h.request(Harness::head("GET", "/health", "anything"), b"");
     assert_eq!(
         response(&out, c),
-        Some((200, r#"{"status":"ok","tunnels":0}"#.into()))
+        Some((
+            200,
+            r#"{"machine":"local","region":"local","status":"ok","tunnels":0}"#.into()
+        ))
     );
     let (c, out) = h.request(Harness::head("GET", "/stats", "anything"), b"");
     let (status, body) = response(&out, c).unwrap();
@@ -72,7 +75,10 @@ fn graceful_shutdown_drains_then_closes_with_1012() {
     let (hc, out) = h.request(Harness::head("GET", "/health", "x"), b"");
     assert_eq!(
         response(&out, hc),
-        Some((503, r#"{"status":"shutting_down"}"#.into()))
+        Some((
+            503,
+            r#"{"machine":"local","region":"local","status":"shutting_down","tunnels":1}"#.into()
+        ))
     );
     let mut ws = Harness::head("GET", "/tunnel/connect", "x");
     ws.websocket = true;
@@ -170,27 +176,45 @@ fn the_tunnel_cap_counts_an_ipv6_64_as_one_client() {
 }
 
 #[test]
-fn per_agent_rate_limit_comes_before_lookup() {
-    let mut h = Harness::default();
-    let off = key(2);
-    for _ in 0..100 {
+fn rate_limits_count_only_calls_served_here() {
+    let mut h = Harness::new(Config {
+        agent_requests_per_min: 30,
+        caller_requests_per_min: 40,
+        ..test_config()
+    });
+    let (a, b, off) = (key(1), key(3), key(2));
+    h.connect(&[&a, &b]);
+    // Calls for an offline agent use up nothing.
+    for _ in 0..10 {
         let (c, out) = h.get(&off, "/");
         assert_eq!(response(&out, c).unwrap().0, 502);
     }
-    let (c, out) = h.get(&off, "/");
+    for _ in 0..30 {
+        let (c, out) = h.get(&a, "/");
+        assert!(response(&out, c).is_none(), "sent to the tunnel");
+    }
+    let (c, out) = h.get(&a, "/");
     assert_eq!(
         response(&out, c),
-        Some((429, r#"{"error":"rate_limited"}"#.into()))
+        Some((429, r#"{"error":"rate_limited"}"#.into())),
+        "the agent's 31st call this minute"
     );
     assert_eq!(header(&out, c, "access-control-allow-origin"), Some("*"));
-    // Preflight is answered before the limit.
-    let (c, out) = h.request(Harness::head("OPTIONS", "/", &host_of(&off)), b"");
-    assert_eq!(response(&out, c).unwrap().0, 204);
-    h.advance(600);
-    let (c, out) = h.get(&off, "/");
+    // The same caller has 10 more calls this minute, to any agent.
+    for _ in 0..10 {
+        let (c, out) = h.get(&b, "/");
+        assert!(response(&out, c).is_none());
+    }
+    let (c, out) = h.get(&b, "/");
     assert_eq!(
-        response(&out, c).unwrap().0,
-        502,
-        "one token back after 0.6 s"
+        response(&out, c),
+        Some((429, r#"{"error":"rate_limited"}"#.into())),
+        "the caller's 41st"
     );
+    // Preflight is answered before the limits.
+    let (c, out) = h.request(Harness::head("OPTIONS", "/", &host_of(&a)), b"");
+    assert_eq!(response(&out, c).unwrap().0, 204);
+    h.advance(2_000);
+    let (c, out) = h.get(&a, "/");
+    assert!(response(&out, c).is_none(), "a token back after 2 s");
 }

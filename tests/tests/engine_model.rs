@@ -155,6 +155,7 @@ impl Run {
             tunnel_connects_per_min: 0,
             max_tunnels_per_ip: 0,
             agent_requests_per_min: 0,
+            caller_requests_per_min: 0,
             control_frames_per_min: 0,
             max_body_bytes: 64,
             max_stream_buffer: 24,

@@ -149,6 +149,7 @@ impl<'a> Sim<'a> {
             tunnel_connects_per_min: 0,
             max_tunnels_per_ip: 0,
             agent_requests_per_min: 0,
+            caller_requests_per_min: 0,
             ..test_config()
         };
         Sim {

@@ -83,13 +83,15 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
             .prop_map(|(agents, rejected)| ServerFrame::AuthOk {
                 agents,
                 rejected,
-                features: FEATURES.iter().map(|f| f.to_string()).collect()
+                features: FEATURES.iter().map(|f| f.to_string()).collect(),
+                region: Some("fra".into()),
             }),
         text().prop_map(|error| ServerFrame::AuthError { error }),
         (text(), text()).prop_map(|(address, url)| ServerFrame::AgentAdded {
             address,
             url,
-            features: vec![]
+            features: vec![],
+            region: None,
         }),
         (text(), proptest::option::of(text()))
             .prop_map(|(address, reason)| ServerFrame::AgentRemoved { address, reason }),
@@ -134,16 +136,18 @@ fn encodes_the_contract_shapes() {
         agents: vec![],
         rejected: vec![],
         features: vec![],
+        region: None,
     };
     assert_eq!(f.encode(), r#"{"type":"auth_ok","agents":[]}"#);
     let f = ServerFrame::AuthOk {
         agents: vec![],
         rejected: vec![],
         features: vec!["body_encoding".into()],
+        region: Some("local".into()),
     };
     assert_eq!(
         f.encode(),
-        r#"{"type":"auth_ok","agents":[],"features":["body_encoding"]}"#
+        r#"{"type":"auth_ok","agents":[],"features":["body_encoding"],"region":"local"}"#
     );
     let mut f = ServerFrame::Request {
         id: "req_1".into(),

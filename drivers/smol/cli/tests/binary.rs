@@ -24,15 +24,27 @@ fn invalid_settings_stop_start_up_naming_the_setting() {
     }
 }
 
+/// Kills the child if the test fails before it exits.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn serves_then_exits_cleanly_on_sigterm() {
-    let mut child = bin()
-        .args(["--bind-addr", "127.0.0.1", "--port", "0"])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starts");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut child = Reaped(
+        bin()
+            .args(["--bind-addr", "127.0.0.1", "--port", "0"])
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starts"),
+    );
+    let mut lines = BufReader::new(child.0.stderr.take().expect("stderr"));
     let mut line = String::new();
     lines.read_line(&mut line).expect("a log line");
     let addr = line
@@ -47,14 +59,14 @@ fn serves_then_exits_cleanly_on_sigterm() {
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     assert!(resp.starts_with("HTTP/1.1 200 OK"), "{resp}");
-    assert!(resp.ends_with(r#"{"status":"ok","tunnels":0}"#), "{resp}");
-    let pid = child.id().to_string();
+    assert!(resp.ends_with(r#""status":"ok","tunnels":0}"#), "{resp}");
+    let pid = child.0.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap()
         .success());
-    let status = child.wait().expect("exits");
+    let status = child.0.wait().expect("exits");
     assert_eq!(status.code(), Some(0));
     let mut rest = String::new();
     lines.read_to_string(&mut rest).unwrap();

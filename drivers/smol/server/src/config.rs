@@ -75,6 +75,9 @@ pub struct ServeArgs {
     pub stats_requests_per_min: u32,
     #[arg(long, env = "AGENT_REQUESTS_PER_MIN", default_value_t = 100)]
     pub agent_requests_per_min: u32,
+    /// Calls per caller IP per minute, counted where the agent's tunnel is.
+    #[arg(long, env = "CALLER_REQUESTS_PER_MIN", default_value_t = 300)]
+    pub caller_requests_per_min: u32,
     #[arg(long, env = "MAX_AGENTS_PER_TUNNEL", default_value_t = 50)]
     pub max_agents_per_tunnel: u32,
     /// request_challenge and add_agent frames per tunnel per minute.
@@ -143,6 +146,10 @@ pub struct ServeArgs {
     /// Several instances: the shared Redis (redis://host:port). Unset: one instance.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Where the relay runs (set by Fly.io): in auth_ok, /health and the
+    /// x-relay-region header.
+    #[arg(long, env = "FLY_REGION", default_value = "local")]
+    pub region: String,
     /// Set by Fly.io: this instance's id; calls for agents held elsewhere get
     /// 307 with fly-replay.
     #[arg(long, env = "FLY_MACHINE_ID")]
@@ -221,6 +228,10 @@ impl ServeArgs {
     pub fn engine_config(&self) -> Config {
         Config {
             base_domain: self.base_domain.clone(),
+            region: self.region.clone(),
+            machine: (self.fly_machine_id.clone())
+                .or_else(|| self.instance_id.clone())
+                .unwrap_or_else(|| "local".into()),
             duplicate_policy: self.duplicate_policy,
             client_ip: match &self.client_ip_header {
                 Some(h) => ClientIpSource::Header(h.clone()),
@@ -230,6 +241,7 @@ impl ServeArgs {
             max_tunnels_per_ip: self.max_tunnels_per_ip,
             stats_requests_per_min: self.stats_requests_per_min,
             agent_requests_per_min: self.agent_requests_per_min,
+            caller_requests_per_min: self.caller_requests_per_min,
             max_agents_per_tunnel: self.max_agents_per_tunnel,
             control_frames_per_min: self.control_frames_per_min,
             max_body_bytes: self.max_body_bytes,

@@ -45,6 +45,10 @@ pub async fn serve(
     let cluster = args.cluster().map_err(std::io::Error::other)?;
     let mut cfg = args.engine_config();
     cfg.cluster = cluster.as_ref().map(|c| c.engine.clone());
+    if let Some(c) = &cluster {
+        // A random instance id is this machine's name too.
+        cfg.machine = c.engine.instance_id.clone();
+    }
     let (wake_tx, wake_rx) = unbounded();
     let (done_tx, done_rx) = unbounded();
     let opts = Rc::new(conn_opts(ex, &cfg));
