@@ -56,6 +56,11 @@ impl<E: Entropy> Relay<E> {
         if head.content_length.is_some_and(|n| n > self.body_limit()) {
             return self.respond(call, CallError::BodyTooLarge.response());
         }
+        let replay_cache_hit = (head.headers.iter()).any(|(k, v)| {
+            k.eq_ignore_ascii_case("fly-replay-cache-status")
+                && v.trim().eq_ignore_ascii_case("hit")
+        });
+        let unknown_length = head.body_follows && head.content_length.is_none();
         let headers = http::forward_headers(head.headers, to_lower(&agent), ip);
         let capacity = head.content_length.unwrap_or(0).min(self.body_limit()) as usize;
         let state = CallState::Receiving(Parked {
@@ -64,6 +69,8 @@ impl<E: Entropy> Relay<E> {
             headers,
             // A declared length is only a claim: reserve little before bytes arrive.
             body: Vec::with_capacity(capacity.min(64 * 1024)),
+            unknown_length,
+            replay_cache_hit,
         });
         self.calls.insert(
             call,
@@ -126,6 +133,7 @@ impl<E: Entropy> Relay<E> {
             path,
             headers,
             body,
+            ..
         } = req;
         let body = match Body::from_bytes(body) {
             Body::Binary(_) if self.cfg.binary_request_bodies == BinaryBodies::Reject => {

@@ -14,6 +14,9 @@ use crate::relay::Relay;
 use crate::time::ms;
 use crate::time::Entropy;
 
+/// The largest request body Fly's proxy replays (1 MB).
+const FLY_REPLAY_MAX_BODY: u64 = 1_000_000;
+
 impl<E: Entropy> Relay<E> {
     fn takeover(&self) -> bool {
         self.cfg.duplicate_policy == crate::DuplicatePolicy::Takeover
@@ -161,11 +164,15 @@ impl<E: Entropy> Relay<E> {
             Located::Owner(o) => Some(o),
             Located::Nobody | Located::Unavailable => None,
         };
-        if cache {
-            let ttl = self.cfg.cluster.as_ref().map_or(0, |c| ms(c.lookup_ttl));
+        if let (true, Some(c)) = (cache, &self.cfg.cluster) {
+            let ttl = ms(if owner.is_some() {
+                c.lookup_ttl
+            } else {
+                c.lookup_miss_ttl
+            });
             if ttl > 0 {
-                let exp = self.now.mono_ms + ttl;
-                self.directory.remember(addr, owner.clone(), exp);
+                let (exp, max) = (self.now.mono_ms + ttl, c.lookup_cache_entries);
+                self.directory.remember(addr, owner.clone(), exp, max);
             }
         }
         for call in self.directory.answered(&addr) {
@@ -204,9 +211,25 @@ impl<E: Entropy> Relay<E> {
         };
         self.counters.remote_calls += 1;
         match cluster.remote {
+            // Fly's proxy cannot replay a body over 1 MB or of unknown length:
+            // those go machine to machine.
+            RemoteRoute::FlyReplay
+                if req.unknown_length || req.body.len() as u64 > FLY_REPLAY_MAX_BODY =>
+            {
+                self.counters.internal_forwards += 1;
+                self.forward(call, agent, owner, req)
+            }
             RemoteRoute::FlyReplay => {
                 self.counters.replays += 1;
-                let headers = vec![("fly-replay".to_string(), format!("instance={owner}"))];
+                let mut headers = vec![("fly-replay".to_string(), format!("instance={owner}"))];
+                if req.replay_cache_hit {
+                    // Fly's cached route led to a machine that no longer has the agent.
+                    headers.push(("fly-replay-cache".into(), "invalidate".into()));
+                } else {
+                    let host = format!("{}.{}/*", to_lower(&agent), self.cfg.base_domain);
+                    headers.push(("fly-replay-cache".into(), host));
+                    headers.push(("fly-replay-cache-ttl-secs".into(), "30".into()));
+                }
                 self.respond(
                     call,
                     Response {

@@ -13,8 +13,12 @@ pub struct ClusterConfig {
     pub instance_id: String,
     /// How calls for agents another instance holds are served.
     pub remote: RemoteRoute,
-    /// How long a directory look-up result is reused.
+    /// How long a look-up that found the owner is reused.
     pub lookup_ttl: Duration,
+    /// How long a look-up that found nobody is reused.
+    pub lookup_miss_ttl: Duration,
+    /// Most look-up answers held (the oldest go first).
+    pub lookup_cache_entries: usize,
     /// Lifetime of an agent's ownership key, renewed on every pong.
     pub claim_ttl: Duration,
     /// Longest wait for one directory operation.
@@ -36,7 +40,9 @@ impl ClusterConfig {
         ClusterConfig {
             instance_id: instance_id.into(),
             remote,
-            lookup_ttl: Duration::from_secs(2),
+            lookup_ttl: Duration::from_secs(10),
+            lookup_miss_ttl: Duration::from_secs(2),
+            lookup_cache_entries: 50_000,
             claim_ttl: Duration::from_secs(120),
             directory_timeout: Duration::from_secs(1),
             directory_retry_after: Duration::from_millis(500),

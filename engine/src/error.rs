@@ -34,6 +34,8 @@ pub enum CallError {
     HttpVersionNotSupported,
     /// 502: no tunnel (here or on another instance) serves the agent.
     AgentOffline,
+    /// 502: the instance that owns the agent could not be reached.
+    AgentUnreachable,
     /// 502: the tunnel closed before it answered.
     TunnelClosed,
     /// 502: the tunnel does not read what it is sent.
@@ -63,7 +65,8 @@ impl CallError {
             HeadersTooLarge => 431,
             NotImplemented => 501,
             HttpVersionNotSupported => 505,
-            AgentOffline | TunnelClosed | TunnelSendFailed | BadHostResponse | SlowConsumer => 502,
+            AgentOffline | AgentUnreachable | TunnelClosed | TunnelSendFailed | BadHostResponse
+            | SlowConsumer => 502,
             RelayRestarting => 503,
             GatewayTimeout | StreamIdleTimeout => 504,
         }
@@ -86,6 +89,7 @@ impl CallError {
             NotImplemented => "not_implemented",
             HttpVersionNotSupported => "http_version_not_supported",
             AgentOffline => "agent_offline",
+            AgentUnreachable => "agent_unreachable",
             TunnelClosed => "tunnel_closed",
             TunnelSendFailed => "tunnel_send_failed",
             BadHostResponse => "bad_host_response",

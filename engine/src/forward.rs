@@ -209,7 +209,7 @@ impl<E: Entropy> Relay<E> {
             return;
         }
         match fault {
-            OwnerFault::Unreachable => self.fail_call(call, CallError::AgentOffline),
+            OwnerFault::Unreachable => self.fail_call(call, CallError::AgentUnreachable),
             OwnerFault::BadAnswer(why) => {
                 self.counters.bad_host_responses += 1;
                 self.event(Event::BadOwnerAnswer { call, why });

@@ -286,6 +286,7 @@ impl<E: Entropy> Relay<E> {
                 _ => {}
             }
             self.tunnels.register(id, addr);
+            self.directory.forget(&addr);
             accepted.push(AgentUrl {
                 url: self.url(&lower),
                 address: lower,
@@ -431,6 +432,7 @@ impl<E: Entropy> Relay<E> {
             _ => {}
         }
         self.tunnels.register(id, addr);
+        self.directory.forget(&addr);
         let lower = to_lower(&addr);
         self.send(
             id,

@@ -22,10 +22,12 @@ pub fn instance(
     a.redis_url = Some(redis.url());
     if fly {
         a.fly_machine_id = Some(id.into());
+        a.fly_app_name = Some("relay-test".into());
     } else {
         a.instance_id = Some(id.into());
-        a.instance_url = Some(format!("http://{addr}"));
     }
+    // On Fly the machine's private address; INSTANCE_URL stands in for it here.
+    a.instance_url = Some(format!("http://{addr}"));
     tweak(&mut a);
     RelayHandle::spawn_on(a, listener).expect("instance starts")
 }

@@ -61,8 +61,49 @@ fn on_fly_a_call_for_another_instance_is_replayed_there() {
         let r = call(b.addr, &get(&host_of(&k), "/hello")).await;
         assert_eq!(r.status, 307);
         assert_eq!(r.header("fly-replay"), Some("instance=m-a"));
+        let cache = format!("{}/*", host_of(&k));
+        assert_eq!(r.header("fly-replay-cache"), Some(cache.as_str()));
+        assert_eq!(r.header("fly-replay-cache-ttl-secs"), Some("30"));
+        assert_eq!(r.header("x-relay-machine"), Some("m-b"));
         let r = call(a.addr, &get(&host_of(&k), "/hello")).await;
         assert_eq!((r.status, r.text().as_str()), (200, "hello from origin"));
+        assert_eq!(r.header("x-relay-machine"), Some("m-a"));
+        // Fly's cache sent a call to the wrong machine: replayed with invalidate.
+        let stale = format!(
+            "GET /hello HTTP/1.1\r\nHost: {}\r\nFly-Replay-Cache-Status: hit\r\n\r\n",
+            host_of(&k)
+        );
+        let r = call(b.addr, stale.as_bytes()).await;
+        assert_eq!(r.header("fly-replay-cache"), Some("invalidate"));
+        // Bodies Fly cannot replay go machine to machine, byte for byte.
+        let big = osaurus_relay_tests::noise::noise(2 << 20, 3);
+        let r = call(b.addr, &post(&host_of(&k), "/echo", &big)).await;
+        assert_eq!(r.status, 200);
+        assert!(r.body == big, "a 2 MiB body forwarded and echoed whole");
+        assert_eq!(r.header("x-relay-machine"), Some("m-a"));
+        assert_eq!(r.header("x-relay-via"), Some("m-b"));
+        let chunked = format!(
+            "POST /echo HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            host_of(&k)
+        );
+        let r = call(b.addr, chunked.as_bytes()).await;
+        assert_eq!((r.status, r.text().as_str()), (200, "hello"));
+        assert_eq!(r.header("x-relay-via"), Some("m-b"));
+        // An owner that cannot be reached (a machine without an address): 502 agent_unreachable.
+        let ghost = key(2);
+        let owned = [
+            "SET",
+            &format!("agent:{}", lower(&ghost)),
+            "m-ghost",
+            "EX",
+            "60",
+        ];
+        assert_eq!(redis.cli(&owned), "OK");
+        let r = call(b.addr, &post(&host_of(&ghost), "/echo", &big)).await;
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (502, r#"{"error":"agent_unreachable"}"#)
+        );
     });
 }
 

@@ -215,14 +215,14 @@ fn an_owner_answer_that_breaks_the_rules_is_a_bad_host_response() {
 }
 
 #[test]
-fn an_unreachable_owner_is_agent_offline_before_the_head_and_a_cut_after() {
+fn an_unreachable_owner_is_agent_unreachable_before_the_head_and_a_cut_after() {
     let mut h = Harness::new(config());
     let c = forwarded(&mut h, "GET");
     let fault = OwnerFault::Unreachable;
     let out = h.step(Input::OwnerFailed { call: c, fault });
     assert_eq!(
         response(&out, c),
-        Some((502, r#"{"error":"agent_offline"}"#.into()))
+        Some((502, r#"{"error":"agent_unreachable"}"#.into()))
     );
     let c = forwarded(&mut h, "GET");
     head(&mut h, c, 200, &[], true);

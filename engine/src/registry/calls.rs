@@ -22,6 +22,10 @@ pub(crate) struct Parked {
     pub path: String,
     pub headers: Headers,
     pub body: Vec<u8>,
+    /// The body came chunked: its length was not known up front.
+    pub unknown_length: bool,
+    /// Fly's proxy replayed this call from its cache (`fly-replay-cache-status: hit`).
+    pub replay_cache_hit: bool,
 }
 
 pub(crate) enum CallState {

@@ -4,10 +4,14 @@
 use crate::auth::Address;
 use crate::input::CallId;
 use crate::map::{map, Map};
+use std::collections::VecDeque;
 
 pub(crate) struct DirectoryCache {
     /// Recent answers: the owner (or nobody) and when the answer expires (ms).
     located: Map<Address, (Option<String>, u64)>,
+    /// The answers in the order they were remembered (with their expiry, to
+    /// tell a later answer for the same agent): the oldest go first when full.
+    order: VecDeque<(Address, u64)>,
     /// Calls waiting on a look-up, per agent, oldest first.
     locating: Map<Address, Vec<CallId>>,
     pub up: bool,
@@ -17,6 +21,7 @@ impl DirectoryCache {
     pub fn new(seed: u64) -> Self {
         DirectoryCache {
             located: map(seed),
+            order: VecDeque::new(),
             locating: map(seed),
             up: false,
         }
@@ -29,8 +34,24 @@ impl DirectoryCache {
             .map(|(o, _)| o.clone())
     }
 
-    pub fn remember(&mut self, agent: Address, owner: Option<String>, expires: u64) {
+    /// Remembers an answer until `expires`, holding at most `max` answers.
+    pub fn remember(&mut self, agent: Address, owner: Option<String>, expires: u64, max: usize) {
         self.located.insert(agent, (owner, expires));
+        self.order.push_back((agent, expires));
+        while self.located.len() > max.max(1) || self.order.len() > 2 * max.max(1) {
+            let Some((old, at)) = self.order.pop_front() else {
+                break;
+            };
+            // Only the entry this record made: a later answer keeps its place.
+            if self.located.get(&old).is_some_and(|(_, exp)| *exp == at) {
+                self.located.remove(&old);
+            }
+        }
+    }
+
+    /// A tunnel here serves `agent` now: what the directory said is stale.
+    pub fn forget(&mut self, agent: &Address) {
+        self.located.remove(agent);
     }
 
     /// `call` waits for a look-up of `agent`; `true` when it is the first
@@ -57,6 +78,9 @@ impl DirectoryCache {
 
     pub fn sweep(&mut self, now: u64) {
         self.located.retain(|_, (_, exp)| *exp > now);
+        let located = &self.located;
+        self.order
+            .retain(|(a, at)| located.get(a).is_some_and(|(_, exp)| exp == at));
     }
 
     /// Answers and look-ups held.

@@ -169,9 +169,16 @@ pub struct ServeArgs {
     /// PING_INTERVAL.
     #[arg(long, env = "CLAIM_TTL", default_value = "120s", value_parser = duration)]
     pub claim_ttl: Duration,
-    /// How long a Redis answer about an agent's owner is reused.
-    #[arg(long, env = "LOOKUP_CACHE", default_value = "2s", value_parser = duration)]
+    /// How long a Redis answer naming an agent's owner is reused.
+    #[arg(long, env = "LOOKUP_CACHE", default_value = "10s", value_parser = duration)]
     pub lookup_cache: Duration,
+    /// How long a Redis answer that nobody holds an agent is reused.
+    #[arg(long, env = "LOOKUP_MISS_CACHE", default_value = "2s", value_parser = duration)]
+    pub lookup_miss_cache: Duration,
+    /// Set by Fly.io: the app's name, for machine-to-machine addresses
+    /// (http://<machine>.vm.<app>.internal:<PORT>) unless INSTANCE_URL is set.
+    #[arg(long, env = "FLY_APP_NAME")]
+    pub fly_app_name: Option<String>,
 }
 
 /// The resolved multi-instance settings.
@@ -212,15 +219,21 @@ impl ServeArgs {
         if !valid_id(&id) {
             return Err(format!("instance id {id:?}: use letters, digits and -_.:"));
         }
+        // On Fly.io the others reach this machine over its private network
+        // (for calls whose bodies Fly cannot replay).
+        let fly_url = (self.fly_machine_id.as_ref()).zip(self.fly_app_name.as_ref());
+        let fly_url = fly_url.map(|(m, app)| format!("http://{m}.vm.{app}.internal:{}", self.port));
+        let instance_url = self.instance_url.clone().or(fly_url);
         Ok(Some(ClusterSettings {
             redis_url,
             engine: ClusterConfig {
                 lookup_ttl: self.lookup_cache,
+                lookup_miss_ttl: self.lookup_miss_cache,
                 claim_ttl: self.claim_ttl.max(Duration::from_secs(1)),
                 directory_timeout: self.redis_timeout,
                 ..ClusterConfig::new(id, remote)
             },
-            instance_url: self.instance_url.clone(),
+            instance_url,
         }))
     }
 
