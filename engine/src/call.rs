@@ -253,6 +253,7 @@ impl<E: Entropy> Relay<E> {
 
     pub(crate) fn on_call_gone(&mut self, call: CallId) {
         self.untime(call);
+        self.presence_gone(call);
         if let Some(c) = self.forget(call) {
             if let Some((tunnel, req)) = c.state.tunnel_req() {
                 let req = req.to_string();
@@ -276,6 +277,9 @@ impl<E: Entropy> Relay<E> {
     }
 
     pub(crate) fn on_call_timer(&mut self, call: CallId) {
+        if self.presence_timed_out(call) {
+            return;
+        }
         let idle = ms(self.cfg.stream_idle_timeout);
         let now = self.now.mono_ms;
         let Some(c) = self.calls.get_mut(&call) else {

@@ -56,6 +56,11 @@ pub struct Config {
     pub agent_requests_per_min: u32,
     /// Calls per caller IP (IPv6: per /64) per minute, to all agents together.
     pub caller_requests_per_min: u32,
+    /// The bearer token of `GET /presence` (at least 32 characters); `None`:
+    /// the endpoint is off (404).
+    pub presence_token: Option<String>,
+    /// `/presence` queries per IP per minute.
+    pub presence_requests_per_min: u32,
     /// Agents one tunnel may serve, at auth and through `add_agent`.
     pub max_agents_per_tunnel: u32,
     /// `request_challenge` and `add_agent` per connection per minute.
@@ -128,6 +133,8 @@ impl Default for Config {
             stats_requests_per_min: 10,
             agent_requests_per_min: 100,
             caller_requests_per_min: 300,
+            presence_token: None,
+            presence_requests_per_min: 120,
             max_agents_per_tunnel: 50,
             control_frames_per_min: 10,
             max_body_bytes: 10 * 1024 * 1024,

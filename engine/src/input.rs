@@ -159,6 +159,14 @@ pub enum Input<'a> {
         /// The forwarded call.
         call: CallId,
     },
+    /// The directory's answer to `Output::PresenceLookup`: whether each
+    /// agent asked about has a claim, in the order asked.
+    PresenceFound {
+        /// The presence query.
+        call: CallId,
+        /// One per agent of the lookup.
+        claimed: &'a [bool],
+    },
     /// The owner could not be reached, or its answer broke off or was not
     /// valid HTTP.
     OwnerFailed {

@@ -69,6 +69,7 @@ pub mod input;
 pub mod limits;
 pub mod map;
 pub mod output;
+mod presence;
 mod registry;
 mod relay;
 pub mod stats;

@@ -107,6 +107,14 @@ pub enum Output {
         /// The forwarded call.
         call: CallId,
     },
+    /// Read whether these agents have a claim in the directory (one `MGET`);
+    /// answer with `Input::PresenceFound`.
+    PresenceLookup {
+        /// The presence query.
+        call: CallId,
+        /// Lowercase addresses.
+        agents: Vec<String>,
+    },
     /// The tunnel authenticated: its frames may now be as large as
     /// `max_frame_bytes` (before, `pre_auth_read_budget` bytes in all).
     Authenticated {

@@ -37,6 +37,9 @@ pub struct Relay<E: Entropy> {
     stats_rl: RateLimiter<IpAddr>,
     pub(crate) agent_rl: RateLimiter<Address>,
     pub(crate) caller_rl: RateLimiter<IpAddr>,
+    pub(crate) presence_rl: RateLimiter<IpAddr>,
+    /// Presence queries waiting for the directory.
+    pub(crate) presence_waiting: Map<CallId, crate::presence::PendingPresence>,
     pub(crate) counters: Counters,
     /// Drain deadline once shutdown began.
     pub(crate) draining: Option<u64>,
@@ -87,6 +90,8 @@ impl<E: Entropy> Relay<E> {
             stats_rl: RateLimiter::with_seed(cfg.stats_requests_per_min, seed),
             agent_rl: RateLimiter::with_seed(cfg.agent_requests_per_min, seed),
             caller_rl: RateLimiter::with_seed(cfg.caller_requests_per_min, seed),
+            presence_rl: RateLimiter::with_seed(cfg.presence_requests_per_min, seed),
+            presence_waiting: map(seed),
             cfg,
             rng,
             now,
@@ -144,6 +149,7 @@ impl<E: Entropy> Relay<E> {
             Input::OwnerBody { call, chunk } => self.on_owner_body(call, chunk),
             Input::OwnerEnd { call } => self.on_owner_end(call),
             Input::OwnerFailed { call, fault } => self.on_owner_failed(call, fault),
+            Input::PresenceFound { call, claimed } => self.on_presence_found(call, claimed),
         }
         self.maybe_finish_shutdown();
     }
@@ -161,6 +167,7 @@ impl<E: Entropy> Relay<E> {
                     self.stats_rl.sweep(t);
                     self.agent_rl.sweep(t);
                     self.caller_rl.sweep(t);
+                    self.presence_rl.sweep(t);
                     self.sweep_located();
                     self.timers.set(t + SWEEP_MS, TimerKey::Sweep);
                 }
@@ -208,9 +215,10 @@ impl<E: Entropy> Relay<E> {
             limiter_keys: self.connect_rl.len()
                 + self.stats_rl.len()
                 + self.agent_rl.len()
-                + self.caller_rl.len(),
+                + self.caller_rl.len()
+                + self.presence_rl.len(),
             queued_outputs: self.out.len(),
-            directory: self.directory.len(),
+            directory: self.directory.len() + self.presence_waiting.len(),
             timed_calls: self.timing.len(),
         }
     }
@@ -278,6 +286,7 @@ impl<E: Entropy> Relay<E> {
                 }
             }
             "/tunnel/connect" => self.connect(call, &head, ip),
+            "/presence" => self.presence(call, &head, ip),
             _ => self.respond(call, CallError::InvalidSubdomain.response()),
         }
     }

@@ -150,7 +150,9 @@ impl World {
                 }
                 Output::EndStream { call } | Output::AbortStream { call } => self.end(call, false),
                 // One instance (no cluster in this config) never forwards.
-                Output::Forward { .. } | Output::CancelForward { .. } => {
+                Output::Forward { .. }
+                | Output::CancelForward { .. }
+                | Output::PresenceLookup { .. } => {
                     unreachable!("a forward without a cluster")
                 }
                 Output::Claim { .. }

@@ -64,6 +64,7 @@ impl Describer {
             | Output::Refresh { .. }
             | Output::Release { .. }
             | Output::Lookup { .. }
+            | Output::PresenceLookup { .. }
             | Output::Authenticated { .. }
             | Output::Event(_) => return None,
         })

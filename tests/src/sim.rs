@@ -230,7 +230,8 @@ impl Ledger {
             | Output::Claim { .. }
             | Output::Refresh { .. }
             | Output::Release { .. }
-            | Output::Lookup { .. } => Ok(()),
+            | Output::Lookup { .. }
+            | Output::PresenceLookup { .. } => Ok(()),
             Output::ShutdownComplete => {
                 match std::mem::replace(&mut self.shutdown_complete, true) {
                     true => Err("ShutdownComplete twice"),

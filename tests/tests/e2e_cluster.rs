@@ -225,3 +225,45 @@ fn local_calls_never_fail_while_redis_stops_and_starts() {
         redis_ok(a.addr).await;
     });
 }
+
+#[test]
+fn presence_answers_local_agents_at_once_and_the_rest_from_redis() {
+    const TOKEN: &str = "presence-token-presence-token-32";
+    let redis = RedisServer::start();
+    let with_token = |a: &mut ServeArgs| a.presence_token = Some(TOKEN.into());
+    let a = instance(&redis, "inst-a", false, with_token);
+    let b = instance(&redis, "inst-b", false, |_| {});
+    let origin = Origin::spawn("origin");
+    let (here, there, nowhere) = (key(1), key(2), key(3));
+    smol::block_on(async {
+        redis_ok(a.addr).await;
+        redis_ok(b.addr).await;
+        let c1 = ClientHandle::spawn(a.addr, &origin.url(), &[&here]);
+        let c2 = ClientHandle::spawn(b.addr, &origin.url(), &[&there]);
+        c1.online().await;
+        c2.online().await;
+        let asked = [&here, &there, &nowhere].map(lower).join(",");
+        let q = |auth: &str| {
+            format!(
+                "GET /presence?addresses={asked} HTTP/1.1\r\nHost: {}\r\nAuthorization: {auth}\r\n\r\n",
+                osaurus_relay_tests::harness::DOMAIN
+            )
+        };
+        let r = call(a.addr, q(&format!("Bearer {TOKEN}")).as_bytes()).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v: serde_json::Value = serde_json::from_str(&r.text()).expect("json");
+        let p = &v["presence"];
+        assert_eq!(p[lower(&here)]["online"], true);
+        assert!(p[lower(&here)]["last_seen"].is_string());
+        assert_eq!(
+            p[lower(&there)],
+            serde_json::json!({"online": true, "last_seen": null})
+        );
+        assert_eq!(p[lower(&nowhere)]["online"], false);
+        let r = call(a.addr, q("Bearer wrong").as_bytes()).await;
+        assert_eq!(r.status, 401);
+        // Without a token the endpoint does not exist.
+        let r = call(b.addr, q(&format!("Bearer {TOKEN}")).as_bytes()).await;
+        assert_eq!(r.status, 404);
+    });
+}

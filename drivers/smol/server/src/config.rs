@@ -75,6 +75,10 @@ pub struct ServeArgs {
     pub stats_requests_per_min: u32,
     #[arg(long, env = "AGENT_REQUESTS_PER_MIN", default_value_t = 100)]
     pub agent_requests_per_min: u32,
+    /// Bearer token of GET /presence (at least 32 characters; shorter or
+    /// unset: the endpoint answers 404).
+    #[arg(long, env = "PRESENCE_TOKEN", hide_env_values = true)]
+    pub presence_token: Option<String>,
     /// Calls per caller IP per minute, counted where the agent's tunnel is.
     #[arg(long, env = "CALLER_REQUESTS_PER_MIN", default_value_t = 300)]
     pub caller_requests_per_min: u32,
@@ -255,6 +259,7 @@ impl ServeArgs {
             stats_requests_per_min: self.stats_requests_per_min,
             agent_requests_per_min: self.agent_requests_per_min,
             caller_requests_per_min: self.caller_requests_per_min,
+            presence_token: (self.presence_token.clone()).filter(|t| t.len() >= 32),
             max_agents_per_tunnel: self.max_agents_per_tunnel,
             control_frames_per_min: self.control_frames_per_min,
             max_body_bytes: self.max_body_bytes,

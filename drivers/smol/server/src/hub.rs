@@ -198,7 +198,8 @@ impl Core {
             o @ (Output::Claim { .. }
             | Output::Refresh { .. }
             | Output::Release { .. }
-            | Output::Lookup { .. }) => self.directory(DirOp::Engine(o)),
+            | Output::Lookup { .. }
+            | Output::PresenceLookup { .. }) => self.directory(DirOp::Engine(o)),
             Output::Forward {
                 call,
                 instance,

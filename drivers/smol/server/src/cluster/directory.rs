@@ -247,6 +247,19 @@ impl Directory {
         }
     }
 
+    /// Whether each agent has a claim, by one `MGET`; all `false` when Redis
+    /// does not answer.
+    pub async fn claimed(&self, agents: &[String]) -> Vec<bool> {
+        let keys: Vec<String> = agents.iter().map(|a| agent_key(a)).collect();
+        let v: Option<Vec<Option<String>>> = self
+            .run(|mut c| async move { redis::cmd("MGET").arg(keys).query_async(&mut c).await })
+            .await;
+        match v {
+            Some(v) if v.len() == agents.len() => v.iter().map(Option::is_some).collect(),
+            _ => vec![false; agents.len()],
+        }
+    }
+
     /// The internal URL another instance published, cached briefly.
     pub async fn instance_url(&self, id: &str) -> Option<String> {
         if let Some((u, at)) = self.urls.borrow().get(id) {

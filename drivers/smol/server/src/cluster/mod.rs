@@ -75,7 +75,15 @@ async fn execute(core: &Shared, dir: &Directory, op: DirOp) {
                 found,
             });
         }
-        // The hub sends only the four directory outputs.
+        DirOp::Engine(Output::PresenceLookup { call, agents }) => {
+            let claimed = dir.claimed(&agents).await;
+            report_health(core, dir);
+            core.borrow_mut().handle(Input::PresenceFound {
+                call,
+                claimed: &claimed,
+            });
+        }
+        // The hub sends only the directory outputs.
         DirOp::Engine(_) => {}
         DirOp::Forward {
             call,
