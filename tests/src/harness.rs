@@ -177,6 +177,15 @@ impl Harness {
         (call, out)
     }
 
+    /// The directory answers a look-up of `k`.
+    pub fn located(&mut self, k: &SecretKey, found: osaurus_relay_engine::Located) -> Vec<Output> {
+        let agent = lower(k);
+        self.step(Input::Located {
+            agent: &agent,
+            found,
+        })
+    }
+
     pub fn get(&mut self, k: &SecretKey, path: &str) -> (CallId, Vec<Output>) {
         self.request(Harness::head("GET", path, &host_of(k)), b"")
     }

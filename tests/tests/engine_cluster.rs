@@ -90,18 +90,6 @@ fn connect(
     (t, out)
 }
 
-fn located(
-    h: &mut Harness,
-    k: &osaurus_relay_engine::auth::SecretKey,
-    found: Located,
-) -> Vec<Output> {
-    let agent = lower(k);
-    h.step(Input::Located {
-        agent: &agent,
-        found,
-    })
-}
-
 #[test]
 fn handshake_waits_for_claims_then_serves_locally() {
     let mut h = Harness::new(cluster(RemoteRoute::FlyReplay));
@@ -281,7 +269,7 @@ fn fly_mode_replays_on_the_owner_and_caches_the_answer() {
     let (c2, out) = h.get(&a, "/x");
     assert!(lookups(&out).is_empty(), "one look-up per agent at a time");
     assert_eq!(response(&out, c2), None);
-    let out = located(&mut h, &a, Located::Owner("inst-b".into()));
+    let out = h.located(&a, Located::Owner("inst-b".into()));
     for c in [c1, c2] {
         assert_eq!(response(&out, c), Some((307, String::new())));
         assert_eq!(header(&out, c, "fly-replay"), Some("instance=inst-b"));
@@ -306,7 +294,7 @@ fn nobody_stale_self_or_no_answer_is_agent_offline() {
     ] {
         let k = key(n);
         let (c, _) = h.get(&k, "/");
-        let out = located(&mut h, &k, found);
+        let out = h.located(&k, found);
         assert_eq!(response(&out, c), Some((502, offline.clone())));
         let (c, out) = h.get(&k, "/");
         assert_eq!(lookups(&out).is_empty(), cached, "key {n}");
@@ -340,7 +328,7 @@ fn forward_mode_hands_over_the_whole_request() {
     head.headers.push(("X-Custom".into(), "v".into()));
     let (c, out) = h.request(head, b"{\"m\":1}");
     assert_eq!(lookups(&out), [lower(&a)]);
-    let out = located(&mut h, &a, Located::Owner("inst-b".into()));
+    let out = h.located(&a, Located::Owner("inst-b".into()));
     let [Output::Forward {
         call,
         instance,

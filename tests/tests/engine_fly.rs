@@ -13,18 +13,6 @@ fn fly() -> Config {
     }
 }
 
-fn locate(
-    h: &mut Harness,
-    k: &osaurus_relay_engine::auth::SecretKey,
-    found: Located,
-) -> Vec<Output> {
-    let agent = lower(k);
-    h.step(Input::Located {
-        agent: &agent,
-        found,
-    })
-}
-
 fn lookups(out: &[Output]) -> usize {
     out.iter()
         .filter(|o| matches!(o, Output::Lookup { .. }))
@@ -36,7 +24,7 @@ fn replays_carry_fly_route_cache_headers_and_a_stale_hit_invalidates() {
     let mut h = Harness::new(fly());
     let a = key(1);
     let (c, _) = h.get(&a, "/");
-    let out = locate(&mut h, &a, Located::Owner("m-b".into()));
+    let out = h.located(&a, Located::Owner("m-b".into()));
     assert_eq!(response(&out, c).map(|r| r.0), Some(307));
     assert_eq!(header(&out, c, "fly-replay"), Some("instance=m-b"));
     let cache = format!("{}/*", host_of(&a));
@@ -58,7 +46,7 @@ fn bodies_fly_cannot_replay_are_forwarded_machine_to_machine() {
     let mut h = Harness::new(fly());
     let a = key(1);
     h.get(&a, "/");
-    locate(&mut h, &a, Located::Owner("m-b".into()));
+    h.located(&a, Located::Owner("m-b".into()));
     let forwarded = |out: &[Output]| {
         out.iter()
             .any(|o| matches!(o, Output::Forward { instance, .. } if instance == "m-b"))
@@ -93,20 +81,20 @@ fn look_ups_are_reused_longer_for_owners_and_dropped_on_local_registration() {
     let mut h = Harness::new(fly());
     let (a, b) = (key(1), key(2));
     h.get(&a, "/");
-    locate(&mut h, &a, Located::Owner("m-b".into()));
+    h.located(&a, Located::Owner("m-b".into()));
     h.get(&b, "/");
-    locate(&mut h, &b, Located::Nobody);
+    h.located(&b, Located::Nobody);
     h.advance(1_900);
     assert_eq!(lookups(&h.get(&a, "/").1), 0);
     assert_eq!(lookups(&h.get(&b, "/").1), 0, "a miss holds for 2 s");
     h.advance(200);
     assert_eq!(lookups(&h.get(&b, "/").1), 1, "then is asked again");
-    locate(&mut h, &b, Located::Nobody);
+    h.located(&b, Located::Nobody);
     h.advance(7_800);
     assert_eq!(lookups(&h.get(&a, "/").1), 0, "an owner holds for 10 s");
     h.advance(200);
     assert_eq!(lookups(&h.get(&a, "/").1), 1);
-    locate(&mut h, &a, Located::Owner("m-b".into()));
+    h.located(&a, Located::Owner("m-b".into()));
     // The agent registers here: the cached owner is forgotten at once.
     let (t, nonce) = h.open_from("192.0.2.9");
     let auth = h.auth_frame(&[&a], &nonce);
@@ -142,7 +130,7 @@ fn the_look_up_cache_is_bounded() {
     for n in 1..=50 {
         let k = key(n);
         h.get(&k, "/");
-        locate(&mut h, &k, Located::Owner("m-b".into()));
+        h.located(&k, Located::Owner("m-b".into()));
         assert!(
             h.relay.sizes().directory <= 8,
             "after {n}: {:?}",
