@@ -53,6 +53,34 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// Every error a caller can get.
+    pub const ALL: [CallError; 21] = {
+        use CallError::*;
+        [
+            InvalidSubdomain,
+            WebsocketRequired,
+            BadRequest,
+            BadChunkedBody,
+            RequestTimeout,
+            BodyTooLarge,
+            BodyNotUtf8,
+            RateLimited,
+            TooManyConnections,
+            HeadersTooLarge,
+            NotImplemented,
+            HttpVersionNotSupported,
+            AgentOffline,
+            AgentUnreachable,
+            TunnelClosed,
+            TunnelSendFailed,
+            BadHostResponse,
+            RelayRestarting,
+            GatewayTimeout,
+            StreamIdleTimeout,
+            SlowConsumer,
+        ]
+    };
+
     /// The HTTP status the caller gets.
     pub fn status(self) -> u16 {
         use CallError::*;

@@ -64,3 +64,12 @@ fn cluster_flag_defaults_are_the_engine_defaults() {
     let c = a.cluster().expect("valid").expect("several instances");
     assert_eq!(c.engine, ClusterConfig::new("inst-a", RemoteRoute::Forward));
 }
+
+#[test]
+fn the_readme_lists_every_caller_error_with_its_status() {
+    let readme = include_str!("../../../../../README.md");
+    for e in osaurus_relay_engine::CallError::ALL {
+        let row = format!("| {} | `{}` |", e.status(), e.code());
+        assert!(readme.contains(&row), "README lacks the row {row}");
+    }
+}
