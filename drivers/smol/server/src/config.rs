@@ -250,9 +250,11 @@ impl ServeArgs {
                 .or_else(|| self.instance_id.clone())
                 .unwrap_or_else(|| "local".into()),
             duplicate_policy: self.duplicate_policy,
-            client_ip: match &self.client_ip_header {
-                Some(h) => ClientIpSource::Header(h.clone()),
-                None => ClientIpSource::Peer,
+            client_ip: match (&self.client_ip_header, &self.fly_app_name) {
+                (Some(h), _) => ClientIpSource::Header(h.clone()),
+                // Fly's edge sets it on every call and callers cannot forge it there.
+                (None, Some(_)) => ClientIpSource::Header("fly-client-ip".into()),
+                (None, None) => ClientIpSource::Peer,
             },
             tunnel_connects_per_min: self.tunnel_connects_per_min,
             max_tunnels_per_ip: self.max_tunnels_per_ip,

@@ -52,13 +52,18 @@ pub async fn serve(
     let (wake_tx, wake_rx) = unbounded();
     let (done_tx, done_rx) = unbounded();
     let opts = Rc::new(conn_opts(ex, &cfg));
+    let cfg_client_ip = cfg.client_ip.clone();
     let core = Rc::new(RefCell::new(Core::new(cfg, wake_tx, done_tx)));
     ex.spawn(hub::run_timer(core.clone(), wake_rx)).detach();
     let dir = match &cluster {
         Some(c) => Some(start_cluster(ex, &core, c)?),
         None => None,
     };
-    info!(addr = %listener.get_ref().local_addr()?, base_domain = %args.base_domain, "listening");
+    let client_ip = match &cfg_client_ip {
+        osaurus_relay_engine::ClientIpSource::Peer => "the TCP peer".to_string(),
+        osaurus_relay_engine::ClientIpSource::Header(h) => format!("the {h} header"),
+    };
+    info!(addr = %listener.get_ref().local_addr()?, base_domain = %args.base_domain, %client_ip, "listening");
     let accept = async {
         loop {
             match listener.accept().await {

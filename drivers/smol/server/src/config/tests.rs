@@ -73,3 +73,15 @@ fn the_readme_lists_every_caller_error_with_its_status() {
         assert!(readme.contains(&row), "README lacks the row {row}");
     }
 }
+
+#[test]
+fn on_fly_the_client_ip_is_fly_client_ip_unless_a_header_is_set() {
+    let mut a = ServeArgs::defaults();
+    assert_eq!(a.engine_config().client_ip, ClientIpSource::Peer);
+    a.fly_app_name = Some("relay".into());
+    let fly = ClientIpSource::Header("fly-client-ip".into());
+    assert_eq!(a.engine_config().client_ip, fly);
+    a.client_ip_header = Some("x-real-ip".into());
+    let own = ClientIpSource::Header("x-real-ip".into());
+    assert_eq!(a.engine_config().client_ip, own);
+}
