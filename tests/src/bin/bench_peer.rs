@@ -1,9 +1,15 @@
 //! The benchmark peer: tunnels that answer at once, a minimal origin for the
 //! ceiling run, and a client timing streamed answers. Loopback only.
 //!
-//! bench_peer tunnels ADDR N M MODE HOSTS_FILE   MODE: fixed:SIZE | echo | stream:K:S
+//! bench_peer tunnels ADDR N M MODE HOSTS_FILE   MODE: fixed:SIZE | echo | stream:K:S | tokens:K:S:MS
 //! bench_peer origin PORT SIZE
 //! bench_peer streams ADDR HOST COUNT
+//! bench_peer tokens ADDR HOSTS_FILE COUNT
+//!
+//! `tokens:K:S:MS` answers every call with an SSE stream of K events of S
+//! bytes, one every MS ms, each carrying the wall-clock time it was sent;
+//! `tokens` holds COUNT such streams across the hosts and reports the
+//! latency of every event (sent by the peer → read by the caller).
 
 use async_tungstenite::tungstenite::Message;
 use osaurus_relay_engine::frame::{ClientFrame, Headers, ServerFrame};
@@ -18,6 +24,8 @@ enum Mode {
     Fixed(String),
     Echo,
     Stream(usize, String),
+    /// Paced SSE events: count, size, gap.
+    Tokens(usize, usize, Duration),
 }
 
 fn parse_mode(s: &str) -> Mode {
@@ -29,7 +37,12 @@ fn parse_mode(s: &str) -> Mode {
             k.parse().expect("chunks"),
             "x".repeat(n.parse().expect("size")),
         ),
-        _ => panic!("mode: fixed:SIZE | echo | stream:K:S"),
+        ["tokens", k, n, ms] => Mode::Tokens(
+            k.parse().expect("events"),
+            n.parse().expect("size"),
+            Duration::from_millis(ms.parse().expect("ms")),
+        ),
+        _ => panic!("mode: fixed:SIZE | echo | stream:K:S | tokens:K:S:MS"),
     }
 }
 
@@ -72,6 +85,9 @@ async fn tunnel(
         other => panic!("expected auth_ok: {other:?}"),
     }
     let _ = ready.send(()).await;
+    if let Mode::Tokens(k, size, gap) = mode {
+        return paced(ws, k, size, gap).await;
+    }
     while let Some(Ok(m)) = ws.next().await {
         let Message::Text(t) = m else { continue };
         let frames = match ServerFrame::parse(t.as_str()) {
@@ -111,6 +127,8 @@ async fn tunnel(
                     }
                     vec![ClientFrame::StreamEnd { id }]
                 }
+                // Served by `paced`.
+                Mode::Tokens(..) => vec![],
             },
             _ => vec![],
         };
@@ -120,6 +138,78 @@ async fn tunnel(
             }
         }
     }
+}
+
+/// Microseconds since the Unix epoch: both processes read the same clock.
+fn wall_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// One SSE event of `size` bytes carrying the time it is sent.
+fn token(size: usize) -> String {
+    let mut e = format!("data: {:016}", wall_us());
+    let pad = size.saturating_sub(e.len() + 2);
+    e.extend(std::iter::repeat_n('x', pad));
+    e.push_str("\n\n");
+    e
+}
+
+/// Serves every call with a paced stream; all calls of the tunnel at once.
+async fn paced(
+    ws: async_tungstenite::WebSocketStream<TcpStream>,
+    k: usize,
+    size: usize,
+    gap: Duration,
+) {
+    let (mut tx_ws, mut rx_ws) = ws.split();
+    let (tx, rx) = smol::channel::unbounded::<String>();
+    let ex = smol::LocalExecutor::new();
+    let writer = async {
+        while let Ok(t) = rx.recv().await {
+            if tx_ws.send(Message::text(t)).await.is_err() {
+                return;
+            }
+        }
+    };
+    let reader = async {
+        while let Some(Ok(m)) = rx_ws.next().await {
+            let Message::Text(t) = m else { continue };
+            match ServerFrame::parse(t.as_str()) {
+                Some(ServerFrame::Ping { ts }) => {
+                    let _ = tx.send(ClientFrame::Pong { ts }.encode()).await;
+                }
+                Some(ServerFrame::Request { id, .. }) => {
+                    let tx = tx.clone();
+                    ex.spawn(async move {
+                        let start = ClientFrame::StreamStart {
+                            id: id.clone(),
+                            status: 200,
+                            headers: Headers(vec![(
+                                "content-type".into(),
+                                "text/event-stream".into(),
+                            )]),
+                        };
+                        let _ = tx.send(start.encode()).await;
+                        for _ in 0..k {
+                            smol::Timer::after(gap).await;
+                            let data = token(size).into();
+                            let f = ClientFrame::StreamChunk {
+                                id: id.clone(),
+                                data,
+                            };
+                            let _ = tx.send(f.encode()).await;
+                        }
+                        let _ = tx.send(ClientFrame::StreamEnd { id }.encode()).await;
+                    })
+                    .detach();
+                }
+                _ => {}
+            }
+        }
+    };
+    ex.run(smol::future::or(writer, reader)).await;
 }
 
 fn tunnels(args: &[String]) {
@@ -240,12 +330,85 @@ fn streams(args: &[String]) {
     );
 }
 
+/// Holds COUNT paced streams across the hosts at once; prints the latency
+/// of every event and how many streams completed, as JSON.
+fn tokens(args: &[String]) {
+    let addr = args[0].clone();
+    let hosts: Vec<String> = std::fs::read_to_string(&args[1])
+        .expect("hosts file")
+        .lines()
+        .map(|h| format!("{h}.bench.test"))
+        .collect();
+    let count: usize = args[2].parse().expect("count");
+    let ex = smol::LocalExecutor::new();
+    let (per, elapsed) = smol::block_on(ex.run(async {
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..count)
+            .map(|i| {
+                let (addr, host) = (addr.clone(), hosts[i % hosts.len()].clone());
+                ex.spawn(async move {
+                    let mut s = TcpStream::connect(&addr).await.expect("connect");
+                    s.write_all(format!("GET /t HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+                        .await
+                        .expect("write");
+                    let mut buf = vec![0u8; 16 * 1024];
+                    let (mut seen, mut lat) = (Vec::new(), Vec::new());
+                    let complete = loop {
+                        let n = s.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            break false;
+                        }
+                        let now = wall_us();
+                        seen.extend_from_slice(&buf[..n]);
+                        // Every whole `data: <16 digits>` seen so far is one event.
+                        while let Some(at) = seen.windows(6).position(|w| w == b"data: ") {
+                            let Some(digits) = seen.get(at + 6..at + 22) else {
+                                break;
+                            };
+                            let sent: u64 = std::str::from_utf8(digits)
+                                .ok()
+                                .and_then(|d| d.parse().ok())
+                                .expect("a timestamp");
+                            lat.push(now.saturating_sub(sent));
+                            seen.drain(..at + 22);
+                        }
+                        if seen.ends_with(b"\r\n0\r\n\r\n") {
+                            break true;
+                        }
+                        let keep = seen.len().min(32);
+                        seen.drain(..seen.len() - keep);
+                    };
+                    (lat, complete)
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await);
+        }
+        (out, start.elapsed())
+    }));
+    let complete = per.iter().filter(|(_, c)| *c).count();
+    let mut lat: Vec<u64> = per.into_iter().flat_map(|(l, _)| l).collect();
+    lat.sort_unstable();
+    let q = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)));
+    println!(
+        "{{\"streams\":{count},\"complete\":{complete},\"tokens\":{},\"lat_p50_ms\":{:.3},\"lat_p99_ms\":{:.3},\"lat_max_ms\":{:.3},\"seconds\":{:.3}}}",
+        lat.len(),
+        q(0.5).copied().unwrap_or(0) as f64 / 1e3,
+        q(0.99).copied().unwrap_or(0) as f64 / 1e3,
+        lat.last().copied().unwrap_or(0) as f64 / 1e3,
+        elapsed.as_secs_f64()
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("tunnels") if args.len() == 6 => tunnels(&args[1..]),
         Some("origin") if args.len() == 3 => origin(&args[1..]),
         Some("streams") if args.len() == 4 => streams(&args[1..]),
+        Some("tokens") if args.len() == 4 => tokens(&args[1..]),
         _ => {
             eprintln!("usage: bench_peer tunnels ADDR N M MODE HOSTS_FILE | origin PORT SIZE | streams ADDR HOST COUNT");
             std::process::exit(2);
