@@ -1,6 +1,8 @@
 //! The `osaurus-relay` command: argument parsing and wiring only; the
 //! server, the tunnel client and key files live in their own crates.
 
+mod log;
+
 use clap::{Args, Parser, Subcommand};
 use osaurus_relay_client::{self as client, Local, RelayUrl, TunnelOpts};
 use osaurus_relay_engine::client::ClientConfig;
@@ -81,15 +83,9 @@ fn tunnel(a: TunnelArgs) {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = log::init() {
+        fail(&e);
+    }
     let cli = Cli::parse();
     let serve = match cli.command {
         None => cli.serve,

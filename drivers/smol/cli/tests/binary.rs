@@ -72,3 +72,59 @@ fn serves_then_exits_cleanly_on_sigterm() {
     lines.read_to_string(&mut rest).unwrap();
     assert!(rest.contains("shutdown complete"), "{rest}");
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_with_where_it_runs() {
+    let mut child = Reaped(
+        bin()
+            .args(["--bind-addr", "127.0.0.1", "--port", "0"])
+            .env("LOG_FORMAT", "json")
+            .env("FLY_REGION", "fra")
+            .env("FLY_MACHINE_ID", "m1")
+            .env_remove("RUST_LOG")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starts"),
+    );
+    let mut lines = BufReader::new(child.0.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    lines.read_line(&mut line).expect("a log line");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("one JSON object");
+    assert_eq!(v["event"], "listening", "{line}");
+    assert_eq!(
+        (v["level"].as_str(), v["region"].as_str()),
+        (Some("info"), Some("fra"))
+    );
+    assert_eq!(v["machine"], "m1");
+    assert!(
+        v["ts"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z') && t.len() == 24),
+        "{line}"
+    );
+    assert!(v["addr"]
+        .as_str()
+        .is_some_and(|a| a.starts_with("127.0.0.1:")));
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(child.0.wait().expect("exits").code(), Some(0));
+    let mut rest = String::new();
+    lines.read_to_string(&mut rest).unwrap();
+    for l in rest.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(v["event"].is_string(), "{l}");
+    }
+    assert!(rest.contains(r#""event":"shutdown complete"#), "{rest}");
+}
+
+#[test]
+fn a_bad_log_format_stops_start_up_naming_it() {
+    let out = bin().env("LOG_FORMAT", "xml").output().expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("LOG_FORMAT"), "{err}");
+}
