@@ -34,12 +34,14 @@ impl Drop for Reaped {
     }
 }
 
-#[test]
-fn serves_then_exits_cleanly_on_sigterm() {
+/// The relay on a port of the OS's choosing with `env`, its log, and the
+/// first log line (it says where it listens).
+fn serve(env: &[(&str, &str)]) -> (Reaped, BufReader<std::process::ChildStderr>, String) {
     let mut child = Reaped(
         bin()
             .args(["--bind-addr", "127.0.0.1", "--port", "0"])
-            .env("RUST_LOG", "info")
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .spawn()
             .expect("starts"),
@@ -47,6 +49,26 @@ fn serves_then_exits_cleanly_on_sigterm() {
     let mut lines = BufReader::new(child.0.stderr.take().expect("stderr"));
     let mut line = String::new();
     lines.read_line(&mut line).expect("a log line");
+    (child, lines, line)
+}
+
+/// SIGTERM; the exit code and the rest of the log.
+fn stop(
+    mut child: Reaped,
+    mut lines: BufReader<std::process::ChildStderr>,
+) -> (Option<i32>, String) {
+    let pid = child.0.id().to_string();
+    let term = Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(term.unwrap().success());
+    let code = child.0.wait().expect("exits").code();
+    let mut rest = String::new();
+    lines.read_to_string(&mut rest).unwrap();
+    (code, rest)
+}
+
+#[test]
+fn serves_then_exits_cleanly_on_sigterm() {
+    let (child, lines, line) = serve(&[("RUST_LOG", "info")]);
     let addr = line
         .split_whitespace()
         .find_map(|w| w.strip_prefix("addr="))
@@ -60,35 +82,19 @@ fn serves_then_exits_cleanly_on_sigterm() {
     s.read_to_string(&mut resp).unwrap();
     assert!(resp.starts_with("HTTP/1.1 200 OK"), "{resp}");
     assert!(resp.ends_with(r#""status":"ok","tunnels":0}"#), "{resp}");
-    let pid = child.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = child.0.wait().expect("exits");
-    assert_eq!(status.code(), Some(0));
-    let mut rest = String::new();
-    lines.read_to_string(&mut rest).unwrap();
+    let (code, rest) = stop(child, lines);
+    assert_eq!(code, Some(0));
     assert!(rest.contains("shutdown complete"), "{rest}");
 }
 
 #[test]
 fn json_logs_are_one_object_per_line_with_where_it_runs() {
-    let mut child = Reaped(
-        bin()
-            .args(["--bind-addr", "127.0.0.1", "--port", "0"])
-            .env("LOG_FORMAT", "json")
-            .env("FLY_REGION", "fra")
-            .env("FLY_MACHINE_ID", "m1")
-            .env_remove("RUST_LOG")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starts"),
-    );
-    let mut lines = BufReader::new(child.0.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    lines.read_line(&mut line).expect("a log line");
+    let json = [
+        ("LOG_FORMAT", "json"),
+        ("FLY_REGION", "fra"),
+        ("FLY_MACHINE_ID", "m1"),
+    ];
+    let (child, lines, line) = serve(&json);
     let v: serde_json::Value = serde_json::from_str(&line).expect("one JSON object");
     assert_eq!(v["event"], "listening", "{line}");
     assert_eq!(
@@ -105,15 +111,8 @@ fn json_logs_are_one_object_per_line_with_where_it_runs() {
     assert!(v["addr"]
         .as_str()
         .is_some_and(|a| a.starts_with("127.0.0.1:")));
-    let pid = child.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    assert_eq!(child.0.wait().expect("exits").code(), Some(0));
-    let mut rest = String::new();
-    lines.read_to_string(&mut rest).unwrap();
+    let (code, rest) = stop(child, lines);
+    assert_eq!(code, Some(0));
     for l in rest.lines() {
         let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
         assert!(v["event"].is_string(), "{l}");
