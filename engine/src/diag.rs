@@ -48,23 +48,33 @@ impl<E: Entropy> Relay<E> {
             return;
         };
         let now = self.now.mono_ms;
-        let mut timing = Vec::new();
+        // One string, numbers written without `fmt`: this runs on every call.
+        let mut timing = String::with_capacity(48);
+        let mut part = |name: &str, ms: u64| {
+            if !timing.is_empty() {
+                timing.push_str(", ");
+            }
+            timing.push_str(name);
+            timing.push_str(";dur=");
+            push_u64(&mut timing, ms);
+        };
         if let Some(ms) = t.lookup_ms {
-            timing.push(format!("lookup;dur={ms}"));
+            part("lookup", ms);
         }
+        headers.reserve(3);
         if t.forwarded {
             // The owner's region, machine and timings came with its answer.
             headers.push(("x-relay-via".into(), self.cfg.machine.clone()));
         } else {
+            if let Some(sent) = t.sent {
+                part("host", now.saturating_sub(sent));
+            }
+            part("relay", now.saturating_sub(t.start));
             headers.push(("x-relay-region".into(), self.cfg.region.clone()));
             headers.push(("x-relay-machine".into(), self.cfg.machine.clone()));
-            if let Some(sent) = t.sent {
-                timing.push(format!("host;dur={}", now.saturating_sub(sent)));
-            }
-            timing.push(format!("relay;dur={}", now.saturating_sub(t.start)));
         }
         if !timing.is_empty() {
-            headers.push(("server-timing".into(), timing.join(", ")));
+            headers.push(("server-timing".into(), timing));
         }
     }
 
@@ -72,4 +82,19 @@ impl<E: Entropy> Relay<E> {
     pub(crate) fn untime(&mut self, call: CallId) {
         self.timing.remove(&call);
     }
+}
+
+/// Appends `n` in decimal.
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[i..].iter().map(|&d| d as char));
 }

@@ -188,7 +188,8 @@ pub fn response_headers(h: Headers) -> Result<Vec<(String, String)>, &'static st
     if h.0.len() > MAX_ANSWER_HEADERS {
         return Err("more than 128 headers");
     }
-    let mut out = Vec::with_capacity(h.0.len() + 2);
+    // Room for CORS and the diagnostic headers added later.
+    let mut out = Vec::with_capacity(h.0.len() + 6);
     for (mut k, v) in h.0 {
         if !is_token(&k) {
             return Err("invalid header name");
