@@ -70,6 +70,8 @@ impl<E: Entropy> Relay<E> {
             // A declared length is only a claim: reserve little before bytes arrive.
             body: Vec::with_capacity(capacity.min(64 * 1024)),
             unknown_length,
+            declared: head.content_length,
+            body_done: !head.body_follows,
             replay_cache_hit,
         });
         self.calls.insert(
@@ -83,34 +85,49 @@ impl<E: Entropy> Relay<E> {
         );
         if !head.body_follows {
             self.dispatch(call);
+        } else if !here && self.forwards_body(unknown_length, head.content_length) {
+            // Bound for another machine: look the owner up now and stream
+            // the body there as it comes, rather than buffer it first.
+            if let Some(Call {
+                agent,
+                relayed,
+                state: CallState::Receiving(req),
+                ..
+            }) = self.calls.remove(&call)
+            {
+                self.route_elsewhere(call, agent, relayed, req);
+            }
         }
     }
 
     pub(crate) fn on_body(&mut self, call: CallId, chunk: &[u8]) {
         let max = self.body_limit();
+        if self.upload(call, chunk, max) {
+            return;
+        }
         let Some(Call {
-            state: CallState::Receiving(Parked { body, .. }),
+            state:
+                CallState::Receiving(Parked { body, .. }) | CallState::Locating(Parked { body, .. }),
             ..
         }) = self.calls.get_mut(&call)
         else {
             return;
         };
         if body.len() as u64 + chunk.len() as u64 > max {
-            self.calls.remove(&call);
+            self.forget(call);
             return self.respond(call, CallError::BodyTooLarge.response());
         }
         body.extend_from_slice(chunk);
     }
 
     pub(crate) fn on_body_end(&mut self, call: CallId) {
-        if matches!(
-            self.calls.get(&call),
-            Some(Call {
-                state: CallState::Receiving(_),
-                ..
-            })
-        ) {
-            self.dispatch(call);
+        if self.upload_done(call) {
+            return;
+        }
+        match self.calls.get_mut(&call).map(|c| &mut c.state) {
+            Some(CallState::Receiving(_)) => self.dispatch(call),
+            Some(CallState::Locating(p)) => p.body_done = true,
+            _ => {}
         }
     }
 

@@ -127,6 +127,20 @@ impl<E: Entropy> Relay<E> {
         }
     }
 
+    /// A body on its way to another machine: it is streamed there (the owner
+    /// looked up at head time) rather than collected first.
+    pub(crate) fn forwards_body(&self, unknown_length: bool, declared: Option<u64>) -> bool {
+        match &self.cfg.cluster {
+            Some(c) => match c.remote {
+                RemoteRoute::Forward => true,
+                RemoteRoute::FlyReplay => {
+                    unknown_length || declared.is_some_and(|n| n > FLY_REPLAY_MAX_BODY)
+                }
+            },
+            None => false,
+        }
+    }
+
     /// No local tunnel for the call's agent: answer from the directory.
     pub(crate) fn route_elsewhere(
         &mut self,
@@ -214,7 +228,8 @@ impl<E: Entropy> Relay<E> {
             // Fly's proxy cannot replay a body over 1 MB or of unknown length:
             // those go machine to machine.
             RemoteRoute::FlyReplay
-                if req.unknown_length || req.body.len() as u64 > FLY_REPLAY_MAX_BODY =>
+                if req.unknown_length
+                    || req.declared.unwrap_or(req.body.len() as u64) > FLY_REPLAY_MAX_BODY =>
             {
                 self.counters.internal_forwards += 1;
                 self.forward(call, agent, owner, req)

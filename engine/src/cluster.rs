@@ -110,6 +110,12 @@ pub struct ForwardRequest {
     pub host: String,
     /// As a tunnel would see them (filtered, with `x-forwarded-for`).
     pub headers: Headers,
-    /// The complete request body.
+    /// The request body, or its first part while it still arrives.
     pub body: Vec<u8>,
+    /// The whole body's length when known (`content-length`), else the
+    /// forward carries it chunked.
+    pub body_length: Option<u64>,
+    /// `false`: the rest of the body follows as `Output::ForwardBody`,
+    /// ended by `Output::ForwardBodyEnd`.
+    pub body_complete: bool,
 }

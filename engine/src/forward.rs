@@ -24,26 +24,89 @@ impl<E: Entropy> Relay<E> {
     }
 
     /// Hands `call` to `owner` and keeps it until the owner's answer is done.
+    /// A body still arriving goes on as it comes (`ForwardBody`).
     pub(crate) fn forward(&mut self, call: CallId, agent: Address, owner: String, req: Parked) {
         let host = format!("{}.{}", to_lower(&agent), self.cfg.base_domain);
+        let (body_complete, sent) = (req.body_done, req.body.len() as u64);
         let request = ForwardRequest {
             method: req.method,
             path: req.path,
             host,
             headers: req.headers,
             body: req.body,
+            body_length: if body_complete {
+                Some(sent)
+            } else {
+                req.declared
+            },
+            body_complete,
         };
-        let at = self.now.mono_ms + self.forward_wait(self.cfg.response_timeout);
+        // The owner's own clock starts once it has the whole body.
+        let mut wait = self.forward_wait(self.cfg.response_timeout);
+        if !body_complete {
+            wait += ms(self.cfg.body_timeout);
+        }
         let state = CallState::Forwarded {
             head_request: request.method == "HEAD",
             at: Forwarded::Waiting,
+            uploading: (!body_complete).then_some(sent),
         };
-        self.hold_until(call, agent, false, at, state);
+        self.hold_until(call, agent, false, self.now.mono_ms + wait, state);
         self.emit(Output::Forward {
             call,
             instance: owner,
             request: Box::new(request),
         });
+    }
+
+    /// More of the caller's body for a call already handed to its owner;
+    /// `false` if `call` is not such a call.
+    pub(crate) fn upload(&mut self, call: CallId, chunk: &[u8], limit: u64) -> bool {
+        let Some(Call {
+            state:
+                CallState::Forwarded {
+                    uploading: Some(sent),
+                    ..
+                },
+            ..
+        }) = self.calls.get_mut(&call)
+        else {
+            return false;
+        };
+        *sent += chunk.len() as u64;
+        if *sent > limit {
+            self.give_up(call, CallError::BodyTooLarge);
+        } else if !chunk.is_empty() {
+            self.emit(Output::ForwardBody {
+                call,
+                data: chunk.to_vec(),
+            });
+        }
+        true
+    }
+
+    /// The caller's body ended on a call already handed to its owner: the
+    /// owner's answer is due within the usual wait from now.
+    pub(crate) fn upload_done(&mut self, call: CallId) -> bool {
+        let now = self.now.mono_ms;
+        let wait = self.forward_wait(self.cfg.response_timeout);
+        let Some(c) = self.calls.get_mut(&call) else {
+            return false;
+        };
+        let CallState::Forwarded { uploading, at, .. } = &mut c.state else {
+            return false;
+        };
+        if uploading.take().is_none() {
+            return false;
+        }
+        if matches!(at, Forwarded::Waiting) {
+            if let Some(old) = c.deadline.replace(now + wait) {
+                self.timers.cancel(old, TimerKey::Call(call.0));
+            }
+            self.timers.set(now + wait, TimerKey::Call(call.0));
+        }
+        self.emit(Output::ForwardBodyEnd { call });
+        true
     }
 
     fn forwarded(&mut self, call: CallId) -> Option<&mut Forwarded> {
@@ -83,6 +146,7 @@ impl<E: Entropy> Relay<E> {
                     CallState::Forwarded {
                         head_request,
                         at: Forwarded::Waiting,
+                        ..
                     },
                 ..
             }) => *head_request,
@@ -184,6 +248,7 @@ impl<E: Entropy> Relay<E> {
             CallState::Forwarded {
                 at: Forwarded::Buffering { head, mut body },
                 head_request,
+                ..
             } => {
                 if head_request || !status_has_body(head.status) {
                     body = Vec::new();

@@ -101,6 +101,18 @@ pub enum Output {
         /// Boxed: it would make every output five times larger.
         request: Box<ForwardRequest>,
     },
+    /// More of a forwarded call's request body, to go to the owner in order.
+    ForwardBody {
+        /// The forwarded call.
+        call: CallId,
+        /// The body bytes.
+        data: Vec<u8>,
+    },
+    /// The forwarded call's request body is complete.
+    ForwardBodyEnd {
+        /// The forwarded call.
+        call: CallId,
+    },
     /// Drop the connection to the owner of this forwarded call: the engine
     /// ended the call (caller gone, timeout, slow caller, bad answer).
     CancelForward {

@@ -139,13 +139,13 @@ impl<E: Entropy> Relay<E> {
     ) {
         let mut remote = claimed.iter();
         let mut presence = serde_json::Map::new();
+        // A live claim is renewed while its tunnel answers pings: seen now.
+        let now = self.now.unix_secs;
         for (a, seen) in asked {
+            let seen = seen.or_else(|| remote.next().copied().unwrap_or(false).then_some(now));
             let entry = match seen {
                 Some(unix) => serde_json::json!({"online": true, "last_seen": iso8601(unix)}),
-                None => {
-                    let online = remote.next().copied().unwrap_or(false);
-                    serde_json::json!({"online": online, "last_seen": null})
-                }
+                None => serde_json::json!({"online": false, "last_seen": null}),
             };
             presence.insert(a, entry);
         }

@@ -151,6 +151,8 @@ impl World {
                 Output::EndStream { call } | Output::AbortStream { call } => self.end(call, false),
                 // One instance (no cluster in this config) never forwards.
                 Output::Forward { .. }
+                | Output::ForwardBody { .. }
+                | Output::ForwardBodyEnd { .. }
                 | Output::CancelForward { .. }
                 | Output::PresenceLookup { .. } => {
                     unreachable!("a forward without a cluster")

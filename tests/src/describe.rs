@@ -60,6 +60,8 @@ impl Describer {
                 call: c, instance, ..
             } => (call(c), format!("forward to {instance}")),
             Output::CancelForward { call: c } => (call(c), "cancel forward".into()),
+            Output::ForwardBody { call: c, data } => (call(c), format!("upload {}", text(data))),
+            Output::ForwardBodyEnd { call: c } => (call(c), "upload end".into()),
             Output::Claim { .. }
             | Output::Refresh { .. }
             | Output::Release { .. }

@@ -92,6 +92,8 @@ struct CallLog {
     /// Handed to another instance (`Forward`), and whether that was cancelled.
     forwarded: bool,
     cancelled: bool,
+    /// `ForwardBodyEnd` went out.
+    upload_ended: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -197,6 +199,21 @@ impl Ledger {
                 match std::mem::replace(&mut l.forwarded, true) {
                     true => Err("forwarded twice"),
                     false => call_rule(l, false, false, false),
+                }
+            }
+            // The rest of a body: after the Forward, before its end or a cancel.
+            Output::ForwardBody { call, .. } | Output::ForwardBodyEnd { call } => {
+                let end = matches!(o, Output::ForwardBodyEnd { .. });
+                let l = self.entry(*call);
+                if !l.forwarded {
+                    Err("body for a call never forwarded")
+                } else if l.cancelled || l.terminal {
+                    Err("body after the forward ended")
+                } else if l.upload_ended {
+                    Err("body after ForwardBodyEnd")
+                } else {
+                    l.upload_ended = end;
+                    Ok(())
                 }
             }
             // Comes before the call's last answer, or after its caller left.

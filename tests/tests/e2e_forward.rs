@@ -167,3 +167,68 @@ fn a_slow_caller_of_a_forwarded_stream_is_cut_and_the_owner_dropped() {
         assert_eq!(ended, "cut", "after {got} bytes");
     });
 }
+
+/// Reads from the owner's side until `needle` has arrived; returns all of it.
+async fn read_until(s: &mut TcpStream, got: &mut Vec<u8>, needle: &[u8]) {
+    let mut b = [0u8; 64 * 1024];
+    while !got.windows(needle.len()).any(|w| w == needle) {
+        let n = within("the forwarded body", s.read(&mut b))
+            .await
+            .expect("read");
+        assert!(
+            n > 0,
+            "the relay closed; got {:?}",
+            String::from_utf8_lossy(got)
+        );
+        got.extend_from_slice(&b[..n]);
+    }
+}
+
+#[test]
+fn a_body_reaches_the_owner_while_the_caller_still_sends_it() {
+    let redis = RedisServer::start();
+    let a = instance(&redis, "inst-a", false, |_| {});
+    smol::block_on(async {
+        redis_ok(a.addr).await;
+        let owner = fake_owner(&redis).await;
+        let host = host_of(&key(1));
+        // Chunked, and with a length: the first part is at the owner before
+        // the caller sends the rest.
+        for chunked in [true, false] {
+            let mut c = Caller::connect(a.addr).await;
+            let framing = if chunked {
+                "transfer-encoding: chunked".to_string()
+            } else {
+                "content-length: 10".to_string()
+            };
+            let head = format!("POST /up HTTP/1.1\r\nhost: {host}\r\n{framing}\r\n\r\n");
+            let (first, rest): (&[u8], &[u8]) = if chunked {
+                (b"5\r\nfirst\r\n", b"5\r\nsecnd\r\n0\r\n\r\n")
+            } else {
+                (b"first", b"secnd")
+            };
+            c.send(&[head.as_bytes(), first].concat()).await;
+            let (mut s, _) = within("the forwarded call", owner.accept())
+                .await
+                .expect("accept");
+            let mut got = Vec::new();
+            read_until(&mut s, &mut got, b"first").await;
+            let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+            assert!(text.contains(&framing), "{text}");
+            c.send(rest).await;
+            let end: &[u8] = if chunked { b"0\r\n\r\n" } else { b"secnd" };
+            read_until(&mut s, &mut got, end).await;
+            let tail = &got[got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
+            let want: &[u8] = if chunked {
+                b"5\r\nfirst\r\n5\r\nsecnd\r\n0\r\n\r\n"
+            } else {
+                b"firstsecnd"
+            };
+            assert_eq!(String::from_utf8_lossy(tail), String::from_utf8_lossy(want));
+            let ok = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone";
+            s.write_all(ok.as_bytes()).await.expect("write");
+            let r = c.response(false).await;
+            assert_eq!((r.status, r.text().as_str()), (200, "done"), "{chunked}");
+        }
+    });
+}

@@ -179,6 +179,16 @@ fn oversized_answers_fail_the_call_not_the_tunnel() {
     at_limit.push(("x".repeat(256), "v".repeat(16 * 1024)));
     let out = reply_with(&mut h, t, &id, at_limit, &"b".repeat(1_000));
     assert_eq!(response(&out, c).unwrap().0, 200);
+    // An id over 64 characters names no call (ours have 20): the frame is
+    // counted as invalid and fails nothing, as a call in flight shows.
+    let (c, out) = h.get(&a, "/");
+    let id = request_id(&out);
+    let invalid = h.relay.stats().counters.invalid_frames;
+    let long = format!("{id}{}", "0".repeat(65 - id.len()));
+    assert!(h.reply(t, &long, 200, "x").is_empty());
+    assert_eq!(h.relay.stats().counters.invalid_frames, invalid + 1);
+    let out = h.reply(t, &id, 200, "fine");
+    assert_eq!(response(&out, c), Some((200, "fine".into())));
 }
 
 #[test]

@@ -66,13 +66,19 @@ fn bodies_fly_cannot_replay_are_forwarded_machine_to_machine() {
     let call = h.new_call();
     let mut head = Harness::head("POST", "/", &host_of(&a));
     head.body_follows = true;
-    h.step(Input::CallHead { call, head });
-    h.step(Input::CallBody {
+    // The owner is known: forwarded at head time, the body following.
+    let out = h.step(Input::CallHead { call, head });
+    assert!(forwarded(&out), "chunked: {out:?}");
+    let out = h.step(Input::CallBody {
         call,
         chunk: b"abc",
     });
+    assert!(matches!(&out[..], [Output::ForwardBody { data, .. }] if data == b"abc"));
     let out = h.step(Input::CallBodyEnd { call });
-    assert!(forwarded(&out), "chunked: {out:?}");
+    assert!(
+        matches!(&out[..], [Output::ForwardBodyEnd { .. }]),
+        "{out:?}"
+    );
     assert_eq!(h.relay.stats().counters.internal_forwards, 2);
 }
 

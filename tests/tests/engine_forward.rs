@@ -257,3 +257,147 @@ fn a_drain_waits_for_forwarded_calls() {
     assert_eq!(response(&out, c), Some((200, String::new())));
     assert!(out.contains(&Output::ShutdownComplete), "{out:?}");
 }
+
+fn upload_head(declared: Option<u64>) -> osaurus_relay_engine::RequestHead {
+    let mut head = Harness::head("POST", "/up", &host_of(&key(1)));
+    head.content_length = declared;
+    head.body_follows = true;
+    head
+}
+
+fn uploads(out: &[Output]) -> Vec<&[u8]> {
+    (out.iter())
+        .filter_map(|o| match o {
+            Output::ForwardBody { data, .. } => Some(&data[..]),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_body_for_another_machine_streams_there_as_it_arrives() {
+    for declared in [Some(9), None] {
+        let mut h = Harness::new(config());
+        let c = h.new_call();
+        // The owner is looked up at head time, not once the body is in.
+        let out = h.step(Input::CallHead {
+            call: c,
+            head: upload_head(declared),
+        });
+        assert!(matches!(out.as_slice(), [Output::Lookup { .. }]), "{out:?}");
+        assert!(h
+            .step(Input::CallBody {
+                call: c,
+                chunk: b"abc"
+            })
+            .is_empty());
+        let out = h.located(&key(1), Located::Owner("inst-b".into()));
+        let [Output::Forward { request, .. }] = out.as_slice() else {
+            panic!("{out:?}");
+        };
+        // What came before the owner was known goes with the head.
+        assert_eq!(
+            (
+                &request.body[..],
+                request.body_length,
+                request.body_complete
+            ),
+            (&b"abc"[..], declared, false)
+        );
+        let out = h.step(Input::CallBody {
+            call: c,
+            chunk: b"def",
+        });
+        assert_eq!(uploads(&out), [b"def"]);
+        // While the body arrives the owner's clock has not started.
+        assert!(h.advance(3_000 + MARGIN_MS).is_empty());
+        h.step(Input::CallBody {
+            call: c,
+            chunk: b"ghi",
+        });
+        let out = h.step(Input::CallBodyEnd { call: c });
+        assert!(
+            matches!(out.as_slice(), [Output::ForwardBodyEnd { call }] if *call == c),
+            "{out:?}"
+        );
+        // From the body's end, the usual wait for the owner's answer.
+        assert!(h.advance(3_000 + MARGIN_MS - 1).is_empty());
+        head(&mut h, c, 201, &[("content-length", "2")], false);
+        body(&mut h, c, b"ok");
+        let out = h.step(Input::OwnerEnd { call: c });
+        assert_eq!(response(&out, c), Some((201, "ok".into())), "{declared:?}");
+    }
+}
+
+#[test]
+fn a_streamed_body_over_the_limit_is_a_413_and_the_owner_dropped() {
+    let mut h = Harness::new(Config {
+        max_body_bytes: 8,
+        ..config()
+    });
+    let c = h.new_call();
+    h.step(Input::CallHead {
+        call: c,
+        head: upload_head(None),
+    });
+    h.located(&key(1), Located::Owner("inst-b".into()));
+    assert_eq!(
+        uploads(&h.step(Input::CallBody {
+            call: c,
+            chunk: b"12345"
+        }))
+        .len(),
+        1
+    );
+    let out = h.step(Input::CallBody {
+        call: c,
+        chunk: b"6789",
+    });
+    assert!(cancelled(&out, c) && uploads(&out).is_empty(), "{out:?}");
+    assert_eq!(
+        response(&out, c),
+        Some((413, r#"{"error":"body_too_large"}"#.into()))
+    );
+    // The rest of the caller's body goes nowhere.
+    assert!(h.step(Input::CallBodyEnd { call: c }).is_empty());
+    assert_eq!(h.relay.sizes().calls, 0);
+}
+
+#[test]
+fn an_owner_that_answers_before_the_body_ends_is_relayed_and_the_rest_dropped() {
+    let mut h = Harness::new(config());
+    let c = h.new_call();
+    h.step(Input::CallHead {
+        call: c,
+        head: upload_head(Some(100)),
+    });
+    h.located(&key(1), Located::Owner("inst-b".into()));
+    h.step(Input::CallBody {
+        call: c,
+        chunk: b"abc",
+    });
+    // The owner refuses early (its own limit, say) and ends its answer.
+    head(&mut h, c, 429, &[("content-length", "0")], false);
+    let out = h.step(Input::OwnerEnd { call: c });
+    assert_eq!(response(&out, c).map(|r| r.0), Some(429));
+    assert!(h
+        .step(Input::CallBody {
+            call: c,
+            chunk: b"def"
+        })
+        .is_empty());
+    assert!(h.step(Input::CallBodyEnd { call: c }).is_empty());
+    // A caller gone mid-upload drops the owner.
+    let c = h.new_call();
+    h.step(Input::CallHead {
+        call: c,
+        head: upload_head(None),
+    });
+    h.step(Input::CallBody {
+        call: c,
+        chunk: b"abc",
+    });
+    let out = h.step(Input::CallGone { call: c });
+    assert!(cancelled(&out, c), "{out:?}");
+    assert_eq!(h.relay.sizes().calls, 0);
+}

@@ -112,6 +112,15 @@ fn with_several_instances_the_rest_come_from_one_directory_read() {
         .map(|k| v["presence"][lower(k)]["online"].as_bool().unwrap())
         .collect();
     assert_eq!(online, [true, false, true]);
+    // Online by a claim elsewhere: seen now, as a local tunnel would be.
+    assert_eq!(
+        v["presence"][lower(&c3)]["last_seen"],
+        "2024-02-28T16:00:00Z"
+    );
+    assert_eq!(
+        v["presence"][lower(&b)]["last_seen"],
+        serde_json::Value::Null
+    );
     // A directory that never answers: what is known here, within the timeout.
     let (c, _) = h.request(query("GET", &lower(&a), Some(&bearer)), b"");
     let out = h.advance(3_000);

@@ -24,6 +24,11 @@ pub(crate) struct Parked {
     pub body: Vec<u8>,
     /// The body came chunked: its length was not known up front.
     pub unknown_length: bool,
+    /// The body's declared length (`content-length`).
+    pub declared: Option<u64>,
+    /// The whole body is in `body` (it may still arrive while the owner is
+    /// looked up, for a call that will be forwarded).
+    pub body_done: bool,
     /// Fly's proxy replayed this call from its cache (`fly-replay-cache-status: hit`).
     pub replay_cache_hit: bool,
 }
@@ -36,7 +41,13 @@ pub(crate) enum CallState {
     /// The request frame went to the tunnel; no answer yet.
     Waiting { tunnel: TunnelId, req: String },
     /// Handed to the instance that owns the agent.
-    Forwarded { head_request: bool, at: Forwarded },
+    Forwarded {
+        head_request: bool,
+        at: Forwarded,
+        /// Body bytes sent on so far while the caller's body still arrives;
+        /// `None` once it is complete.
+        uploading: Option<u64>,
+    },
     /// Head sent to the caller; chunks flow.
     Streaming {
         tunnel: TunnelId,

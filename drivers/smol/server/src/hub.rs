@@ -2,7 +2,7 @@
 
 use crate::cluster::directory::Directory;
 use crate::cluster::hop;
-use crate::msg::{CallMsg, DirOp, Outbox, TunnelMsg};
+use crate::msg::{CallMsg, DirOp, Outbox, TunnelMsg, Upload};
 use osaurus_relay_engine::map::{map, Map};
 use osaurus_relay_engine::{CallId, Entropy, Event, Hop, Input, Now, Output, Relay, TunnelId};
 use osaurus_relay_rt::clock::Clock;
@@ -25,9 +25,10 @@ pub(crate) struct Core {
     relay: Relay<OsEntropy>,
     /// Several instances: the directory and its operations queue.
     dir: Option<(Rc<Directory>, Sender<DirOp>)>,
-    /// Calls being answered by another instance: dropping the sender
-    /// stops the task that carries the owner's answer.
-    forwards: Map<CallId, Sender<()>>,
+    /// Calls being answered by another instance: dropping the first sender
+    /// stops the task that carries the owner's answer; the second carries
+    /// the rest of a request body still arriving.
+    forwards: Map<CallId, (Sender<()>, Sender<Upload>)>,
     clock: Clock,
     calls: Map<CallId, Peer>,
     tunnels: Map<TunnelId, Rc<Outbox>>,
@@ -206,13 +207,26 @@ impl Core {
                 request,
             } => {
                 let (tx, cancel) = smol::channel::bounded(1);
-                self.forwards.insert(call, tx);
+                // Unbounded: the engine bounds a body by `MAX_BODY_BYTES`.
+                let (up, upload) = smol::channel::unbounded();
+                self.forwards.insert(call, (tx, up));
                 self.directory(DirOp::Forward {
                     call,
                     instance,
                     request,
                     cancel,
+                    upload,
                 });
+            }
+            Output::ForwardBody { call, data } => {
+                if let Some((_, up)) = self.forwards.get(&call) {
+                    let _ = up.try_send(Upload::Data(data));
+                }
+            }
+            Output::ForwardBodyEnd { call } => {
+                if let Some((_, up)) = self.forwards.get(&call) {
+                    let _ = up.try_send(Upload::End);
+                }
             }
             Output::CancelForward { call } => {
                 self.forwards.remove(&call);

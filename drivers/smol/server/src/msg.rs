@@ -58,5 +58,14 @@ pub(crate) enum DirOp {
         request: Box<ForwardRequest>,
         /// Closed when the engine gives the call up (`CancelForward`).
         cancel: Receiver<()>,
+        /// The rest of a body still arriving (`ForwardBody`, `ForwardBodyEnd`).
+        upload: Receiver<Upload>,
     },
+}
+
+/// More of a forwarded call's request body.
+pub(crate) enum Upload {
+    Data(Vec<u8>),
+    /// The body is complete; a closed channel without it means cut short.
+    End,
 }

@@ -2,11 +2,13 @@
 //! answer back to the caller as it arrives.
 
 use crate::hub::Shared;
+use crate::msg::Upload;
 use osaurus_relay_engine::cluster::ForwardRequest;
 use osaurus_relay_engine::wire::http1::{
     parse_answer, Answer, AnswerError, AnswerFraming, AnswerLimits, ChunkedDecoder, Decoded,
 };
 use osaurus_relay_engine::{CallId, Input, OwnerFault};
+use smol::channel::Receiver;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
 
@@ -32,13 +34,65 @@ pub fn encode(r: &ForwardRequest, secret: &str) -> Vec<u8> {
             }
         }
     }
-    let tail = format!(
-        "{HOP_HEADER}: {secret}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        r.body.len()
-    );
+    let framing = match r.body_length {
+        Some(n) => format!("content-length: {n}"),
+        None => "transfer-encoding: chunked".to_string(),
+    };
+    let tail = format!("{HOP_HEADER}: {secret}\r\n{framing}\r\nconnection: close\r\n\r\n");
     out.extend_from_slice(tail.as_bytes());
-    out.extend_from_slice(&r.body);
+    if r.body_length.is_some() {
+        out.extend_from_slice(&r.body);
+    } else {
+        push_chunk(&mut out, &r.body);
+    }
     out
+}
+
+/// `data` as one chunk of a chunked body (nothing for no data: an empty
+/// chunk would end the body).
+fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    if !data.is_empty() {
+        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Where and how a forwarded call goes.
+pub(crate) struct Owner<'a> {
+    pub addr: &'a str,
+    pub head_req: bool,
+    /// The body goes chunked: its length was not known.
+    pub chunked: bool,
+    /// The rest of a body still arriving.
+    pub upload: Option<&'a Receiver<Upload>>,
+}
+
+/// Writes the rest of the body to the owner as the caller sends it, then
+/// waits: only the answer (or the engine's cancel) ends a forward. A body
+/// cut short is never ended, so the owner cannot take it as complete.
+async fn send_rest(mut s: TcpStream, upload: &Receiver<Upload>, chunked: bool) {
+    let mut framed = Vec::new();
+    while let Ok(piece) = upload.recv().await {
+        framed.clear();
+        let data = match piece {
+            Upload::Data(d) if chunked => {
+                push_chunk(&mut framed, &d);
+                &framed[..]
+            }
+            Upload::Data(d) => {
+                framed = d;
+                &framed[..]
+            }
+            Upload::End if chunked => &b"0\r\n\r\n"[..],
+            Upload::End => break,
+        };
+        if s.write_all(data).await.is_err() {
+            // The owner stopped reading: its answer (or silence) decides.
+            break;
+        }
+    }
+    smol::future::pending::<()>().await
 }
 
 /// Bytes read from the owner at a time.
@@ -61,19 +115,33 @@ async fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>) -> usize {
     n
 }
 
-/// Sends `raw` to the owner at `addr` and carries its answer into the
-/// engine as `Owner*` inputs. The engine owns the call's deadline and
-/// limits: it drops this task (`CancelForward`) when it gives up.
-pub(crate) async fn forward(core: &Shared, call: CallId, addr: &str, raw: &[u8], head_req: bool) {
-    let feed = |input: Input<'_>| core.borrow_mut().handle(input);
-    let fail = |fault| feed(Input::OwnerFailed { call, fault });
-    let Ok(mut s) = TcpStream::connect(addr).await else {
+/// Sends `raw` (and the rest of the body, if it still arrives) to the owner
+/// and carries its answer into the engine as `Owner*` inputs. The engine
+/// owns the call's deadline and limits: it drops this task
+/// (`CancelForward`) when it gives up.
+pub(crate) async fn forward(core: &Shared, call: CallId, to: Owner<'_>, raw: &[u8]) {
+    let fail = |fault| core.borrow_mut().handle(Input::OwnerFailed { call, fault });
+    let Ok(mut s) = TcpStream::connect(to.addr).await else {
         return fail(OwnerFault::Unreachable);
     };
     let _ = s.set_nodelay(true);
     if s.write_all(raw).await.is_err() {
         return fail(OwnerFault::Unreachable);
     }
+    match to.upload {
+        // The answer may come before the body ends (an early 413 or 429).
+        Some(up) => {
+            let rest = send_rest(s.clone(), up, to.chunked);
+            smol::future::or(answer(core, call, &mut s, to.head_req), rest).await
+        }
+        None => answer(core, call, &mut s, to.head_req).await,
+    }
+}
+
+/// Reads the owner's answer and feeds it to the engine.
+async fn answer(core: &Shared, call: CallId, s: &mut TcpStream, head_req: bool) {
+    let feed = |input: Input<'_>| core.borrow_mut().handle(input);
+    let fail = |fault| feed(Input::OwnerFailed { call, fault });
     let mut buf = Vec::new();
     let limits = AnswerLimits::default();
     let head = loop {
@@ -86,7 +154,7 @@ pub(crate) async fn forward(core: &Shared, call: CallId, addr: &str, raw: &[u8],
                 break head;
             }
             Ok(None) => {
-                if read_more(&mut s, &mut buf).await == 0 {
+                if read_more(s, &mut buf).await == 0 {
                     return fail(OwnerFault::Unreachable);
                 }
             }
@@ -103,8 +171,8 @@ pub(crate) async fn forward(core: &Shared, call: CallId, addr: &str, raw: &[u8],
     });
     let ended = match framing {
         AnswerFraming::Empty => Ok(()),
-        AnswerFraming::Length(n) => body_of_length(core, call, &mut s, buf, n).await,
-        AnswerFraming::Chunked => chunked_body(core, call, &mut s, buf).await,
+        AnswerFraming::Length(n) => body_of_length(core, call, s, buf, n).await,
+        AnswerFraming::Chunked => chunked_body(core, call, s, buf).await,
         AnswerFraming::UntilClose => {
             let mut buf = buf;
             loop {
@@ -114,7 +182,7 @@ pub(crate) async fn forward(core: &Shared, call: CallId, addr: &str, raw: &[u8],
                     }
                     buf.clear();
                 }
-                if read_more(&mut s, &mut buf).await == 0 {
+                if read_more(s, &mut buf).await == 0 {
                     break Ok(());
                 }
             }
@@ -208,6 +276,8 @@ mod tests {
                 ("x-forwarded-for".into(), "203.0.113.7".into()),
             ]),
             body: b"{}".to_vec(),
+            body_length: Some(2),
+            body_complete: true,
         };
         let raw = String::from_utf8(encode(&r, "s3cret")).unwrap();
         assert_eq!(

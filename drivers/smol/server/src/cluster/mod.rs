@@ -90,6 +90,7 @@ async fn execute(core: &Shared, dir: &Directory, op: DirOp) {
             instance,
             request,
             cancel,
+            upload,
         } => {
             let work = async {
                 let target = dir.instance_url(&instance).await;
@@ -97,8 +98,13 @@ async fn execute(core: &Shared, dir: &Directory, op: DirOp) {
                 match (addr, dir.secret()) {
                     (Some(addr), Some(secret)) => {
                         let raw = forward::encode(&request, &secret);
-                        let head_req = request.method == "HEAD";
-                        forward::forward(core, call, &addr, &raw, head_req).await
+                        let to = forward::Owner {
+                            addr: &addr,
+                            head_req: request.method == "HEAD",
+                            chunked: request.body_length.is_none(),
+                            upload: (!request.body_complete).then_some(&upload),
+                        };
+                        forward::forward(core, call, to, &raw).await
                     }
                     _ => {
                         warn!(
