@@ -45,6 +45,10 @@ struct TunnelArgs {
     /// The relay to connect to (wss:// or ws://).
     #[arg(long, env = "RELAY_URL", default_value = "wss://agent.osaurus.ai")]
     relay: String,
+    /// Trust only the CA certificates in this PEM file for wss:// (a private
+    /// CA) instead of the public roots.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
     /// The local HTTP server to expose (http://host:port).
     #[arg(long)]
     to: String,
@@ -63,7 +67,10 @@ fn fail(msg: &str) -> ! {
 }
 
 fn tunnel(a: TunnelArgs) {
-    let relay = RelayUrl::parse(&a.relay).unwrap_or_else(|e| fail(&e));
+    let mut relay = RelayUrl::parse(&a.relay).unwrap_or_else(|e| fail(&e));
+    if let Some(ca) = &a.ca_file {
+        relay = relay.with_ca_file(ca).unwrap_or_else(|e| fail(&e));
+    }
     let local = Local::parse(&a.to, a.agent_header).unwrap_or_else(|e| fail(&e));
     let keys = a
         .keys

@@ -1,13 +1,11 @@
 //! The `osaurus-relay` binary itself: start-up, configuration errors, SIGTERM.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+mod common;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_osaurus-relay"))
-}
+use common::{bin, serve, stop};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
 
 #[test]
 fn invalid_settings_stop_start_up_naming_the_setting() {
@@ -22,48 +20,6 @@ fn invalid_settings_stop_start_up_naming_the_setting() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{var}: {err}");
     }
-}
-
-/// Kills the child if the test fails before it exits.
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The relay on a port of the OS's choosing with `env`, its log, and the
-/// first log line (it says where it listens).
-fn serve(env: &[(&str, &str)]) -> (Reaped, BufReader<std::process::ChildStderr>, String) {
-    let mut child = Reaped(
-        bin()
-            .args(["--bind-addr", "127.0.0.1", "--port", "0"])
-            .env_remove("RUST_LOG")
-            .envs(env.iter().copied())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starts"),
-    );
-    let mut lines = BufReader::new(child.0.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    lines.read_line(&mut line).expect("a log line");
-    (child, lines, line)
-}
-
-/// SIGTERM; the exit code and the rest of the log.
-fn stop(
-    mut child: Reaped,
-    mut lines: BufReader<std::process::ChildStderr>,
-) -> (Option<i32>, String) {
-    let pid = child.0.id().to_string();
-    let term = Command::new("kill").args(["-TERM", &pid]).status();
-    assert!(term.unwrap().success());
-    let code = child.0.wait().expect("exits").code();
-    let mut rest = String::new();
-    lines.read_to_string(&mut rest).unwrap();
-    (code, rest)
 }
 
 #[test]

@@ -55,12 +55,15 @@ impl AsyncWrite for Conn {
     }
 }
 
-/// Where the relay is: `ws[s]://host[:port][/path]`.
+/// Where the relay is: `ws[s]://host[:port][/path]`, and for wss:// whom
+/// to trust there.
 #[derive(Clone, Debug)]
 pub struct RelayUrl {
     pub tls: bool,
     pub host: String,
     pub port: u16,
+    /// Set by [`RelayUrl::with_ca_file`]: only these CAs; else the webpki roots.
+    trust: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl RelayUrl {
@@ -87,7 +90,28 @@ impl RelayUrl {
         if host.is_empty() {
             return Err(format!("no host in {s}"));
         }
-        Ok(RelayUrl { tls, host, port })
+        Ok(RelayUrl {
+            tls,
+            host,
+            port,
+            trust: None,
+        })
+    }
+
+    /// Trusts only the CA certificates in the PEM file at `path` (a private
+    /// CA), instead of the public roots.
+    pub fn with_ca_file(mut self, path: &std::path::Path) -> Result<RelayUrl, String> {
+        use rustls::pki_types::{pem::PemObject, CertificateDer};
+        let at = |e: &dyn std::fmt::Display| format!("--ca-file {}: {e}", path.display());
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(path).map_err(|e| at(&e))? {
+            roots.add(cert.map_err(|e| at(&e))?).map_err(|e| at(&e))?;
+        }
+        if roots.is_empty() {
+            return Err(at(&"no certificate in the file"));
+        }
+        self.trust = Some(Arc::new(client_config(roots)));
+        Ok(self)
     }
 
     pub fn connect_url(&self) -> String {
@@ -96,17 +120,24 @@ impl RelayUrl {
     }
 }
 
-fn tls_connector() -> TlsConnector {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
+fn client_config(roots: rustls::RootCertStore) -> rustls::ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("ring supports the default TLS versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
-    TlsConnector::from(Arc::new(config))
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config
+}
+
+fn tls_connector(url: &RelayUrl) -> TlsConnector {
+    match &url.trust {
+        Some(config) => TlsConnector::from(config.clone()),
+        None => TlsConnector::from(Arc::new(client_config(rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        }))),
+    }
 }
 
 /// Opens the tunnel WebSocket.
@@ -119,7 +150,7 @@ pub async fn dial(url: &RelayUrl) -> Result<WebSocketStream<Conn>, String> {
     let conn = if url.tls {
         let name = rustls::pki_types::ServerName::try_from(host.to_string())
             .map_err(|e| format!("{host}: {e}"))?;
-        let tls = tls_connector()
+        let tls = tls_connector(url)
             .connect(name, tcp)
             .await
             .map_err(|e| format!("TLS to {host}: {e}"))?;

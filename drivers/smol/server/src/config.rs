@@ -147,6 +147,13 @@ pub struct ServeArgs {
     /// Largest WebSocket message accepted from a tunnel.
     #[arg(long, env = "MAX_FRAME_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_frame_bytes: usize,
+    /// PEM certificate chain (a wildcard for *.<BASE_DOMAIN> plus the base
+    /// domain): the relay then serves https and wss on PORT. SIGHUP reloads it.
+    #[arg(long, env = "TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of TLS_CERT.
+    #[arg(long, env = "TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
     /// Several instances: the shared Redis (redis://host:port). Unset: one instance.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
@@ -242,6 +249,16 @@ impl ServeArgs {
     }
 
     /// The engine's view of these settings.
+    /// The certificate, when TLS_CERT and TLS_KEY are set.
+    pub fn tls(&self) -> Result<Option<crate::tls::Tls>, String> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => crate::tls::Tls::new(c.clone(), k.clone()).map(Some),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err("TLS_CERT is set but TLS_KEY is not".into()),
+            (None, Some(_)) => Err("TLS_KEY is set but TLS_CERT is not".into()),
+        }
+    }
+
     pub fn engine_config(&self) -> Config {
         Config {
             base_domain: self.base_domain.clone(),

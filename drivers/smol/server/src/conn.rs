@@ -2,17 +2,17 @@
 
 use crate::hub::Shared;
 use crate::msg::CallMsg;
-use async_io::Async;
+use crate::stream::{read_more, write_all, write_all_vectored, Sock, Stream};
 use osaurus_relay_engine::http::{status_has_body, Response};
 use osaurus_relay_engine::wire::http1::{
     self, BodyFraming, ChunkedDecoder, Decoded, HeadLimits, ResponseFraming,
 };
 use osaurus_relay_engine::{CallError, CallId, Input, RequestHead};
-use osaurus_relay_rt::io::{read_more, until, write_all, write_all_vectored, Sock};
+use osaurus_relay_rt::io::until;
 use osaurus_relay_rt::mailbox::Mailbox;
 use smol::future::FutureExt;
 use std::io::IoSlice;
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -46,7 +46,7 @@ enum HeadRead {
     Reject(CallError),
 }
 
-async fn read_head(s: &Async<TcpStream>, buf: &mut Vec<u8>, o: &ConnOpts, first: bool) -> HeadRead {
+async fn read_head(s: &Stream, buf: &mut Vec<u8>, o: &ConnOpts, first: bool) -> HeadRead {
     let started = !buf.is_empty();
     let mut deadline = Instant::now()
         + if started {
@@ -79,7 +79,7 @@ async fn read_head(s: &Async<TcpStream>, buf: &mut Vec<u8>, o: &ConnOpts, first:
 }
 
 /// Writes a relay error and closes, reading a little first so the caller sees it.
-async fn reject(s: &Async<TcpStream>, why: CallError, linger_for: Duration) {
+async fn reject(s: &Stream, why: CallError, linger_for: Duration) {
     let mut out = Vec::new();
     let r = why.response();
     http1::write_head(
@@ -99,8 +99,8 @@ async fn reject(s: &Async<TcpStream>, why: CallError, linger_for: Duration) {
 
 /// Half-closes, then drains for a while: closing with unread input would
 /// reset the connection and could destroy the answer before the caller reads it.
-async fn linger(s: &Async<TcpStream>, linger_for: Duration) {
-    let _ = s.get_ref().shutdown(Shutdown::Write);
+async fn linger(s: &Stream, linger_for: Duration) {
+    s.shutdown(Shutdown::Write);
     let deadline = Instant::now() + linger_for;
     let mut sink = Vec::new();
     while let Some(Ok(n)) = until(deadline, read_more(s, &mut sink, false)).await {
@@ -173,7 +173,7 @@ enum BodyEnd {
 #[derive(Clone, Copy)]
 struct Conn<'a> {
     core: &'a Shared,
-    s: &'a Async<TcpStream>,
+    s: &'a Stream,
     peer: SocketAddr,
     o: &'a ConnOpts,
 }
@@ -243,7 +243,7 @@ async fn exchange(
 
 async fn read_body(
     core: &Shared,
-    s: &Async<TcpStream>,
+    s: &Stream,
     buf: &mut Vec<u8>,
     framing: BodyFraming,
     call: CallId,
@@ -359,7 +359,7 @@ enum Event {
 /// Waits for the engine's answer while watching the caller for hang-ups.
 async fn answer(
     core: &Shared,
-    s: &Async<TcpStream>,
+    s: &Stream,
     buf: &mut Vec<u8>,
     call: CallId,
     rx: &Mailbox<CallMsg>,

@@ -3,11 +3,11 @@
 use crate::cluster::directory::Directory;
 use crate::cluster::hop;
 use crate::msg::{CallMsg, DirOp, Outbox, TunnelMsg, Upload};
+use crate::stream::Sock;
 use osaurus_relay_engine::map::{map, Map};
 use osaurus_relay_engine::{CallId, Entropy, Event, Hop, Input, Now, Output, Relay, TunnelId};
 use osaurus_relay_rt::clock::Clock;
 use osaurus_relay_rt::entropy::OsEntropy;
-use osaurus_relay_rt::io::Sock;
 use osaurus_relay_rt::mailbox::Mailbox;
 use smol::channel::{Receiver, Sender};
 use std::cell::RefCell;
@@ -167,7 +167,7 @@ impl Core {
             Output::AbortStream { call } => {
                 // The writer may be blocked on a caller that does not read: cut it loose.
                 if let Some(p) = self.calls.get(&call) {
-                    let _ = p.socket.get_ref().shutdown(Shutdown::Both);
+                    p.socket.shutdown(Shutdown::Both);
                 }
                 self.send_call(call, CallMsg::Abort)
             }

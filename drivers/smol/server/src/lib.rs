@@ -27,6 +27,8 @@ mod conn;
 mod hub;
 mod msg;
 pub mod server;
+mod stream;
+pub mod tls;
 mod ws;
 
 pub use config::ServeArgs;

@@ -4,9 +4,12 @@ use crate::cluster::{self, directory::Directory};
 use crate::config::{ClusterSettings, ServeArgs};
 use crate::conn::{self, ConnOpts};
 use crate::hub::{self, Core, Shared};
+use crate::stream::Stream;
+use crate::tls::Tls;
 use crate::ws::WsOpts;
 use async_io::Async;
 use osaurus_relay_engine::{Config, Input, RemoteRoute};
+use osaurus_relay_rt::io::until;
 use smol::channel::{unbounded, Receiver, Sender};
 use smol::future::FutureExt;
 use smol::LocalExecutor;
@@ -14,8 +17,9 @@ use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::net::TcpListener;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::info;
+use tracing::{info, warn};
 
 /// The engine's limits, as the connection tasks read them.
 fn conn_opts(ex: &'static LocalExecutor<'static>, c: &Config) -> ConnOpts {
@@ -35,11 +39,13 @@ fn conn_opts(ex: &'static LocalExecutor<'static>, c: &Config) -> ConnOpts {
     }
 }
 
-/// Serves on `listener` until `stop` yields, then drains and closes tunnels.
+/// Serves on `listener` (over TLS with `tls`) until `stop` yields, then
+/// drains and closes tunnels.
 pub async fn serve(
     ex: &'static LocalExecutor<'static>,
     args: ServeArgs,
     listener: Async<TcpListener>,
+    tls: Option<Arc<Tls>>,
     stop: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let cluster = args.cluster().map_err(std::io::Error::other)?;
@@ -63,14 +69,25 @@ pub async fn serve(
         osaurus_relay_engine::ClientIpSource::Peer => "the TCP peer".to_string(),
         osaurus_relay_engine::ClientIpSource::Header(h) => format!("the {h} header"),
     };
-    info!(addr = %listener.get_ref().local_addr()?, base_domain = %args.base_domain, %client_ip, "listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!(addr = %listener.get_ref().local_addr()?, base_domain = %args.base_domain, %client_ip, scheme, "listening");
     let accept = async {
         loop {
             match listener.accept().await {
                 Ok((s, peer)) => {
                     let _ = s.get_ref().set_nodelay(true);
-                    ex.spawn(conn::serve(core.clone(), Rc::new(s), peer, opts.clone()))
-                        .detach();
+                    let (core, opts) = (core.clone(), opts.clone());
+                    match tls.as_ref().and_then(|t| t.session()) {
+                        Some(session) => ex.spawn(async move {
+                            // The handshake is held to the slowloris rule of a head.
+                            let deadline = Instant::now() + opts.header_timeout;
+                            if let Some(Ok(s)) = until(deadline, Stream::accept(s, session)).await {
+                                conn::serve(core, Rc::new(s), peer, opts).await;
+                            }
+                        }),
+                        None => ex.spawn(conn::serve(core, Rc::new(Stream::plain(s)), peer, opts)),
+                    }
+                    .detach();
                 }
                 // Out of descriptors and the like: back off instead of spinning.
                 Err(_) => {
@@ -122,20 +139,34 @@ fn start_cluster(
     Ok(dir)
 }
 
-/// Binds per `args` and serves until SIGTERM or SIGINT.
+/// Binds per `args` and serves until SIGTERM or SIGINT; SIGHUP reloads the
+/// TLS certificate.
 pub fn run(args: ServeArgs) -> std::io::Result<()> {
+    let tls = args.tls().map_err(std::io::Error::other)?.map(Arc::new);
     let ex = osaurus_relay_rt::leak_executor();
     // The server is a task of its own: the future `block_on` polls is woken
     // only when it ends, not on every wake-up of the executor.
     smol::block_on(ex.run(ex.spawn(async move {
         let listener = Async::<TcpListener>::bind((args.bind_addr, args.port))?;
-        let signals =
-            async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])?;
+        use async_signal::Signal;
+        let signals = async_signal::Signals::new([Signal::Term, Signal::Int, Signal::Hup])?;
+        let reload = tls.clone();
         let stop = async move {
             let mut signals = signals;
-            let _ = smol::stream::StreamExt::next(&mut signals).await;
+            while let Some(Ok(sig)) = smol::stream::StreamExt::next(&mut signals).await {
+                if sig != Signal::Hup {
+                    return;
+                }
+                match reload.as_ref().map(|t| t.reload()) {
+                    Some(Ok(())) => info!("TLS certificate reloaded"),
+                    Some(Err(e)) => {
+                        warn!(error = %e, "TLS certificate not reloaded: the old one stays")
+                    }
+                    None => info!("SIGHUP: no TLS certificate to reload"),
+                }
+            }
         };
-        serve(ex, args, listener, stop).await
+        serve(ex, args, listener, tls, stop).await
     })))
 }
 
@@ -158,12 +189,13 @@ impl RelayHandle {
         std_listener: std::net::TcpListener,
     ) -> std::io::Result<RelayHandle> {
         let addr = std_listener.local_addr()?;
+        let tls = args.tls().map_err(std::io::Error::other)?.map(Arc::new);
         let (stop_tx, stop_rx): (Sender<()>, Receiver<()>) = unbounded();
         let thread = std::thread::spawn(move || {
             let ex = osaurus_relay_rt::leak_executor();
             smol::block_on(ex.run(ex.spawn(async move {
                 let listener = Async::new(std_listener)?;
-                serve(ex, args, listener, async move {
+                serve(ex, args, listener, tls, async move {
                     let _ = stop_rx.recv().await;
                 })
                 .await

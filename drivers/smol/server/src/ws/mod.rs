@@ -4,14 +4,14 @@
 
 use crate::hub::Shared;
 use crate::msg::{Outbox, TunnelMsg};
+use crate::stream::{write_all, write_all_vectored, Sock};
 use frames::{FrameReader, Msg};
 use osaurus_relay_engine::wire::ws::{self as frames, OpCode};
 use osaurus_relay_engine::{Input, TunnelId};
 use osaurus_relay_rt::io::until;
-use osaurus_relay_rt::io::{write_all, write_all_vectored, Sock};
 use std::cell::{Cell, RefCell};
+use std::io::ErrorKind;
 use std::io::IoSlice;
-use std::io::{ErrorKind, Read};
 use std::rc::Rc;
 use std::task::{ready, Poll};
 use std::time::{Duration, Instant};
@@ -91,7 +91,7 @@ pub(crate) async fn accept(
             let _ = Box::pin(until(Instant::now() + o.write_timeout, write_all(&s, &f))).await;
         }
     }
-    let _ = s.get_ref().shutdown(std::net::Shutdown::Both);
+    s.shutdown(std::net::Shutdown::Both);
     let mut c = core.borrow_mut();
     c.handle(Input::TunnelClosed { tunnel });
     c.end_tunnel(tunnel);
@@ -197,7 +197,7 @@ async fn read_loop(
         let step = std::future::poll_fn(|cx| loop {
             let r = SCRATCH.with(|scratch| {
                 let mut scratch = scratch.borrow_mut();
-                match s.get_ref().read(&mut scratch[..]) {
+                match s.try_read(&mut scratch[..]) {
                     Ok(0) => Some(Err(End::Gone)),
                     Ok(n) => Some(match spend(out, n) {
                         Err(end) => Err(end),
