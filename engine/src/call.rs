@@ -31,18 +31,18 @@ impl<E: Entropy> Relay<E> {
         agent: Address,
         ip: IpAddr,
     ) {
-        self.time_call(call);
+        self.record_call(call, agent, ip, &head.method, &head.target);
         if head.method == "OPTIONS" {
             return self.respond(call, http::preflight(&head.headers));
         }
         if self.draining.is_some() {
             // Shutting down: calls in flight finish, new ones go elsewhere.
-            return self.respond(call, CallError::RelayRestarting.response());
+            return self.refuse(call, CallError::RelayRestarting);
         }
         let here = self.tunnels.serving(&agent).is_some();
         let elsewhere = self.cfg.cluster.is_some() && head.hop == Hop::Direct;
         if !here && !elsewhere {
-            return self.respond(call, CallError::AgentOffline.response());
+            return self.refuse(call, CallError::AgentOffline);
         }
         // Counted where the tunnel is: a first hop or an offline agent costs nothing.
         if here {
@@ -50,11 +50,11 @@ impl<E: Entropy> Relay<E> {
             let limited = !self.agent_rl.check(&agent, now)
                 || !self.caller_rl.check(&http::limit_key(ip), now);
             if limited {
-                return self.respond(call, CallError::RateLimited.response());
+                return self.refuse(call, CallError::RateLimited);
             }
         }
         if head.content_length.is_some_and(|n| n > self.body_limit()) {
-            return self.respond(call, CallError::BodyTooLarge.response());
+            return self.refuse(call, CallError::BodyTooLarge);
         }
         let replay_cache_hit = (head.headers.iter()).any(|(k, v)| {
             k.eq_ignore_ascii_case("fly-replay-cache-status")
@@ -102,6 +102,9 @@ impl<E: Entropy> Relay<E> {
 
     pub(crate) fn on_body(&mut self, call: CallId, chunk: &[u8]) {
         let max = self.body_limit();
+        if let Some(r) = self.record_mut(call) {
+            r.bytes_in += chunk.len() as u64;
+        }
         if self.upload(call, chunk, max) {
             return;
         }
@@ -115,7 +118,7 @@ impl<E: Entropy> Relay<E> {
         };
         if body.len() as u64 + chunk.len() as u64 > max {
             self.forget(call);
-            return self.respond(call, CallError::BodyTooLarge.response());
+            return self.refuse(call, CallError::BodyTooLarge);
         }
         body.extend_from_slice(chunk);
     }
@@ -154,14 +157,14 @@ impl<E: Entropy> Relay<E> {
         } = req;
         let body = match Body::from_bytes(body) {
             Body::Binary(_) if self.cfg.binary_request_bodies == BinaryBodies::Reject => {
-                return self.respond(call, CallError::BodyNotUtf8.response())
+                return self.refuse(call, CallError::BodyNotUtf8)
             }
             body => body,
         };
         let queued = self.tunnels.get(&tunnel).map_or(0, |t| t.queued);
         let limit = self.cfg.max_tunnel_buffer;
         if limit != 0 && queued > limit {
-            return self.respond(call, CallError::TunnelSendFailed.response());
+            return self.refuse(call, CallError::TunnelSendFailed);
         }
         let req = loop {
             let mut id = String::with_capacity(20);
@@ -182,11 +185,11 @@ impl<E: Entropy> Relay<E> {
         let max_frame = self.cfg.max_request_frame_bytes;
         if max_frame != 0 && frame.len() as u64 > max_frame {
             // Better than a frame that makes the app drop the whole tunnel.
-            return self.respond(call, CallError::BodyTooLarge.response());
+            return self.refuse(call, CallError::BodyTooLarge);
         }
         self.send_text(tunnel, frame);
         let now = self.now.mono_ms;
-        if let Some(t) = self.timing_mut(call) {
+        if let Some(t) = self.record_mut(call) {
             t.sent = Some(now);
         }
         self.counters.total_requests_relayed += 1;
@@ -237,6 +240,7 @@ impl<E: Entropy> Relay<E> {
         let Some(c) = self.forget(call) else {
             return;
         };
+        self.count_error(call, why);
         match c.state {
             CallState::Streaming { .. }
             | CallState::Forwarded {
@@ -269,7 +273,9 @@ impl<E: Entropy> Relay<E> {
     }
 
     pub(crate) fn on_call_gone(&mut self, call: CallId) {
-        self.untime(call);
+        if let Some(e) = self.finish_record(call, Some("caller_gone")) {
+            self.event(e);
+        }
         self.presence_gone(call);
         if let Some(c) = self.forget(call) {
             if let Some((tunnel, req)) = c.state.tunnel_req() {

@@ -151,7 +151,7 @@ impl<E: Entropy> Relay<E> {
     ) {
         if self.cfg.cluster.is_none() || relayed {
             // Single instance, or another instance sent it here: never bounce it on.
-            return self.respond(call, CallError::AgentOffline.response());
+            return self.refuse(call, CallError::AgentOffline);
         }
         let now = self.now.mono_ms;
         if let Some(owner) = self.directory.owner(&agent, now) {
@@ -159,7 +159,7 @@ impl<E: Entropy> Relay<E> {
         }
         let at = now + ms(self.cfg.response_timeout);
         self.hold_until(call, agent, relayed, at, CallState::Locating(req));
-        if let Some(t) = self.timing_mut(call) {
+        if let Some(t) = self.record_mut(call) {
             t.lookup_from = Some(now);
         }
         if self.directory.wait(agent, call) {
@@ -198,7 +198,7 @@ impl<E: Entropy> Relay<E> {
             }
             let Some(c) = self.forget(call) else { continue };
             let now = self.now.mono_ms;
-            if let Some(t) = self.timing_mut(call) {
+            if let Some(t) = self.record_mut(call) {
                 t.lookup_ms = t.lookup_from.map(|from| now.saturating_sub(from));
             }
             if let CallState::Locating(req) = c.state {
@@ -211,7 +211,7 @@ impl<E: Entropy> Relay<E> {
     pub(crate) fn locate_timed_out(&mut self, call: CallId, agent: Address) {
         self.directory.stop_waiting(&agent, call);
         self.forget(call);
-        self.respond(call, CallError::AgentOffline.response());
+        self.refuse(call, CallError::AgentOffline);
     }
 
     fn route(&mut self, call: CallId, agent: Address, owner: Option<String>, req: Parked) {
@@ -221,7 +221,7 @@ impl<E: Entropy> Relay<E> {
         let owner = match owner {
             Some(o) if o != cluster.instance_id => o,
             // Nobody, or a stale key naming this instance.
-            _ => return self.respond(call, CallError::AgentOffline.response()),
+            _ => return self.refuse(call, CallError::AgentOffline),
         };
         self.counters.remote_calls += 1;
         match cluster.remote {
@@ -236,6 +236,7 @@ impl<E: Entropy> Relay<E> {
             }
             RemoteRoute::FlyReplay => {
                 self.counters.replays += 1;
+                self.note_outcome(call, "replayed");
                 let mut headers = vec![("fly-replay".to_string(), format!("instance={owner}"))];
                 if req.replay_cache_hit {
                     // Fly's cached route led to a machine that no longer has the agent.

@@ -67,6 +67,9 @@ pub struct Config {
     pub control_frames_per_min: u32,
     /// Request body limit; 0 means unlimited.
     pub max_body_bytes: u64,
+    /// Emit `Event::CallDone` with method and path for every agent-host
+    /// call (the `relay.request` log line); off saves two strings per call.
+    pub log_calls: bool,
     /// Largest request frame sent to a tunnel (413 beyond); 0 means only
     /// `max_body_bytes` applies. The app drops its whole tunnel on a message
     /// over its WebSocket limit (about 1 MiB).
@@ -138,6 +141,7 @@ impl Default for Config {
             max_agents_per_tunnel: 50,
             control_frames_per_min: 10,
             max_body_bytes: 10 * 1024 * 1024,
+            log_calls: true,
             max_request_frame_bytes: 0,
             binary_request_bodies: BinaryBodies::Base64,
             auth_timeout: Duration::from_secs(10),

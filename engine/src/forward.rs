@@ -165,7 +165,7 @@ impl<E: Entropy> Relay<E> {
         };
         // Where the call ran is the owner's to say; this hop adds `x-relay-via`.
         headers.extend(owner_diag);
-        if let Some(t) = self.timing_mut(call) {
+        if let Some(t) = self.record_mut(call) {
             t.forwarded = true;
         }
         let head = ResponseHead { status, headers };

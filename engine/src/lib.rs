@@ -70,6 +70,7 @@ pub mod limits;
 pub mod map;
 pub mod output;
 mod presence;
+pub mod record;
 mod registry;
 mod relay;
 pub mod stats;

@@ -204,6 +204,8 @@ pub enum Event {
         /// What was wrong.
         why: &'static str,
     },
+    /// An agent-host call finished (one `relay.request` log line).
+    CallDone(Box<crate::record::CallDone>),
     /// Shutdown began.
     ShuttingDown {
         /// Calls in flight then.

@@ -76,7 +76,7 @@ impl<E: Entropy> Relay<E> {
             .presence_rl
             .check(&http::limit_key(ip), self.now.mono_ms)
         {
-            return self.respond(call, CallError::RateLimited.response());
+            return self.refuse(call, CallError::RateLimited);
         }
         let Ok(asked) = addresses(&head.target) else {
             return self.respond(call, http::error(400, "invalid_addresses"));

@@ -46,8 +46,8 @@ pub struct Relay<E: Entropy> {
     stopped: bool,
     /// Several instances: owner look-ups.
     pub(crate) directory: DirectoryCache,
-    /// Agent-host calls not yet answered: what their diagnostic headers need.
-    pub(crate) timing: Map<CallId, crate::diag::Timing>,
+    /// Agent-host calls in flight: their diagnostic headers and log line.
+    pub(crate) records: Map<CallId, crate::record::Record>,
 }
 
 /// Sizes of everything the engine holds, for invariant checks.
@@ -71,7 +71,7 @@ pub struct Sizes {
     pub queued_outputs: usize,
     /// Cached and pending directory look-ups.
     pub directory: usize,
-    /// Agent-host calls whose first answer head has not gone out.
+    /// Agent-host calls whose record is open (not yet finished).
     pub timed_calls: usize,
 }
 
@@ -105,7 +105,7 @@ impl<E: Entropy> Relay<E> {
             draining: None,
             stopped: false,
             directory: DirectoryCache::new(seed),
-            timing: map(seed),
+            records: map(seed),
         }
     }
 
@@ -219,7 +219,7 @@ impl<E: Entropy> Relay<E> {
                 + self.presence_rl.len(),
             queued_outputs: self.out.len(),
             directory: self.directory.len() + self.presence_waiting.len(),
-            timed_calls: self.timing.len(),
+            timed_calls: self.records.len(),
         }
     }
 
@@ -237,7 +237,22 @@ impl<E: Entropy> Relay<E> {
     }
 
     pub(crate) fn emit(&mut self, o: Output) {
+        let call_output = matches!(
+            o,
+            Output::WriteChunk { .. }
+                | Output::Respond { .. }
+                | Output::EndStream { .. }
+                | Output::AbortStream { .. }
+        );
+        let done = match call_output && !self.records.is_empty() {
+            true => self.record_output(&o),
+            false => None,
+        };
         self.out.push_back(o);
+        // The call's last output first, then its `CallDone`.
+        if let Some(e) = done {
+            self.event(e);
+        }
     }
 
     pub(crate) fn event(&mut self, e: Event) {
@@ -245,13 +260,13 @@ impl<E: Entropy> Relay<E> {
     }
 
     pub(crate) fn respond(&mut self, call: CallId, mut response: http::Response) {
-        self.diagnose(call, &mut response.headers);
+        self.diagnose(call, response.status, &mut response.headers);
         self.emit(Output::Respond { call, response });
     }
 
     /// A stream's head goes out (with the call's diagnostic headers).
     pub(crate) fn start_stream(&mut self, call: CallId, mut head: http::ResponseHead) {
-        self.diagnose(call, &mut head.headers);
+        self.diagnose(call, head.status, &mut head.headers);
         self.emit(Output::StartStream { call, head });
     }
 
@@ -282,12 +297,12 @@ impl<E: Entropy> Relay<E> {
                     let body = self.stats().to_json();
                     self.respond(call, http::json_response(200, &body));
                 } else {
-                    self.respond(call, CallError::RateLimited.response());
+                    self.refuse(call, CallError::RateLimited);
                 }
             }
             "/tunnel/connect" => self.connect(call, &head, ip),
             "/presence" => self.presence(call, &head, ip),
-            _ => self.respond(call, CallError::InvalidSubdomain.response()),
+            _ => self.refuse(call, CallError::InvalidSubdomain),
         }
     }
 
@@ -312,18 +327,18 @@ impl<E: Entropy> Relay<E> {
         let cap = self.cfg.max_tunnels_per_ip;
         let key = http::limit_key(ip);
         let open = self.tunnels.open_from(&key);
-        let r = if self.draining.is_some() {
-            CallError::RelayRestarting.response()
+        let why = if self.draining.is_some() {
+            CallError::RelayRestarting
         } else if !head.websocket {
-            CallError::WebsocketRequired.response()
+            CallError::WebsocketRequired
         } else if !self.connect_rl.check(&key, self.now.mono_ms) {
-            CallError::RateLimited.response()
+            CallError::RateLimited
         } else if cap != 0 && open >= cap {
-            CallError::TooManyConnections.response()
+            CallError::TooManyConnections
         } else {
             return self.open_tunnel(call, ip, key);
         };
-        self.respond(call, r);
+        self.refuse(call, why);
     }
 
     fn begin_shutdown(&mut self) {

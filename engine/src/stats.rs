@@ -25,6 +25,109 @@ pub struct Counters {
     pub internal_forwards: u64,
     /// Agents a newer session took over from an older tunnel.
     pub takeovers: u64,
+    /// The relay's own error answers, by code (every endpoint).
+    pub errors: Tally,
+    /// Failed tunnel handshakes, by `auth_error` code.
+    pub auth_failures_by: Tally,
+    /// Finished agent-host calls, by outcome and status class.
+    pub calls: CallTally,
+    /// Request body bytes of agent-host calls, from callers.
+    pub request_bytes: u64,
+    /// Response body bytes of agent-host calls, to callers.
+    pub response_bytes: u64,
+    /// Agent-host calls, head in to last byte out.
+    pub call_seconds: Histogram,
+    /// Request frame sent to a tunnel to its answer head.
+    pub host_seconds: Histogram,
+}
+
+/// Counts by a name from a fixed set (error codes, reasons): bounded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tally(pub Vec<(&'static str, u64)>);
+
+impl Tally {
+    /// Adds `n` to `name`'s count.
+    pub fn add(&mut self, name: &'static str, n: u64) {
+        match self.0.iter_mut().find(|(k, _)| *k == name) {
+            Some((_, v)) => *v += n,
+            None => self.0.push((name, n)),
+        }
+    }
+
+    /// The count of `name`.
+    pub fn get(&self, name: &str) -> u64 {
+        self.0
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map_or(0, |(_, v)| *v)
+    }
+}
+
+/// Finished calls by outcome and status class (`1`..`5`; `0`: no status).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallTally(pub Vec<(&'static str, u8, u64)>);
+
+impl CallTally {
+    /// Counts one call.
+    pub fn add_call(&mut self, outcome: &'static str, status: Option<u16>) {
+        let class = status.map_or(0, |s| (s / 100).min(9) as u8);
+        match self
+            .0
+            .iter_mut()
+            .find(|(o, c, _)| *o == outcome && *c == class)
+        {
+            Some((_, _, v)) => *v += 1,
+            None => self.0.push((outcome, class, 1)),
+        }
+    }
+
+    /// All calls counted.
+    pub fn total(&self) -> u64 {
+        self.0.iter().map(|(_, _, n)| n).sum()
+    }
+}
+
+/// Upper bounds of the duration histograms' buckets, in milliseconds.
+pub const BUCKETS_MS: [u64; 13] = [
+    5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000,
+];
+
+/// A duration histogram on the engine's millisecond clock.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Histogram {
+    /// Observations per bucket of [`BUCKETS_MS`], the last past all of them.
+    pub counts: [u64; BUCKETS_MS.len() + 1],
+    /// Sum of all observations, in milliseconds.
+    pub sum_ms: u64,
+}
+
+impl Histogram {
+    /// Counts one duration.
+    pub fn observe_ms(&mut self, ms: u64) {
+        let i = BUCKETS_MS
+            .iter()
+            .position(|&b| ms <= b)
+            .unwrap_or(BUCKETS_MS.len());
+        self.counts[i] += 1;
+        self.sum_ms += ms;
+    }
+
+    /// Observations in all.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// `(upper bound in seconds, observations at or below it)`, as the
+    /// exposition format wants them (cumulative; `+Inf` is `count`).
+    pub fn cumulative(&self) -> Vec<(f64, u64)> {
+        let mut seen = 0;
+        (BUCKETS_MS.iter().zip(self.counts.iter()))
+            .map(|(&b, &n)| {
+                seen += n;
+                (b as f64 / 1000.0, seen)
+            })
+            .collect()
+    }
 }
 
 /// A snapshot for `/stats`.

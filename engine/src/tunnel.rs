@@ -107,6 +107,7 @@ impl<E: Entropy> Relay<E> {
         let (error, code) = (why.code(), why.close_code());
         let ip = self.tunnels.get(&id).map(|t| t.ip);
         self.counters.auth_failures += 1;
+        self.counters.auth_failures_by.add(why.code(), 1);
         if let Some(ip) = ip {
             self.event(Event::AuthFailed {
                 tunnel: id,

@@ -20,6 +20,8 @@ pub fn test_config() -> Config {
         ping_interval: Duration::from_millis(3_000),
         nonce_ttl: Duration::from_millis(3_000),
         drain_timeout: Duration::from_millis(2_000),
+        // Exact output lists stay free of log events; `engine_record` turns it on.
+        log_calls: false,
         ..Config::default()
     }
 }

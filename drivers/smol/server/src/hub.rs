@@ -280,6 +280,22 @@ fn log_event(e: &Event) {
         Event::ShuttingDown { calls, tunnels } => {
             info!(calls, tunnels, "shutting down: draining calls")
         }
+        Event::CallDone(d) => info!(
+            agent = d.agent,
+            method = d.method,
+            path = d.path,
+            client_ip = %d.client_ip,
+            status = d.status,
+            outcome = d.outcome,
+            forwarded = d.forwarded,
+            ttfb_ms = d.ttfb_ms,
+            host_ms = d.host_ms,
+            lookup_ms = d.lookup_ms,
+            total_ms = d.total_ms,
+            bytes_in = d.bytes_in,
+            bytes_out = d.bytes_out,
+            "relay.request"
+        ),
     }
 }
 

@@ -50,6 +50,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let cluster = args.cluster().map_err(std::io::Error::other)?;
     let mut cfg = args.engine_config();
+    // The per-call line is an info line: nothing to build when it is filtered out.
+    cfg.log_calls = tracing::level_filters::LevelFilter::current() >= tracing::Level::INFO;
     cfg.cluster = cluster.as_ref().map(|c| c.engine.clone());
     if let Some(c) = &cluster {
         // A random instance id is this machine's name too.
