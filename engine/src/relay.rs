@@ -203,6 +203,11 @@ impl<E: Entropy> Relay<E> {
         }
     }
 
+    /// Shutdown began: calls in flight finish, new ones are refused.
+    pub fn is_draining(&self) -> bool {
+        self.draining.is_some()
+    }
+
     /// Sizes of everything held, for invariant checks.
     pub fn sizes(&self) -> Sizes {
         Sizes {

@@ -117,16 +117,14 @@ impl Histogram {
         self.counts.iter().sum()
     }
 
-    /// `(upper bound in seconds, observations at or below it)`, as the
-    /// exposition format wants them (cumulative; `+Inf` is `count`).
-    pub fn cumulative(&self) -> Vec<(f64, u64)> {
-        let mut seen = 0;
-        (BUCKETS_MS.iter().zip(self.counts.iter()))
-            .map(|(&b, &n)| {
-                seen += n;
-                (b as f64 / 1000.0, seen)
-            })
-            .collect()
+    /// `(upper bound in seconds, observations in that bucket)`; the last
+    /// bound is infinite.
+    pub fn buckets(&self) -> Vec<(f64, u64)> {
+        let bounds = BUCKETS_MS.iter().map(|&b| b as f64 / 1000.0);
+        (bounds
+            .chain([f64::INFINITY])
+            .zip(self.counts.iter().copied()))
+        .collect()
     }
 }
 

@@ -7,5 +7,6 @@ pub mod e2e;
 pub mod harness;
 pub mod noise;
 pub mod origin;
+pub mod prom;
 pub mod redis;
 pub mod sim;

@@ -93,11 +93,10 @@ fn a_call_ends_with_one_record_of_its_times_and_bytes() {
     assert_eq!((counters.request_bytes, counters.response_bytes), (4, 11));
     assert_eq!(counters.call_seconds.count(), 2);
     assert_eq!(counters.call_seconds.sum_ms, 15);
-    // 7 ms and 0 ms: both in the 5 ms and the 10 ms bucket, cumulatively.
-    assert_eq!(
-        counters.host_seconds.cumulative()[..2],
-        [(0.005, 1), (0.01, 2)]
-    );
+    // 7 ms and 0 ms: one in the 5 ms bucket, one in the 10 ms one.
+    let buckets = counters.host_seconds.buckets();
+    assert_eq!(buckets[..3], [(0.005, 1), (0.01, 1), (0.025, 0)]);
+    assert_eq!(buckets.last(), Some(&(f64::INFINITY, 0)));
     assert_eq!(h.relay.sizes().timed_calls, 0);
 }
 

@@ -64,16 +64,50 @@ fn json_logs_are_one_object_per_line_with_where_it_runs() {
             .is_some_and(|t| t.ends_with('Z') && t.len() == 24),
         "{line}"
     );
-    assert!(v["addr"]
-        .as_str()
-        .is_some_and(|a| a.starts_with("127.0.0.1:")));
+    let addr = v["addr"].as_str().expect("addr").to_string();
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    // One call for an agent nobody serves: its relay.request line, with no secret.
+    let agent = format!("0x{}", "ab".repeat(20));
+    let mut s = TcpStream::connect(&addr).expect("connects");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let req = format!(
+        "GET /v1/x?token=qsecret HTTP/1.1\r\nHost: {agent}.agent.osaurus.ai\r\n\
+         Authorization: Bearer hsecret\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 502"), "{resp}");
     let (code, rest) = stop(child, lines);
     assert_eq!(code, Some(0));
+    let mut calls = Vec::new();
     for l in rest.lines() {
         let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
         assert!(v["event"].is_string(), "{l}");
+        if v["event"] == "relay.request" {
+            calls.push(v);
+        }
     }
     assert!(rest.contains(r#""event":"shutdown complete"#), "{rest}");
+    assert!(!rest.contains("secret"), "a secret in the log: {rest}");
+    let [c] = calls.as_slice() else {
+        panic!("one relay.request line: {rest}")
+    };
+    assert_eq!(
+        (&c["agent"], &c["method"], &c["path"], &c["client_ip"]),
+        (
+            &agent.clone().into(),
+            &"GET".into(),
+            &"/v1/x".into(),
+            &"127.0.0.1".into()
+        )
+    );
+    assert_eq!(
+        (&c["status"], &c["outcome"]),
+        (&502.into(), &"agent_offline".into())
+    );
+    assert_eq!((&c["bytes_in"], &c["machine"]), (&0.into(), &"m1".into()));
+    assert!(c["total_ms"].is_u64() && c["ttfb_ms"].is_u64(), "{c}");
 }
 
 #[test]

@@ -147,6 +147,10 @@ pub struct ServeArgs {
     /// Largest WebSocket message accepted from a tunnel.
     #[arg(long, env = "MAX_FRAME_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_frame_bytes: usize,
+    /// Prometheus metrics: GET /metrics (and /ready) on this address, e.g.
+    /// 127.0.0.1:9090. Unset: off.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// PEM certificate chain (a wildcard for *.<BASE_DOMAIN> plus the base
     /// domain): the relay then serves https and wss on PORT. SIGHUP reloads it.
     #[arg(long, env = "TLS_CERT", requires = "tls_key")]

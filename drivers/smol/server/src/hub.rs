@@ -123,6 +123,18 @@ impl Core {
         self.tunnels.len()
     }
 
+    pub fn stats(&self) -> osaurus_relay_engine::stats::Stats {
+        self.relay.stats()
+    }
+
+    pub fn draining(&self) -> bool {
+        self.relay.is_draining()
+    }
+
+    pub fn open_connections(&self) -> u64 {
+        crate::stream::open_count()
+    }
+
     pub fn handle(&mut self, input: Input<'_>) {
         let now = self.now();
         self.relay.handle(now, input);

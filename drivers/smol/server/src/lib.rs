@@ -25,6 +25,7 @@ mod cluster;
 pub mod config;
 mod conn;
 mod hub;
+mod metrics;
 mod msg;
 pub mod server;
 mod stream;

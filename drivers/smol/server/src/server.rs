@@ -39,15 +39,38 @@ fn conn_opts(ex: &'static LocalExecutor<'static>, c: &Config) -> ConnOpts {
     }
 }
 
-/// Serves on `listener` (over TLS with `tls`) until `stop` yields, then
-/// drains and closes tunnels.
+/// What the settings ask for besides the main listener, made before the
+/// relay thread starts so that a bad file or a taken port stops start-up.
+pub struct Extras {
+    /// TLS on the main listener (`TLS_CERT`, `TLS_KEY`).
+    pub tls: Option<Arc<Tls>>,
+    /// The metrics listener (`METRICS_ADDR`).
+    pub metrics: Option<TcpListener>,
+}
+
+impl Extras {
+    pub fn new(args: &ServeArgs) -> std::io::Result<Extras> {
+        let tls = args.tls().map_err(std::io::Error::other)?.map(Arc::new);
+        let metrics = match args.metrics_addr {
+            Some(a) => Some(
+                TcpListener::bind(a)
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("METRICS_ADDR {a}: {e}")))?,
+            ),
+            None => None,
+        };
+        Ok(Extras { tls, metrics })
+    }
+}
+
+/// Serves on `listener` until `stop` yields, then drains and closes tunnels.
 pub async fn serve(
     ex: &'static LocalExecutor<'static>,
     args: ServeArgs,
     listener: Async<TcpListener>,
-    tls: Option<Arc<Tls>>,
+    extras: Extras,
     stop: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let Extras { tls, metrics } = extras;
     let cluster = args.cluster().map_err(std::io::Error::other)?;
     let mut cfg = args.engine_config();
     // The per-call line is an info line: nothing to build when it is filtered out.
@@ -63,6 +86,12 @@ pub async fn serve(
     let cfg_client_ip = cfg.client_ip.clone();
     let core = Rc::new(RefCell::new(Core::new(cfg, wake_tx, done_tx)));
     ex.spawn(hub::run_timer(core.clone(), wake_rx)).detach();
+    if let Some(l) = metrics {
+        info!(addr = %l.local_addr()?, "metrics on /metrics");
+        let timeout = opts.header_timeout;
+        ex.spawn(crate::metrics::serve(ex, core.clone(), l, timeout))
+            .detach();
+    }
     let dir = match &cluster {
         Some(c) => Some(start_cluster(ex, &core, c)?),
         None => None,
@@ -144,7 +173,8 @@ fn start_cluster(
 /// Binds per `args` and serves until SIGTERM or SIGINT; SIGHUP reloads the
 /// TLS certificate.
 pub fn run(args: ServeArgs) -> std::io::Result<()> {
-    let tls = args.tls().map_err(std::io::Error::other)?.map(Arc::new);
+    let extras = Extras::new(&args)?;
+    let tls = extras.tls.clone();
     let ex = osaurus_relay_rt::leak_executor();
     // The server is a task of its own: the future `block_on` polls is woken
     // only when it ends, not on every wake-up of the executor.
@@ -168,13 +198,15 @@ pub fn run(args: ServeArgs) -> std::io::Result<()> {
                 }
             }
         };
-        serve(ex, args, listener, tls, stop).await
+        serve(ex, args, listener, extras, stop).await
     })))
 }
 
 /// A relay running on its own thread (tests, embedding).
 pub struct RelayHandle {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served, with `METRICS_ADDR`.
+    pub metrics_addr: Option<SocketAddr>,
     stop: Sender<()>,
     thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
 }
@@ -191,13 +223,17 @@ impl RelayHandle {
         std_listener: std::net::TcpListener,
     ) -> std::io::Result<RelayHandle> {
         let addr = std_listener.local_addr()?;
-        let tls = args.tls().map_err(std::io::Error::other)?.map(Arc::new);
+        let extras = Extras::new(&args)?;
+        let metrics_addr = match &extras.metrics {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
+        };
         let (stop_tx, stop_rx): (Sender<()>, Receiver<()>) = unbounded();
         let thread = std::thread::spawn(move || {
             let ex = osaurus_relay_rt::leak_executor();
             smol::block_on(ex.run(ex.spawn(async move {
                 let listener = Async::new(std_listener)?;
-                serve(ex, args, listener, tls, async move {
+                serve(ex, args, listener, extras, async move {
                     let _ = stop_rx.recv().await;
                 })
                 .await
@@ -205,6 +241,7 @@ impl RelayHandle {
         });
         Ok(RelayHandle {
             addr,
+            metrics_addr,
             stop: stop_tx,
             thread: Some(thread),
         })

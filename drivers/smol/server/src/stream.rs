@@ -15,16 +15,46 @@ use std::task::{Context, Poll};
 pub(crate) struct Stream {
     tcp: Async<TcpStream>,
     tls: Option<RefCell<ServerConnection>>,
+    /// In the open-connections gauge (a metrics scrape is not).
+    counted: bool,
 }
 
 pub(crate) type Sock = Rc<Stream>;
+
+thread_local! {
+    /// Streams alive on this relay thread: callers' connections and tunnels.
+    static OPEN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Connections open on this relay thread.
+pub(crate) fn open_count() -> u64 {
+    OPEN.with(|n| n.get())
+}
+
+fn opened() {
+    OPEN.with(|n| n.set(n.get() + 1));
+}
 
 /// Bytes one TLS read may return.
 const TLS_READ: usize = 16 * 1024;
 
 impl Stream {
     pub fn plain(tcp: Async<TcpStream>) -> Stream {
-        Stream { tcp, tls: None }
+        opened();
+        Stream {
+            tcp,
+            tls: None,
+            counted: true,
+        }
+    }
+
+    /// A connection of the relay's own surface, not a caller's or tunnel's.
+    pub fn uncounted(tcp: Async<TcpStream>) -> Stream {
+        Stream {
+            tcp,
+            tls: None,
+            counted: false,
+        }
     }
 
     /// Completes a TLS handshake on `tcp`; the caller bounds it in time.
@@ -49,9 +79,11 @@ impl Stream {
             }
         }
         flush(&tcp, &mut c).await?;
+        opened();
         Ok(Stream {
             tcp,
             tls: Some(RefCell::new(c)),
+            counted: true,
         })
     }
 
@@ -100,6 +132,9 @@ impl Stream {
 impl Drop for Stream {
     /// A TLS peer tells a clean end from a cut one by close_notify.
     fn drop(&mut self) {
+        if self.counted {
+            OPEN.with(|n| n.set(n.get().saturating_sub(1)));
+        }
         if let Some(tls) = &self.tls {
             let mut c = tls.borrow_mut();
             c.send_close_notify();
