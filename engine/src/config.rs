@@ -65,6 +65,9 @@ pub struct Config {
     pub max_agents_per_tunnel: u32,
     /// `request_challenge` and `add_agent` per connection per minute.
     pub control_frames_per_min: u32,
+    /// The agent URL in `auth_ok` and `agent_added`: `{address}` stands for
+    /// the agent's address. `None`: `https://{address}.<base_domain>`.
+    pub public_url: Option<String>,
     /// Request body limit; 0 means unlimited.
     pub max_body_bytes: u64,
     /// Emit `Event::CallDone` with method and path for every agent-host
@@ -141,6 +144,7 @@ impl Default for Config {
             max_agents_per_tunnel: 50,
             control_frames_per_min: 10,
             max_body_bytes: 10 * 1024 * 1024,
+            public_url: None,
             log_calls: true,
             max_request_frame_bytes: 0,
             binary_request_bodies: BinaryBodies::Base64,

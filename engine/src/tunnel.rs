@@ -24,7 +24,10 @@ fn features() -> Vec<String> {
 
 impl<E: Entropy> Relay<E> {
     pub(crate) fn url(&self, addr: &str) -> String {
-        format!("https://{addr}.{}", self.cfg.base_domain)
+        match &self.cfg.public_url {
+            Some(template) => template.replace("{address}", addr),
+            None => format!("https://{addr}.{}", self.cfg.base_domain),
+        }
     }
 
     pub(crate) fn send_text(&mut self, id: TunnelId, text: String) {

@@ -403,3 +403,28 @@ fn unknown_and_junk_frames_after_auth_are_ignored_and_counted() {
     assert_eq!(h.relay.stats().counters.invalid_frames, 6);
     assert_eq!(h.relay.agent_tunnel(&key(1).address()), Some(t));
 }
+
+#[test]
+fn public_url_shapes_the_urls_in_auth_ok_and_agent_added() {
+    let mut h = Harness::new(osaurus_relay_engine::Config {
+        public_url: Some("http://{address}.localhost:8080".into()),
+        ..test_config()
+    });
+    let (a, b) = (key(1), key(2));
+    let (t, nonce) = h.open_from("192.0.2.1");
+    let out = h.text(t, &h.auth_frame(&[&a], &nonce));
+    let sent = frames(&out, t);
+    let [ServerFrame::AuthOk { agents, .. }] = sent.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(
+        agents[0].url,
+        format!("http://{}.localhost:8080", lower(&a))
+    );
+    let out = h.add_agent(t, &b);
+    let sent = frames(&out, t);
+    let [ServerFrame::AgentAdded { url, .. }] = sent.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(*url, format!("http://{}.localhost:8080", lower(&b)));
+}

@@ -14,6 +14,8 @@ fn invalid_settings_stop_start_up_naming_the_setting() {
         ("DUPLICATE_POLICY", "both", "--duplicate-policy"),
         ("RESPONSE_TIMEOUT", "30", "--response-timeout"),
         ("CLIENT_IP_HEADER", "bad header", "--client-ip-header"),
+        ("PUBLIC_URL", "https://agents.example.com", "--public-url"),
+        ("PUBLIC_URL", "ftp://{address}.example.com", "--public-url"),
     ] {
         let out = bin().env(var, value).output().expect("runs");
         assert!(!out.status.success(), "{var}={value} must fail");

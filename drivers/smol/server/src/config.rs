@@ -36,6 +36,19 @@ fn header_name(s: &str) -> Result<String, String> {
     }
 }
 
+fn public_url(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let scheme = s.starts_with("https://") || s.starts_with("http://");
+    if scheme && s.matches("{address}").count() == 1 && !s.contains(char::is_whitespace) {
+        Ok(s.to_string())
+    } else {
+        Err(
+            "expected http(s)://… with {address} once, e.g. https://{address}.agent.example.com"
+                .into(),
+        )
+    }
+}
+
 fn domain(s: &str) -> Result<String, String> {
     let s = s.trim().trim_end_matches('.').to_ascii_lowercase();
     let ok = !s.is_empty()
@@ -57,6 +70,11 @@ pub struct ServeArgs {
     /// Agents are served at 0x<address>.<BASE_DOMAIN>.
     #[arg(long, env = "BASE_DOMAIN", default_value = "agent.osaurus.ai", value_parser = domain)]
     pub base_domain: String,
+    /// Agent URLs in auth_ok and agent_added, `{address}` standing for the
+    /// agent's (e.g. http://{address}.localhost:8080). Unset:
+    /// https://{address}.<BASE_DOMAIN>.
+    #[arg(long, env = "PUBLIC_URL", value_parser = public_url)]
+    pub public_url: Option<String>,
     /// Address to bind.
     #[arg(long, env = "BIND_ADDR", default_value = "0.0.0.0")]
     pub bind_addr: IpAddr,
@@ -266,6 +284,7 @@ impl ServeArgs {
     pub fn engine_config(&self) -> Config {
         Config {
             base_domain: self.base_domain.clone(),
+            public_url: self.public_url.clone(),
             region: self.region.clone(),
             machine: (self.fly_machine_id.clone())
                 .or_else(|| self.instance_id.clone())
