@@ -38,6 +38,13 @@ enum Command {
     },
     /// Print the address of an agent key.
     Address { file: PathBuf },
+    /// Probe a running relay's /health (a container's HEALTHCHECK): exit 0
+    /// on 200, else 1.
+    Health {
+        /// What to probe (plain http); default: /health on PORT at 127.0.0.1.
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 #[derive(Args)]
@@ -89,6 +96,36 @@ fn tunnel(a: TunnelArgs) {
     smol::block_on(ex.run(client::run(ex, opts)));
 }
 
+/// GET `url` (http only) within a few seconds; its status line, or why not.
+fn probe(url: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url}: only http:// can be probed"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let timeout = std::time::Duration::from_secs(3);
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(authority)
+        .map_err(|e| format!("{authority}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{authority}: no address"))?;
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("{addr}: {e}"))?;
+    let _ = s.set_read_timeout(Some(timeout));
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut head = [0u8; 64];
+    let n = s.read(&mut head).map_err(|e| e.to_string())?;
+    let line = String::from_utf8_lossy(&head[..n]);
+    let line = line.lines().next().unwrap_or("").to_string();
+    match line.split(' ').nth(1) {
+        Some("200") => Ok(line),
+        _ => Err(format!("{url}: {line}")),
+    }
+}
+
 fn main() {
     if let Err(e) = log::init() {
         fail(&e);
@@ -102,6 +139,18 @@ fn main() {
             let k = keys::generate();
             keys::write(&out, &k).unwrap_or_else(|e| fail(&format!("{}: {e}", out.display())));
             println!("{}", keys::address(&k));
+            return;
+        }
+        Some(Command::Health { url }) => {
+            let port = std::env::var("PORT").unwrap_or_else(|_| "8080".into());
+            let url = url.unwrap_or_else(|| format!("http://127.0.0.1:{port}/health"));
+            match probe(&url) {
+                Ok(line) => println!("{line}"),
+                Err(e) => {
+                    eprintln!("unhealthy: {e}");
+                    std::process::exit(1);
+                }
+            }
             return;
         }
         Some(Command::Address { file }) => {
