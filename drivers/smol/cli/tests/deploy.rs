@@ -26,8 +26,8 @@ fn drain() -> Duration {
 /// `value` of `Key=value` in a unit file (the last one wins, as in systemd).
 fn unit_value<'a>(unit: &'a str, key: &str) -> Option<&'a str> {
     (unit.lines())
-        .filter_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
-        .last()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
 }
 
 #[test]
