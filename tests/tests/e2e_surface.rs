@@ -99,3 +99,40 @@ fn an_answer_over_the_caps_fails_that_call_and_the_tunnel_serves_on() {
         assert_eq!(c.response(false).await.text(), "still here");
     });
 }
+
+/// A WebSocket upgrade of `/tunnel/connect` as Fly's edge passes it on.
+fn upgrade(fly_client_ip: &str) -> Vec<u8> {
+    format!(
+        "GET /tunnel/connect HTTP/1.1\r\nHost: {DOMAIN}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\nFly-Client-IP: {fly_client_ip}\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn on_fly_each_caller_is_its_fly_client_ip_without_any_setting() {
+    let relay = start(|a| {
+        a.fly_app_name = Some("osaurus-relay".into());
+        a.tunnel_connects_per_min = 5;
+    });
+    smol::block_on(async {
+        // Eight users behind Fly's proxy (one TCP peer): each has its own limit.
+        let mut open = Vec::new();
+        for i in 1..=8 {
+            let mut c = Caller::connect(relay.addr).await;
+            c.send(&upgrade(&format!("203.0.113.{i}"))).await;
+            assert_eq!(c.head().await.0, 101, "user {i}");
+            open.push(c);
+        }
+        // One of them, connecting again and again, meets the limit of 5.
+        let mut statuses = Vec::new();
+        for _ in 0..5 {
+            let mut c = Caller::connect(relay.addr).await;
+            c.send(&upgrade("203.0.113.1")).await;
+            statuses.push(c.head().await.0);
+            open.push(c);
+        }
+        assert_eq!(statuses, [101, 101, 101, 101, 429]);
+    });
+}
