@@ -35,13 +35,10 @@ impl<E: Entropy> Relay<E> {
         if head.method == "OPTIONS" {
             return self.respond(call, http::preflight(&head.headers));
         }
-        if self.draining.is_some() {
-            // Shutting down: calls in flight finish, new ones go elsewhere.
-            return self.refuse(call, CallError::RelayRestarting);
-        }
+        // Draining, calls are still served: only new tunnels are refused.
         let here = self.tunnels.serving(&agent).is_some();
         let elsewhere = self.cfg.cluster.is_some() && head.hop == Hop::Direct;
-        if !here && !elsewhere {
+        if !here && !elsewhere && !self.recently_left(&agent) {
             return self.refuse(call, CallError::AgentOffline);
         }
         // Counted where the tunnel is: a first hop or an offline agent costs nothing.
@@ -110,7 +107,9 @@ impl<E: Entropy> Relay<E> {
         }
         let Some(Call {
             state:
-                CallState::Receiving(Parked { body, .. }) | CallState::Locating(Parked { body, .. }),
+                CallState::Receiving(Parked { body, .. })
+                | CallState::Locating(Parked { body, .. })
+                | CallState::Held(Parked { body, .. }),
             ..
         }) = self.calls.get_mut(&call)
         else {
@@ -129,13 +128,13 @@ impl<E: Entropy> Relay<E> {
         }
         match self.calls.get_mut(&call).map(|c| &mut c.state) {
             Some(CallState::Receiving(_)) => self.dispatch(call),
-            Some(CallState::Locating(p)) => p.body_done = true,
+            Some(CallState::Locating(p) | CallState::Held(p)) => p.body_done = true,
             _ => {}
         }
     }
 
     /// Sends the complete request to the agent's current tunnel.
-    fn dispatch(&mut self, call: CallId) {
+    pub(crate) fn dispatch(&mut self, call: CallId) {
         let Some(Call {
             agent,
             relayed,
@@ -145,8 +144,13 @@ impl<E: Entropy> Relay<E> {
         else {
             return;
         };
-        let Some(tunnel) = self.tunnels.serving(&agent) else {
-            return self.route_elsewhere(call, agent, relayed, req);
+        let tunnel = match self.tunnels.serving(&agent) {
+            // Draining: the agent is about to move; its call waits for it.
+            Some(t) if self.tunnels.get(&t).is_some_and(|t| t.closing) => {
+                return self.offline(call, agent, relayed, req)
+            }
+            Some(t) => t,
+            None => return self.route_elsewhere(call, agent, relayed, req),
         };
         let Parked {
             method,
@@ -226,9 +230,16 @@ impl<E: Entropy> Relay<E> {
         if let Some(at) = c.deadline {
             self.timers.cancel(at, TimerKey::Call(call.0));
         }
+        if let CallState::Held(req) = &c.state {
+            self.held_forgotten(&c.agent, call, req.body.len() as u64);
+        }
         if let Some((tunnel, _)) = c.state.tunnel_req() {
             if let Some(t) = self.tunnels.get_mut(&tunnel) {
                 t.calls.remove(&call);
+                if t.closing && t.calls.is_empty() {
+                    // The last call of a draining tunnel: now it can go.
+                    self.close_when_idle(tunnel);
+                }
             }
         }
         Some(c)
@@ -332,6 +343,7 @@ impl<E: Entropy> Relay<E> {
                 self.locate_timed_out(call, agent);
             }
             CallState::Forwarded { .. } => self.on_forward_timer(call),
+            CallState::Held(_) => self.held_timed_out(call),
             CallState::Receiving { .. } => {}
         }
     }

@@ -151,7 +151,7 @@ impl<E: Entropy> Relay<E> {
     ) {
         if self.cfg.cluster.is_none() || relayed {
             // Single instance, or another instance sent it here: never bounce it on.
-            return self.refuse(call, CallError::AgentOffline);
+            return self.offline(call, agent, relayed, req);
         }
         let now = self.now.mono_ms;
         if let Some(owner) = self.directory.owner(&agent, now) {
@@ -207,6 +207,25 @@ impl<E: Entropy> Relay<E> {
         }
     }
 
+    /// Another instance (or this one, for a local tunnel) claimed `agent`.
+    pub(crate) fn on_agent_claimed(&mut self, agent: &str, instance: &str) {
+        let Some(addr) = auth::parse_address(agent) else {
+            return;
+        };
+        let Some(c) = &self.cfg.cluster else { return };
+        if instance == c.instance_id {
+            return;
+        }
+        // Its new owner, for the calls that come next.
+        let (ttl, max) = (ms(c.lookup_ttl), c.lookup_cache_entries);
+        if ttl > 0 {
+            let exp = self.now.mono_ms + ttl;
+            self.directory
+                .remember(addr, Some(instance.to_string()), exp, max);
+        }
+        self.agent_claimed_elsewhere(addr, instance.to_string());
+    }
+
     /// A located call timed out waiting for the directory.
     pub(crate) fn locate_timed_out(&mut self, call: CallId, agent: Address) {
         self.directory.stop_waiting(&agent, call);
@@ -214,14 +233,28 @@ impl<E: Entropy> Relay<E> {
         self.refuse(call, CallError::AgentOffline);
     }
 
-    fn route(&mut self, call: CallId, agent: Address, owner: Option<String>, req: Parked) {
+    /// No tunnel serves `agent` anywhere now: held if it was online moments
+    /// ago, else 502.
+    pub(crate) fn offline(&mut self, call: CallId, agent: Address, relayed: bool, req: Parked) {
+        if self.try_hold(call, agent, relayed, req).is_err() {
+            self.refuse(call, CallError::AgentOffline);
+        }
+    }
+
+    pub(crate) fn route(
+        &mut self,
+        call: CallId,
+        agent: Address,
+        owner: Option<String>,
+        req: Parked,
+    ) {
         let Some(cluster) = &self.cfg.cluster else {
             return;
         };
         let owner = match owner {
             Some(o) if o != cluster.instance_id => o,
             // Nobody, or a stale key naming this instance.
-            _ => return self.refuse(call, CallError::AgentOffline),
+            _ => return self.offline(call, agent, false, req),
         };
         self.counters.remote_calls += 1;
         match cluster.remote {

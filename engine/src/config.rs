@@ -95,6 +95,15 @@ pub struct Config {
     pub timestamp_window: Duration,
     /// How long calls in flight may finish after shutdown begins.
     pub drain_timeout: Duration,
+    /// How long a call for an agent that was online moments ago waits for it
+    /// to come back (here or elsewhere); 0: 502 at once.
+    pub reconnect_grace: Duration,
+    /// Held calls in all (503 `agent_reconnecting` beyond); 0: unlimited.
+    pub max_held_calls: u32,
+    /// Held calls per agent; 0: unlimited.
+    pub max_held_per_agent: u32,
+    /// Request body bytes of held calls in all; 0: unlimited.
+    pub max_held_bytes: u64,
     /// Largest answer body collected for a caller (a forwarded call's owner
     /// answer); 0 means unlimited.
     pub max_response_body_bytes: u64,
@@ -156,6 +165,10 @@ impl Default for Config {
             nonce_ttl: Duration::from_secs(30),
             timestamp_window: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(20),
+            reconnect_grace: Duration::from_secs(5),
+            max_held_calls: 10_000,
+            max_held_per_agent: 100,
+            max_held_bytes: 64 * 1024 * 1024,
             max_response_body_bytes: 10 * 1024 * 1024,
             forward_margin: Duration::from_secs(5),
             max_stream_buffer: 4 * 1024 * 1024,

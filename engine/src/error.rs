@@ -44,6 +44,8 @@ pub enum CallError {
     BadHostResponse,
     /// 503: the relay is shutting down.
     RelayRestarting,
+    /// 503: too many calls already wait for this agent to reconnect.
+    AgentReconnecting,
     /// 504: no answer within `RESPONSE_TIMEOUT`.
     GatewayTimeout,
     /// A stream went quiet for `STREAM_IDLE_TIMEOUT` (504 before a head).
@@ -54,7 +56,7 @@ pub enum CallError {
 
 impl CallError {
     /// Every error a caller can get.
-    pub const ALL: [CallError; 21] = {
+    pub const ALL: [CallError; 22] = {
         use CallError::*;
         [
             InvalidSubdomain,
@@ -75,6 +77,7 @@ impl CallError {
             TunnelSendFailed,
             BadHostResponse,
             RelayRestarting,
+            AgentReconnecting,
             GatewayTimeout,
             StreamIdleTimeout,
             SlowConsumer,
@@ -95,7 +98,7 @@ impl CallError {
             HttpVersionNotSupported => 505,
             AgentOffline | AgentUnreachable | TunnelClosed | TunnelSendFailed | BadHostResponse
             | SlowConsumer => 502,
-            RelayRestarting => 503,
+            RelayRestarting | AgentReconnecting => 503,
             GatewayTimeout | StreamIdleTimeout => 504,
         }
     }
@@ -122,6 +125,7 @@ impl CallError {
             TunnelSendFailed => "tunnel_send_failed",
             BadHostResponse => "bad_host_response",
             RelayRestarting => "relay_restarting",
+            AgentReconnecting => "agent_reconnecting",
             GatewayTimeout => "gateway_timeout",
             StreamIdleTimeout => "stream_idle_timeout",
             SlowConsumer => "slow_consumer",

@@ -129,6 +129,14 @@ pub enum Input<'a> {
         /// What the directory answered.
         found: Located,
     },
+    /// The directory saw `instance` claim `agent` (its claims watcher):
+    /// calls held for the agent here follow it there.
+    AgentClaimed {
+        /// Lowercase address.
+        agent: &'a str,
+        /// The instance that now holds it.
+        instance: &'a str,
+    },
     /// Whether the shared directory answers (shown in `/stats`).
     DirectoryHealth {
         /// `true` when the directory answers.

@@ -64,6 +64,7 @@ mod diag;
 pub mod error;
 mod forward;
 pub mod frame;
+mod held;
 pub mod http;
 pub mod input;
 pub mod limits;

@@ -46,6 +46,8 @@ pub struct Relay<E: Entropy> {
     stopped: bool,
     /// Several instances: owner look-ups.
     pub(crate) directory: DirectoryCache,
+    /// Calls waiting for an agent that was online moments ago.
+    pub(crate) held: crate::held::HeldCalls,
     /// Agent-host calls in flight: their diagnostic headers and log line.
     pub(crate) records: Map<CallId, crate::record::Record>,
 }
@@ -73,6 +75,8 @@ pub struct Sizes {
     pub directory: usize,
     /// Agent-host calls whose record is open (not yet finished).
     pub timed_calls: usize,
+    /// Agents that left recently, and held calls.
+    pub held: usize,
 }
 
 impl<E: Entropy> Relay<E> {
@@ -106,6 +110,7 @@ impl<E: Entropy> Relay<E> {
             stopped: false,
             directory: DirectoryCache::new(seed),
             records: map(seed),
+            held: crate::held::HeldCalls::new(seed),
         }
     }
 
@@ -139,6 +144,7 @@ impl<E: Entropy> Relay<E> {
             } => self.on_claimed(tunnel, agent, outcome),
             Input::ClaimLost { tunnel, agent } => self.on_claim_lost(tunnel, agent),
             Input::Located { agent, found } => self.on_located(agent, found),
+            Input::AgentClaimed { agent, instance } => self.on_agent_claimed(agent, instance),
             Input::DirectoryHealth { up } => self.on_directory_health(up),
             Input::OwnerHead {
                 call,
@@ -169,6 +175,7 @@ impl<E: Entropy> Relay<E> {
                     self.caller_rl.sweep(t);
                     self.presence_rl.sweep(t);
                     self.sweep_located();
+                    self.sweep_left();
                     self.timers.set(t + SWEEP_MS, TimerKey::Sweep);
                 }
                 TimerKey::Drain => self.finish_shutdown(),
@@ -224,6 +231,7 @@ impl<E: Entropy> Relay<E> {
                 + self.presence_rl.len(),
             queued_outputs: self.out.len(),
             directory: self.directory.len() + self.presence_waiting.len(),
+            held: self.held.len(),
             timed_calls: self.records.len(),
         }
     }
@@ -355,6 +363,38 @@ impl<E: Entropy> Relay<E> {
         self.timers.set(at, TimerKey::Drain);
         let (calls, tunnels) = (self.calls.len(), self.tunnels.len());
         self.event(Event::ShuttingDown { calls, tunnels });
+        if self.cfg.cluster.is_some() {
+            // Hand the agents over now: each tunnel takes no new call and
+            // closes once its calls are done; calls meanwhile are held and
+            // follow their agent to its next instance.
+            for id in self.tunnels.ids() {
+                self.close_when_idle(id);
+            }
+        }
+    }
+
+    /// A draining tunnel: no new call goes to it, and it closes (with
+    /// `relay_restarting`) as soon as no call is in flight on it.
+    pub(crate) fn close_when_idle(&mut self, id: TunnelId) {
+        let Some(t) = self.tunnels.get_mut(&id) else {
+            return;
+        };
+        t.closing = true;
+        let (idle, agents) = (t.calls.is_empty(), t.agents().to_vec());
+        for a in agents {
+            self.agent_left(a);
+        }
+        if idle {
+            self.close_restarting(id);
+        }
+    }
+
+    fn close_restarting(&mut self, id: TunnelId) {
+        let bye = crate::frame::ServerFrame::Error {
+            error: "relay_restarting".into(),
+        };
+        self.send(id, &bye);
+        self.drop_tunnel(id, "relay restarting", Some((1012, "relay restarting")));
     }
 
     fn maybe_finish_shutdown(&mut self) {
@@ -373,14 +413,12 @@ impl<E: Entropy> Relay<E> {
         }
         self.stopped = true;
         self.timers.cancel(at, TimerKey::Drain);
-        let ids = self.tunnels.ids();
-        let bye = crate::frame::ServerFrame::Error {
-            error: "relay_restarting".into(),
+        for id in self.tunnels.ids() {
+            self.close_restarting(id);
         }
-        .encode();
-        for id in ids {
-            self.send_text(id, bye.clone());
-            self.drop_tunnel(id, "relay restarting", Some((1012, "relay restarting")));
+        // Calls still waiting for an agent: the caller may try again.
+        for call in self.calls.waiting_ids() {
+            self.fail_call(call, CallError::RelayRestarting);
         }
         self.emit(Output::ShutdownComplete);
     }

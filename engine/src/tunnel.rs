@@ -75,6 +75,7 @@ impl<E: Entropy> Relay<E> {
         self.timers.cancel(t.deadline, TimerKey::Tunnel(id.0));
         for a in &gone {
             self.release(a);
+            self.agent_left(*a);
         }
         if let Some(p) = t.claiming_mut() {
             // Claimed for a handshake that never finished: undo the claims.
@@ -274,6 +275,7 @@ impl<E: Entropy> Relay<E> {
         mut rejected: Vec<Rejected>,
     ) {
         let mut accepted = Vec::new();
+        let mut back = Vec::new();
         for addr in verified {
             let lower = to_lower(&addr);
             match self.tunnels.serving(&addr) {
@@ -291,6 +293,7 @@ impl<E: Entropy> Relay<E> {
             }
             self.tunnels.register(id, addr);
             self.directory.forget(&addr);
+            back.push(addr);
             accepted.push(AgentUrl {
                 url: self.url(&lower),
                 address: lower,
@@ -319,6 +322,10 @@ impl<E: Entropy> Relay<E> {
             ip,
             agents: n,
         });
+        // After auth_ok: the app takes requests only once authenticated.
+        for a in back {
+            self.agent_back(a);
+        }
     }
 
     /// Takeover: `addr` leaves tunnel `old`, which closes once it holds no agent.
@@ -451,6 +458,7 @@ impl<E: Entropy> Relay<E> {
             tunnel: id,
             address: lower,
         });
+        self.agent_back(addr);
     }
 
     fn on_remove_agent(&mut self, id: TunnelId, address: &str) {

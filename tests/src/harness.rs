@@ -22,6 +22,8 @@ pub fn test_config() -> Config {
         drain_timeout: Duration::from_millis(2_000),
         // Exact output lists stay free of log events; `engine_record` turns it on.
         log_calls: false,
+        // 502 at once, as before held calls; `engine_held` turns them on.
+        reconnect_grace: Duration::ZERO,
         ..Config::default()
     }
 }

@@ -299,9 +299,8 @@ impl Run {
                 }
                 let m = self.calls.entry(c).or_default();
                 m.agent = agent;
-                if self.draining.is_some() {
-                    self.expect_answer(c, [error_line(503, "relay_restarting")]);
-                } else if self.agents[agent].is_none() {
+                // Draining, calls for agents still here are served.
+                if self.agents[agent].is_none() {
                     self.expect_answer(c, [error_line(502, "agent_offline")]);
                 } else if matches!(body, Body::Declared(n) if n > self.cfg.max_body_bytes) {
                     self.expect_answer(c, [error_line(413, "body_too_large")]);

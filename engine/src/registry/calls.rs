@@ -38,6 +38,8 @@ pub(crate) enum CallState {
     Receiving(Parked),
     /// No local tunnel: waiting for the directory to name the owner.
     Locating(Parked),
+    /// Its agent was online moments ago: waiting for it to come back.
+    Held(Parked),
     /// The request frame went to the tunnel; no answer yet.
     Waiting { tunnel: TunnelId, req: String },
     /// Handed to the instance that owns the agent.
@@ -72,6 +74,19 @@ pub(crate) enum Forwarded {
     },
 }
 
+impl Calls {
+    /// Calls waiting for an agent to come back or for its owner's name, in
+    /// id order.
+    pub fn waiting_ids(&self) -> Vec<CallId> {
+        let mut ids: Vec<CallId> = (self.map.iter())
+            .filter(|(_, c)| matches!(c.state, CallState::Held(_) | CallState::Locating(_)))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort();
+        ids
+    }
+}
+
 impl CallState {
     /// The tunnel and request id of a call sent to a tunnel.
     pub fn tunnel_req(&self) -> Option<(TunnelId, &str)> {
@@ -79,7 +94,10 @@ impl CallState {
             CallState::Waiting { tunnel, req } | CallState::Streaming { tunnel, req, .. } => {
                 Some((*tunnel, req))
             }
-            CallState::Receiving(_) | CallState::Locating(_) | CallState::Forwarded { .. } => None,
+            CallState::Receiving(_)
+            | CallState::Locating(_)
+            | CallState::Held(_)
+            | CallState::Forwarded { .. } => None,
         }
     }
 }

@@ -25,6 +25,8 @@ pub(crate) struct Tunnel {
     pub calls: Set<CallId>,
     /// Several instances: `add_agent`s waiting for their claims.
     pub pending_adds: Vec<Address>,
+    /// Draining: no new call goes to it; it closes once its calls are done.
+    pub closing: bool,
 }
 
 /// Where a tunnel's handshake is.
@@ -69,6 +71,7 @@ impl Tunnel {
             queued: 0,
             calls,
             pending_adds: Vec::new(),
+            closing: false,
         }
     }
 

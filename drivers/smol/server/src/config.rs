@@ -137,6 +137,19 @@ pub struct ServeArgs {
     /// How long calls in flight may finish after SIGTERM.
     #[arg(long, env = "DRAIN_TIMEOUT", default_value = "20s", value_parser = duration)]
     pub drain_timeout: Duration,
+    /// How long a call for an agent that was online moments ago waits for it
+    /// to come back, here or on another instance (0: 502 at once).
+    #[arg(long, env = "RECONNECT_GRACE", default_value = "5s", value_parser = duration)]
+    pub reconnect_grace: Duration,
+    /// Calls held for reconnecting agents, in all.
+    #[arg(long, env = "MAX_HELD_CALLS", default_value_t = 10_000)]
+    pub max_held_calls: u32,
+    /// Calls held for one reconnecting agent.
+    #[arg(long, env = "MAX_HELD_PER_AGENT", default_value_t = 100)]
+    pub max_held_per_agent: u32,
+    /// Request body bytes of held calls, in all.
+    #[arg(long, env = "MAX_HELD_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_held_bytes: u64,
     /// Time a caller has to send a complete request head (slowloris guard).
     #[arg(long, env = "HEADER_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub header_timeout: Duration,
@@ -315,6 +328,10 @@ impl ServeArgs {
             nonce_ttl: self.nonce_ttl,
             timestamp_window: self.timestamp_window,
             drain_timeout: self.drain_timeout,
+            reconnect_grace: self.reconnect_grace,
+            max_held_calls: self.max_held_calls,
+            max_held_per_agent: self.max_held_per_agent,
+            max_held_bytes: self.max_held_bytes,
             max_tunnel_buffer: self.max_tunnel_buffer,
             max_stream_buffer: self.max_stream_buffer,
             max_response_body_bytes: self.max_response_body_bytes,
