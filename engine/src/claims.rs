@@ -34,9 +34,16 @@ impl<E: Entropy> Relay<E> {
 
     /// The agent left this instance: drop its key if it still names us.
     pub(crate) fn release(&mut self, addr: &Address) {
+        self.release_as(addr, false);
+    }
+
+    /// `moving`: its tunnel closed; it is likely to come back somewhere.
+    pub(crate) fn release_as(&mut self, addr: &Address, moving: bool) {
         if self.cfg.cluster.is_some() {
+            let moving = moving && !self.cfg.reconnect_grace.is_zero();
             self.emit(Output::Release {
                 agent: to_lower(addr),
+                moving,
             });
         }
     }
@@ -173,10 +180,14 @@ impl<E: Entropy> Relay<E> {
         let Some(addr) = auth::parse_address(agent) else {
             return;
         };
-        let cache = found != Located::Unavailable;
+        let cache = !matches!(found, Located::Unavailable | Located::Moving);
+        if found == Located::Moving {
+            // Its tunnel closed moments ago elsewhere: wait for it here too.
+            self.agent_left(addr);
+        }
         let owner = match found {
             Located::Owner(o) => Some(o),
-            Located::Nobody | Located::Unavailable => None,
+            Located::Nobody | Located::Unavailable | Located::Moving => None,
         };
         if let (true, Some(c)) = (cache, &self.cfg.cluster) {
             let ttl = ms(if owner.is_some() {
@@ -216,13 +227,8 @@ impl<E: Entropy> Relay<E> {
         if instance == c.instance_id {
             return;
         }
-        // Its new owner, for the calls that come next.
-        let (ttl, max) = (ms(c.lookup_ttl), c.lookup_cache_entries);
-        if ttl > 0 {
-            let exp = self.now.mono_ms + ttl;
-            self.directory
-                .remember(addr, Some(instance.to_string()), exp, max);
-        }
+        // Whatever was cached about it is stale now.
+        self.directory.forget(&addr);
         self.agent_claimed_elsewhere(addr, instance.to_string());
     }
 

@@ -81,6 +81,10 @@ pub enum Located {
     Owner(String),
     /// No instance holds the agent.
     Nobody,
+    /// No instance holds it, but its tunnel closed moments ago (the key an
+    /// instance leaves with `Output::Release { moving: true }`): it is
+    /// probably reconnecting, so calls for it are held (not cached).
+    Moving,
     /// The directory did not answer (the result is not cached).
     Unavailable,
 }

@@ -144,15 +144,13 @@ impl<E: Entropy> Relay<E> {
         }
     }
 
-    /// Another instance claimed `agent`: its held calls follow it there
-    /// (a call forwarded here is never forwarded again: 502).
+    /// Another instance claimed `agent`: its held calls follow it there.
+    /// Even one forwarded here goes on once more: it moves only with its
+    /// agent, so it cannot loop.
     pub(crate) fn agent_claimed_elsewhere(&mut self, agent: Address, owner: String) {
         self.held.left.remove(&agent);
-        for (call, relayed, req) in self.take_held(&agent) {
-            match relayed {
-                true => self.refuse(call, CallError::AgentOffline),
-                false => self.route(call, agent, Some(owner.clone()), req),
-            }
+        for (call, _, req) in self.take_held(&agent) {
+            self.route(call, agent, Some(owner.clone()), req);
         }
     }
 

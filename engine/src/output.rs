@@ -85,6 +85,9 @@ pub enum Output {
     Release {
         /// `0x` + lowercase hex.
         agent: String,
+        /// Its tunnel closed (rather than the app removing it): leave a
+        /// short-lived mark so other instances hold calls for it a while.
+        moving: bool,
     },
     /// Several instances: who owns `agent`? Answer with `Located`.
     Lookup {

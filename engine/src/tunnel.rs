@@ -74,7 +74,7 @@ impl<E: Entropy> Relay<E> {
         };
         self.timers.cancel(t.deadline, TimerKey::Tunnel(id.0));
         for a in &gone {
-            self.release(a);
+            self.release_as(a, true);
             self.agent_left(*a);
         }
         if let Some(p) = t.claiming_mut() {

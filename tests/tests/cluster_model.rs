@@ -153,7 +153,7 @@ impl Run {
                 Output::Refresh { tunnel, agents } => {
                     self.ops.push_back(Pending::Refresh(tunnel, agents))
                 }
-                Output::Release { agent } => {
+                Output::Release { agent, .. } => {
                     let addr = osaurus_relay_engine::auth::parse_address(&agent).unwrap();
                     prop_assert!(
                         self.d.relay.agent_tunnel(&addr).is_none(),

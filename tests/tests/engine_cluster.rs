@@ -38,7 +38,7 @@ fn claims(out: &[Output]) -> Vec<(TunnelId, String, bool)> {
 fn releases(out: &[Output]) -> Vec<String> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Release { agent } => Some(agent.clone()),
+            Output::Release { agent, .. } => Some(agent.clone()),
             _ => None,
         })
         .collect()

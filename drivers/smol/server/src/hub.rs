@@ -127,6 +127,10 @@ impl Core {
         self.relay.stats()
     }
 
+    pub fn reconnect_grace(&self) -> std::time::Duration {
+        self.relay.config().reconnect_grace
+    }
+
     pub fn draining(&self) -> bool {
         self.relay.is_draining()
     }

@@ -127,11 +127,16 @@ pub async fn serve(
             }
         }
     };
-    accept.or(stop).await;
+    // Draining still accepts: /health says 503 to the load balancer, calls
+    // for agents here are served, and new tunnels are told to go elsewhere.
+    let drain = async {
+        stop.await;
+        info!("shutdown requested: draining");
+        core.borrow_mut().handle(Input::Shutdown);
+        let _ = done_rx.recv().await;
+    };
+    accept.or(drain).await;
     drop(listener);
-    info!("shutdown requested: no new connections");
-    core.borrow_mut().handle(Input::Shutdown);
-    let _ = done_rx.recv().await;
     // Give tunnel writers a moment to deliver their close frames.
     let grace = Instant::now() + Duration::from_secs(2);
     // ... and the directory its releases, so other instances can take the agents at once.
@@ -152,9 +157,14 @@ fn start_cluster(
     let dir = Directory::new(&c.redis_url, c.instance_url.clone(), &c.engine)
         .map_err(std::io::Error::other)?;
     let dir = Rc::new(dir);
+    let grace = core.borrow().reconnect_grace();
+    dir.moving_ttl
+        .set(grace.as_secs() + u64::from(grace.subsec_nanos() > 0));
     let (tx, rx) = unbounded();
     core.borrow_mut().set_directory(dir.clone(), tx);
     ex.spawn(cluster::run(ex, core.clone(), dir.clone(), rx))
+        .detach();
+    ex.spawn(cluster::watch_claims(core.clone(), dir.clone()))
         .detach();
     ex.spawn(cluster::heartbeat(
         core.clone(),

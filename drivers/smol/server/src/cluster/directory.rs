@@ -19,13 +19,26 @@ if v == ARGV[1] then redis.call('EXPIRE', KEYS[1], ARGV[2]) return 1 end
 if not v then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) return 1 end
 return v";
 
-/// Compare-and-delete: only our own claim is removed.
+/// Compare-and-delete: only our own claim is removed. With a TTL in ARGV[2],
+/// the agent is marked as moving (its tunnel closed) for that long.
 const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  if ARGV[2] ~= '0' then redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2]) end
+  return 1
+end
 return 0";
+
+/// Where each instance announces the agents it claims: calls held
+/// elsewhere follow them (one subscriber per instance, no polling).
+pub const CLAIMS_CHANNEL: &str = "relay:claims";
 
 pub fn agent_key(agent: &str) -> String {
     format!("agent:{agent}")
+}
+
+fn moving_key(agent: &str) -> String {
+    format!("relay:moving:{agent}")
 }
 
 fn instance_key(id: &str) -> String {
@@ -59,6 +72,8 @@ pub(crate) struct Directory {
     url_cache: Duration,
     /// Lifetime of this instance's address key, in seconds.
     instance_ttl: u64,
+    /// Lifetime of a moving mark (`RECONNECT_GRACE`, in seconds; 0: none).
+    pub moving_ttl: Cell<u64>,
 }
 
 impl Directory {
@@ -90,6 +105,7 @@ impl Directory {
             retry_after: c.directory_retry_after,
             url_cache: c.peer_url_cache,
             instance_ttl: c.instance_ttl.as_secs().max(1),
+            moving_ttl: Cell::new(0),
         })
     }
 
@@ -183,6 +199,14 @@ impl Directory {
                         .query_async(&mut c)
                         .await?;
                 }
+                if takeover || prev.is_none() || prev.as_deref() == Some(id.as_str()) {
+                    let news = format!("{} {id}", &key["agent:".len()..]);
+                    let _: i64 = redis::cmd("PUBLISH")
+                        .arg(CLAIMS_CHANNEL)
+                        .arg(news)
+                        .query_async(&mut c)
+                        .await?;
+                }
                 Ok(prev)
             })
             .await;
@@ -228,22 +252,51 @@ impl Directory {
             .collect()
     }
 
-    pub async fn release(&self, agent: &str) {
+    pub async fn release(&self, agent: &str, moving: bool) {
         let (key, id, script) = (agent_key(agent), self.id.clone(), &self.release);
+        let ttl = if moving { self.moving_ttl.get() } else { 0 };
+        let mark = moving_key(agent);
         let _: Option<i64> = self
-            .run(|mut c| async move { script.key(key).arg(id).invoke_async(&mut c).await })
+            .run(|mut c| async move {
+                let mut s = script.key(key);
+                s.key(mark).arg(id).arg(ttl);
+                s.invoke_async(&mut c).await
+            })
             .await;
     }
 
+    /// The owner, or whether the agent is moving, in one `MGET`.
     pub async fn lookup(&self, agent: &str) -> Located {
-        let key = agent_key(agent);
-        let v: Option<Option<String>> = self
-            .run(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
+        let keys = [agent_key(agent), moving_key(agent)];
+        let v: Option<(Option<String>, Option<String>)> = self
+            .run(|mut c| async move { redis::cmd("MGET").arg(&keys).query_async(&mut c).await })
             .await;
         match v {
             None => Located::Unavailable,
-            Some(None) => Located::Nobody,
-            Some(Some(owner)) => Located::Owner(owner),
+            Some((Some(owner), _)) => Located::Owner(owner),
+            Some((None, Some(_))) => Located::Moving,
+            Some((None, None)) => Located::Nobody,
+        }
+    }
+
+    /// Feeds every claim any instance announces to `on_claim` (agent,
+    /// instance), reconnecting after a loss; runs for good.
+    pub async fn watch_claims(&self, on_claim: impl Fn(&str, &str)) {
+        use smol::stream::StreamExt;
+        loop {
+            if let Ok(mut ps) = self.client.get_async_pubsub().await {
+                if ps.subscribe(CLAIMS_CHANNEL).await.is_ok() {
+                    let mut news = ps.on_message();
+                    while let Some(m) = news.next().await {
+                        let text: String = m.get_payload().unwrap_or_default();
+                        if let Some((agent, instance)) = text.split_once(' ') {
+                            on_claim(agent, instance);
+                        }
+                    }
+                }
+            }
+            // Claims announced meanwhile are missed: their held calls time out.
+            async_io::Timer::after(self.retry_after).await;
         }
     }
 

@@ -66,7 +66,7 @@ async fn execute(core: &Shared, dir: &Directory, op: DirOp) {
                 });
             }
         }
-        DirOp::Engine(Output::Release { agent }) => dir.release(&agent).await,
+        DirOp::Engine(Output::Release { agent, moving }) => dir.release(&agent, moving).await,
         DirOp::Engine(Output::Lookup { agent }) => {
             let found = dir.lookup(&agent).await;
             report_health(core, dir);
@@ -124,6 +124,15 @@ async fn execute(core: &Shared, dir: &Directory, op: DirOp) {
             core.borrow_mut().end_forward(call);
         }
     }
+}
+
+/// Tells the engine of every claim announced by any instance.
+pub(crate) async fn watch_claims(core: Shared, dir: Rc<Directory>) {
+    dir.watch_claims(|agent, instance| {
+        core.borrow_mut()
+            .handle(Input::AgentClaimed { agent, instance });
+    })
+    .await
 }
 
 /// Renews this instance's presence and the shared secret, and notices Redis
