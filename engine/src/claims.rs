@@ -67,6 +67,7 @@ impl<E: Entropy> Relay<E> {
     /// The directory came back: every agent accepted while it was away (no
     /// key written) gets its key now, not only at the next refresh.
     pub(crate) fn on_directory_health(&mut self, up: bool) {
+        self.directory.known = true;
         let was = std::mem::replace(&mut self.directory.up, up);
         if up && !was {
             for id in self.tunnels.ids() {
@@ -230,6 +231,17 @@ impl<E: Entropy> Relay<E> {
         // Whatever was cached about it is stale now.
         self.directory.forget(&addr);
         self.agent_claimed_elsewhere(addr, instance.to_string());
+    }
+
+    /// Another instance's tunnel for `agent` closed moments ago.
+    pub(crate) fn on_agent_moving(&mut self, agent: &str) {
+        let Some(addr) = auth::parse_address(agent) else {
+            return;
+        };
+        self.directory.forget(&addr);
+        if self.tunnels.serving(&addr).is_none() {
+            self.agent_left(addr);
+        }
     }
 
     /// A located call timed out waiting for the directory.

@@ -34,6 +34,9 @@ pub struct ClientConfig {
     pub dial_timeout: Duration,
     /// Idle connections to the local server kept for reuse.
     pub max_idle_local: usize,
+    /// Reconnect at once after `relay_restarting` (the Osaurus app does
+    /// not: it waits its usual backoff, as after any close).
+    pub reconnect_at_once_on_restart: bool,
 }
 
 impl Default for ClientConfig {
@@ -47,6 +50,7 @@ impl Default for ClientConfig {
             stream: stream::StreamPolicy::default(),
             dial_timeout: Duration::from_secs(15),
             max_idle_local: 32,
+            reconnect_at_once_on_restart: true,
         }
     }
 }
@@ -416,7 +420,7 @@ impl<E: Entropy> Client<E> {
             (_, ServerFrame::Ping { ts }) => self.send(ClientFrame::Pong { ts }),
             (_, ServerFrame::Error { error }) => {
                 if error == "relay_restarting" {
-                    self.restart_now = true;
+                    self.restart_now = self.cfg.reconnect_at_once_on_restart;
                     self.status(ClientEvent::RelayRestarting);
                 } else {
                     let control_failed = matches!(

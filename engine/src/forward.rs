@@ -283,6 +283,30 @@ impl<E: Entropy> Relay<E> {
         }
     }
 
+    /// The owner refused the connection: nothing reached it, so the call is
+    /// held for its agent (which is reconnecting somewhere), or 502.
+    pub(crate) fn on_owner_refused(&mut self, call: CallId, r: ForwardRequest) {
+        if !matches!(self.forwarded(call), Some(Forwarded::Waiting)) || !r.body_complete {
+            return self.on_owner_failed(call, OwnerFault::Unreachable);
+        }
+        let Some(c) = self.forget(call) else { return };
+        self.directory.forget(&c.agent);
+        self.agent_left(c.agent);
+        let req = Parked {
+            method: r.method,
+            path: r.path,
+            headers: r.headers,
+            declared: Some(r.body.len() as u64),
+            body: r.body,
+            unknown_length: false,
+            body_done: true,
+            replay_cache_hit: false,
+        };
+        if self.try_hold(call, c.agent, c.relayed, req).is_err() {
+            self.refuse(call, CallError::AgentUnreachable);
+        }
+    }
+
     /// The call's deadline passed: a silent owner, or a stream gone idle.
     pub(crate) fn on_forward_timer(&mut self, call: CallId) {
         let now = self.now.mono_ms;

@@ -183,4 +183,18 @@ pub enum Input<'a> {
         /// What went wrong.
         fault: OwnerFault,
     },
+    /// The owner refused the connection before anything was sent (it is
+    /// restarting or gone): the request comes back to be held for its agent.
+    OwnerRefused {
+        /// The forwarded call.
+        call: CallId,
+        /// The request as `Output::Forward` carried it (its body complete).
+        request: Box<crate::cluster::ForwardRequest>,
+    },
+    /// Another instance's tunnel for `agent` closed (it left a moving mark):
+    /// what is cached about it is stale, and calls for it wait a while.
+    AgentMoving {
+        /// Lowercase address.
+        agent: &'a str,
+    },
 }

@@ -155,6 +155,8 @@ impl<E: Entropy> Relay<E> {
             Input::OwnerBody { call, chunk } => self.on_owner_body(call, chunk),
             Input::OwnerEnd { call } => self.on_owner_end(call),
             Input::OwnerFailed { call, fault } => self.on_owner_failed(call, fault),
+            Input::OwnerRefused { call, request } => self.on_owner_refused(call, *request),
+            Input::AgentMoving { agent } => self.on_agent_moving(agent),
             Input::PresenceFound { call, claimed } => self.on_presence_found(call, claimed),
         }
         self.maybe_finish_shutdown();
@@ -320,8 +322,13 @@ impl<E: Entropy> Relay<E> {
     }
 
     fn health(&mut self, call: CallId) {
+        // Before its first word from Redis an instance cannot route yet: a
+        // load balancer waits for it (once known, a Redis outage is only
+        // "degraded", so the fleet stays up).
+        let starting = self.cfg.cluster.is_some() && !self.directory.known;
         let (status, word) = match self.draining {
             Some(_) => (503, "shutting_down"),
+            None if starting => (503, "starting"),
             None => (200, "ok"),
         };
         let mut body = serde_json::json!({

@@ -381,14 +381,35 @@ pub struct ClientHandle {
 
 impl ClientHandle {
     pub fn spawn(relay: SocketAddr, to: &str, keys: &[&SecretKey]) -> ClientHandle {
-        use osaurus_relay_client::{run, Local, RelayUrl, TunnelOpts};
-        let (etx, erx) = smol::channel::unbounded();
-        let (stx, srx) = smol::channel::unbounded::<()>();
         let client = osaurus_relay_engine::client::ClientConfig {
             backoff_base: Duration::from_millis(50),
             backoff_max: Duration::from_millis(400),
             ..Default::default()
         };
+        Self::spawn_with(relay, to, keys, client)
+    }
+
+    /// Like the Osaurus app: 1 s after any close, `relay_restarting` included.
+    pub fn spawn_app_like(relay: SocketAddr, to: &str, keys: &[&SecretKey]) -> ClientHandle {
+        let client = osaurus_relay_engine::client::ClientConfig {
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(1),
+            jitter_percent: 0,
+            reconnect_at_once_on_restart: false,
+            ..Default::default()
+        };
+        Self::spawn_with(relay, to, keys, client)
+    }
+
+    pub fn spawn_with(
+        relay: SocketAddr,
+        to: &str,
+        keys: &[&SecretKey],
+        client: osaurus_relay_engine::client::ClientConfig,
+    ) -> ClientHandle {
+        use osaurus_relay_client::{run, Local, RelayUrl, TunnelOpts};
+        let (etx, erx) = smol::channel::unbounded();
+        let (stx, srx) = smol::channel::unbounded::<()>();
         let opts = TunnelOpts {
             relay: RelayUrl::parse(&format!("ws://{relay}")).expect("relay url"),
             local: Local::parse(to, None).expect("local url"),

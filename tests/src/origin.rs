@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 
 /// Routes: `GET /hello` → "hello from <name>"; `POST /echo` → the body; `GET /sse` → one SSE
 /// event per string the test sends on `sse`, ending on an empty one;
-/// `GET /hang` → never answers, and reports on `hang_closed` when the caller drops it.
+/// `GET /hang` → never answers, and reports on `hang_closed` when the caller drops it;
+/// `GET /slow` → "slow" after 50 ms (calls that are in flight when a relay restarts).
 pub struct Origin {
     pub addr: SocketAddr,
     pub sse: Sender<String>,
@@ -125,6 +126,10 @@ async fn serve(mut s: TcpStream, c: std::sync::Arc<Chans>) {
             }
             "/echo" => {
                 let _ = s.write_all(&reply("application/octet-stream", &body)).await;
+            }
+            "/slow" => {
+                smol::Timer::after(std::time::Duration::from_millis(50)).await;
+                let _ = s.write_all(&reply("text/plain", b"slow")).await;
             }
             "/sse" => {
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n").await;

@@ -15,6 +15,8 @@ pub(crate) struct DirectoryCache {
     /// Calls waiting on a look-up, per agent, oldest first.
     locating: Map<Address, Vec<CallId>>,
     pub up: bool,
+    /// The driver reported the directory's health at least once.
+    pub known: bool,
 }
 
 impl DirectoryCache {
@@ -24,6 +26,7 @@ impl DirectoryCache {
             order: VecDeque::new(),
             locating: map(seed),
             up: false,
+            known: false,
         }
     }
 

@@ -257,8 +257,12 @@ impl Core {
 
 impl Core {
     fn directory(&mut self, op: DirOp) {
-        if let Some((_, tx)) = &self.dir {
-            let _ = tx.try_send(op);
+        if let Some((dir, tx)) = &self.dir {
+            // Counted from now: shutdown waits for it even before its task runs.
+            dir.inflight.set(dir.inflight.get() + 1);
+            if tx.try_send(op).is_err() {
+                dir.inflight.set(dir.inflight.get() - 1);
+            }
         }
     }
 }

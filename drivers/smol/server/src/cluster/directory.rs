@@ -54,7 +54,8 @@ pub(crate) struct Directory {
     conn: RefCell<Option<MultiplexedConnection>>,
     connecting: Cell<bool>,
     retry_at: Cell<Option<Instant>>,
-    up: Cell<bool>,
+    /// `None` until the first operation ends.
+    up: Cell<Option<bool>>,
     /// Health changes not yet passed to the engine.
     health_news: Cell<Option<bool>>,
     /// Shared by all instances; proves a forwarded call came from one.
@@ -94,7 +95,7 @@ impl Directory {
             conn: RefCell::new(None),
             connecting: Cell::new(false),
             retry_at: Cell::new(None),
-            up: Cell::new(false),
+            up: Cell::new(None),
             health_news: Cell::new(None),
             secret: RefCell::new(None),
             urls: RefCell::new(HashMap::new()),
@@ -115,7 +116,7 @@ impl Directory {
     }
 
     fn set_up(&self, up: bool) {
-        if self.up.replace(up) != up {
+        if self.up.replace(Some(up)) != Some(up) {
             self.health_news.set(Some(up));
             if up {
                 info!(instance = %self.id, "redis reachable");
@@ -130,6 +131,14 @@ impl Directory {
     async fn conn(&self) -> Option<MultiplexedConnection> {
         if let Some(c) = self.conn.borrow().as_ref() {
             return Some(c.clone());
+        }
+        if self.connecting.get() && self.up.get().is_none() {
+            // The very first connection is on its way (a relay just started
+            // behind a load balancer): wait for it, within its timeout.
+            while self.connecting.get() {
+                async_io::Timer::after(Duration::from_millis(2)).await;
+            }
+            return self.conn.borrow().clone();
         }
         if self.connecting.get() || self.retry_at.get().is_some_and(|t| Instant::now() < t) {
             return None;
@@ -147,7 +156,7 @@ impl Directory {
             }
             Err(e) => {
                 self.retry_at.set(Some(Instant::now() + self.retry_after));
-                if self.up.get() {
+                if self.up.get() != Some(false) {
                     warn!(error = %e, "redis connect failed");
                 }
                 self.set_up(false);
@@ -256,11 +265,21 @@ impl Directory {
         let (key, id, script) = (agent_key(agent), self.id.clone(), &self.release);
         let ttl = if moving { self.moving_ttl.get() } else { 0 };
         let mark = moving_key(agent);
+        let news = agent.to_string();
         let _: Option<i64> = self
             .run(|mut c| async move {
                 let mut s = script.key(key);
                 s.key(mark).arg(id).arg(ttl);
-                s.invoke_async(&mut c).await
+                let released: i64 = s.invoke_async(&mut c).await?;
+                if released == 1 && ttl > 0 {
+                    // The agent alone: it is moving (other instances drop their cache).
+                    let _: i64 = redis::cmd("PUBLISH")
+                        .arg(CLAIMS_CHANNEL)
+                        .arg(news)
+                        .query_async(&mut c)
+                        .await?;
+                }
+                Ok(released)
             })
             .await;
     }
@@ -289,8 +308,10 @@ impl Directory {
                     let mut news = ps.on_message();
                     while let Some(m) = news.next().await {
                         let text: String = m.get_payload().unwrap_or_default();
-                        if let Some((agent, instance)) = text.split_once(' ') {
-                            on_claim(agent, instance);
+                        // "<agent> <instance>": claimed; "<agent>": moving.
+                        match text.split_once(' ') {
+                            Some((agent, instance)) => on_claim(agent, instance),
+                            None => on_claim(&text, ""),
                         }
                     }
                 }
@@ -335,6 +356,21 @@ impl Directory {
 
     pub fn secret(&self) -> Option<String> {
         self.secret.borrow().clone()
+    }
+
+    /// The hop secret, read now if the first heartbeat has not brought it.
+    pub async fn secret_now(&self) -> Option<String> {
+        if let Some(s) = self.secret() {
+            return Some(s);
+        }
+        let s: Option<String> = self
+            .run(|mut c| async move { redis::cmd("GET").arg(SECRET_KEY).query_async(&mut c).await })
+            .await
+            .flatten();
+        if let Some(s) = &s {
+            *self.secret.borrow_mut() = Some(s.clone());
+        }
+        s
     }
 
     /// Checks the connection, learns the shared hop secret (creating it the

@@ -119,14 +119,20 @@ async fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>) -> usize {
 /// and carries its answer into the engine as `Owner*` inputs. The engine
 /// owns the call's deadline and limits: it drops this task
 /// (`CancelForward`) when it gives up.
-pub(crate) async fn forward(core: &Shared, call: CallId, to: Owner<'_>, raw: &[u8]) {
+/// `false` if the owner refused the connection (nothing was sent; the
+/// caller decides what the engine hears).
+pub(crate) async fn forward(core: &Shared, call: CallId, to: Owner<'_>, raw: &[u8]) -> bool {
     let fail = |fault| core.borrow_mut().handle(Input::OwnerFailed { call, fault });
     let Ok(mut s) = TcpStream::connect(to.addr).await else {
-        return fail(OwnerFault::Unreachable);
+        if to.upload.is_some() {
+            fail(OwnerFault::Unreachable);
+        }
+        return false;
     };
     let _ = s.set_nodelay(true);
     if s.write_all(raw).await.is_err() {
-        return fail(OwnerFault::Unreachable);
+        fail(OwnerFault::Unreachable);
+        return true;
     }
     match to.upload {
         // The answer may come before the body ends (an early 413 or 429).
@@ -136,6 +142,7 @@ pub(crate) async fn forward(core: &Shared, call: CallId, to: Owner<'_>, raw: &[u
         }
         None => answer(core, call, &mut s, to.head_req).await,
     }
+    true
 }
 
 /// Reads the owner's answer and feeds it to the engine.

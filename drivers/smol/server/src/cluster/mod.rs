@@ -33,7 +33,7 @@ pub(crate) async fn run(
 ) {
     while let Ok(op) = ops.recv().await {
         let (core, dir) = (core.clone(), dir.clone());
-        dir.inflight.set(dir.inflight.get() + 1);
+        // `inflight` was counted when the hub queued the operation.
         ex.spawn(async move {
             execute(&core, &dir, op).await;
             dir.inflight.set(dir.inflight.get() - 1);
@@ -95,7 +95,7 @@ async fn execute(core: &Shared, dir: &Directory, op: DirOp) {
             let work = async {
                 let target = dir.instance_url(&instance).await;
                 let addr = target.as_deref().and_then(http_authority);
-                match (addr, dir.secret()) {
+                match (addr, dir.secret_now().await) {
                     (Some(addr), Some(secret)) => {
                         let raw = forward::encode(&request, &secret);
                         let to = forward::Owner {
@@ -104,7 +104,12 @@ async fn execute(core: &Shared, dir: &Directory, op: DirOp) {
                             chunked: request.body_length.is_none(),
                             upload: (!request.body_complete).then_some(&upload),
                         };
-                        forward::forward(core, call, to, &raw).await
+                        let complete = request.body_complete;
+                        if !forward::forward(core, call, to, &raw).await && complete {
+                            // Refused before anything was sent: the engine may hold it.
+                            core.borrow_mut()
+                                .handle(Input::OwnerRefused { call, request });
+                        }
                     }
                     _ => {
                         warn!(
@@ -128,9 +133,11 @@ async fn execute(core: &Shared, dir: &Directory, op: DirOp) {
 
 /// Tells the engine of every claim announced by any instance.
 pub(crate) async fn watch_claims(core: Shared, dir: Rc<Directory>) {
-    dir.watch_claims(|agent, instance| {
-        core.borrow_mut()
-            .handle(Input::AgentClaimed { agent, instance });
+    dir.watch_claims(|agent, instance| match instance {
+        "" => core.borrow_mut().handle(Input::AgentMoving { agent }),
+        _ => core
+            .borrow_mut()
+            .handle(Input::AgentClaimed { agent, instance }),
     })
     .await
 }

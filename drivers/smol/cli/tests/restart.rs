@@ -1,0 +1,254 @@
+//! Zero lost calls across a rolling restart, measured as an operator would:
+//! two `osaurus-relay` processes behind a real haproxy (health-checked on
+//! `/health`), one real Redis, a tunnel client that behaves like the Osaurus
+//! app (it reconnects 1 s after any close, `relay_restarting` included), and
+//! a steady load through haproxy while A and then B are restarted.
+
+mod common;
+
+use common::{bin, Reaped};
+use osaurus_relay_tests::e2e::ClientHandle;
+use osaurus_relay_tests::harness::{host_of, key, DOMAIN};
+use osaurus_relay_tests::origin::Origin;
+use osaurus_relay_tests::redis::RedisServer;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A loopback port the OS chose, free again for the process that takes it.
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("bound").port()
+}
+
+/// One GET through `addr`: the status, or 0 if none came.
+fn get(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> u16 {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, timeout) else {
+        return 0;
+    };
+    let _ = s.set_read_timeout(Some(timeout));
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return 0;
+    }
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got);
+    (text.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until `f` holds, for at most `limit`.
+fn until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Relay {
+    child: Reaped,
+}
+
+fn relay(redis: &RedisServer, id: &str, port: u16, dir: &Path) -> Relay {
+    static STARTS: AtomicU64 = AtomicU64::new(0);
+    let n = STARTS.fetch_add(1, Ordering::Relaxed);
+    let log = std::fs::File::create(dir.join(format!("{id}-{n}.log"))).expect("log file");
+    let child = Reaped(
+        bin()
+            .args(["--bind-addr", "127.0.0.1", "--port", &port.to_string()])
+            .env("REDIS_URL", redis.url())
+            .env("INSTANCE_ID", id)
+            .env("INSTANCE_URL", format!("http://127.0.0.1:{port}"))
+            .env("BASE_DOMAIN", DOMAIN)
+            // One agent at 100 calls/s, every caller behind haproxy's address.
+            .env("AGENT_REQUESTS_PER_MIN", "0")
+            .env("CALLER_REQUESTS_PER_MIN", "0")
+            .env("RUST_LOG", "info")
+            .stderr(log)
+            .spawn()
+            .expect("relay starts"),
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    until(
+        "the relay to serve with redis",
+        Duration::from_secs(10),
+        || {
+            let mut body = String::new();
+            TcpStream::connect(addr)
+                .and_then(|mut s| {
+                    s.write_all(
+                        format!(
+                            "GET /health HTTP/1.1\r\nHost: {DOMAIN}\r\nConnection: close\r\n\r\n"
+                        )
+                        .as_bytes(),
+                    )?;
+                    s.read_to_string(&mut body)
+                })
+                .is_ok()
+                && body.contains(r#""redis":"ok""#)
+        },
+    );
+    Relay { child }
+}
+
+/// SIGTERM, then the exit code within the drain's bound.
+fn terminate(r: Relay) -> Option<i32> {
+    let mut child = r.child;
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let end = Instant::now() + Duration::from_secs(25);
+    loop {
+        if let Some(status) = child.0.try_wait().expect("wait") {
+            return status.code();
+        }
+        assert!(
+            Instant::now() < end,
+            "the relay did not exit within the drain"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn haproxy(port: u16, a: u16, b: u16, dir: &Path) -> Reaped {
+    let cfg = format!(
+        "global\n  maxconn 4000\n\
+         defaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\n  \
+         timeout tunnel 1h\n  retries 3\n  option redispatch\n  retry-on conn-failure empty-response\n  \
+         option http-server-close\n\
+         frontend public\n  bind 127.0.0.1:{port}\n  default_backend relays\n\
+         backend relays\n  balance roundrobin\n  option httpchk GET /health\n  \
+         http-check expect status 200\n  \
+         server a 127.0.0.1:{a} check inter 200ms fall 1 rise 1\n  \
+         server b 127.0.0.1:{b} check inter 200ms fall 1 rise 1\n"
+    );
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, cfg).unwrap();
+    let child = Reaped(
+        Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("haproxy.log")).unwrap())
+            .spawn()
+            .expect("haproxy runs (apt-get install haproxy)"),
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    until("haproxy to route", Duration::from_secs(10), || {
+        get(addr, DOMAIN, "/health", Duration::from_secs(1)) == 200
+    });
+    child
+}
+
+/// Calls at `per_sec` through `addr` until stopped; every status kept.
+struct Load {
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+    statuses: Arc<Mutex<Vec<u16>>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Load {
+    fn start(addr: SocketAddr, host: String, per_sec: u64) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU64::new(0));
+        let statuses = Arc::new(Mutex::new(Vec::new()));
+        let (s, d, st) = (stop.clone(), done.clone(), statuses.clone());
+        let thread = std::thread::spawn(move || {
+            let every = Duration::from_micros(1_000_000 / per_sec);
+            let mut next = Instant::now();
+            let mut calls = Vec::new();
+            while !s.load(Ordering::Relaxed) {
+                let (host, d, st) = (host.clone(), d.clone(), st.clone());
+                calls.push(std::thread::spawn(move || {
+                    // 50 ms at the agent: some are always in flight.
+                    let status = get(addr, &host, "/slow", Duration::from_secs(20));
+                    st.lock().unwrap().push(status);
+                    d.fetch_add(1, Ordering::Relaxed);
+                }));
+                next += every;
+                if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                calls.retain(|c| !c.is_finished());
+            }
+            for c in calls {
+                let _ = c.join();
+            }
+        });
+        Load {
+            stop,
+            done,
+            statuses,
+            thread,
+        }
+    }
+
+    /// Waits for `n` more calls to finish: time passes under load.
+    fn run_for(&self, n: u64) {
+        let target = self.done.load(Ordering::Relaxed) + n;
+        until("the load to go on", Duration::from_secs(30), || {
+            self.done.load(Ordering::Relaxed) >= target
+        });
+    }
+
+    fn finish(self) -> Vec<u16> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("load thread");
+        Arc::try_unwrap(self.statuses)
+            .unwrap()
+            .into_inner()
+            .unwrap()
+    }
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("osaurus-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn a_rolling_restart_behind_haproxy_loses_no_call() {
+    let dir = temp_dir("restart");
+    let redis = RedisServer::start();
+    let (pa, pb, ph) = (free_port(), free_port(), free_port());
+    let a = relay(&redis, "a", pa, &dir);
+    let b = relay(&redis, "b", pb, &dir);
+    let _lb = haproxy(ph, pa, pb, &dir);
+    let public: SocketAddr = format!("127.0.0.1:{ph}").parse().unwrap();
+    let origin = Origin::spawn("origin");
+    let k = key(1);
+    let client = ClientHandle::spawn_app_like(public, &origin.url(), &[&k]);
+    smol::block_on(client.online());
+    let load = Load::start(public, host_of(&k), 100);
+    load.run_for(100);
+    assert_eq!(terminate(a), Some(0), "A drains and exits cleanly");
+    let a = relay(&redis, "a", pa, &dir);
+    load.run_for(100);
+    assert_eq!(terminate(b), Some(0), "B drains and exits cleanly");
+    let b = relay(&redis, "b", pb, &dir);
+    load.run_for(100);
+    let statuses = load.finish();
+    let failed: Vec<&u16> = statuses.iter().filter(|s| **s != 200).collect();
+    eprintln!(
+        "rolling restart: {} calls, {} failed {:?}",
+        statuses.len(),
+        failed.len(),
+        failed
+    );
+    assert!(failed.is_empty(), "logs in {}", dir.display());
+    drop((a, b));
+    let _ = std::fs::remove_dir_all(&dir);
+}
