@@ -167,7 +167,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(20),
             reconnect_grace: Duration::from_secs(5),
             max_held_calls: 10_000,
-            max_held_per_agent: 100,
+            max_held_per_agent: 1_000,
             max_held_bytes: 64 * 1024 * 1024,
             max_response_body_bytes: 10 * 1024 * 1024,
             forward_margin: Duration::from_secs(5),

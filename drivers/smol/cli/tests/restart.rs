@@ -25,22 +25,26 @@ fn free_port() -> u16 {
     l.local_addr().expect("bound").port()
 }
 
-/// One GET through `addr`: the status, or 0 if none came.
-fn get(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> u16 {
+/// One GET through `addr`: the status (0 if none came) and the body.
+fn fetch(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> (u16, String) {
     let Ok(mut s) = TcpStream::connect_timeout(&addr, timeout) else {
-        return 0;
+        return (0, "connect failed".into());
     };
     let _ = s.set_read_timeout(Some(timeout));
     let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     if s.write_all(req.as_bytes()).is_err() {
-        return 0;
+        return (0, "write failed".into());
     }
     let mut got = Vec::new();
     let _ = s.read_to_end(&mut got);
     let text = String::from_utf8_lossy(&got);
-    (text.split(' ').nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+    let status = (text.split(' ').nth(1)).and_then(|c| c.parse().ok());
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status.unwrap_or(0), body.to_string())
+}
+
+fn get(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> u16 {
+    fetch(addr, host, path, timeout).0
 }
 
 /// Waits until `f` holds, for at most `limit`.
@@ -155,12 +159,12 @@ fn haproxy(port: u16, a: u16, b: u16, dir: &Path) -> Reaped {
 struct Load {
     stop: Arc<AtomicBool>,
     done: Arc<AtomicU64>,
-    statuses: Arc<Mutex<Vec<u16>>>,
+    statuses: Arc<Mutex<Vec<(u16, String)>>>,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl Load {
-    fn start(addr: SocketAddr, host: String, per_sec: u64) -> Load {
+    fn start(addr: SocketAddr, host: String, path: &'static str, per_sec: u64) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicU64::new(0));
         let statuses = Arc::new(Mutex::new(Vec::new()));
@@ -172,9 +176,8 @@ impl Load {
             while !s.load(Ordering::Relaxed) {
                 let (host, d, st) = (host.clone(), d.clone(), st.clone());
                 calls.push(std::thread::spawn(move || {
-                    // 50 ms at the agent: some are always in flight.
-                    let status = get(addr, &host, "/slow", Duration::from_secs(20));
-                    st.lock().unwrap().push(status);
+                    let answer = fetch(addr, &host, path, Duration::from_secs(20));
+                    st.lock().unwrap().push(answer);
                     d.fetch_add(1, Ordering::Relaxed);
                 }));
                 next += every;
@@ -203,14 +206,26 @@ impl Load {
         });
     }
 
-    fn finish(self) -> Vec<u16> {
+    /// Every failed call, printed with the count as `what` saw them.
+    fn finish(self, what: &str) -> (usize, Vec<(u16, String)>) {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().expect("load thread");
-        Arc::try_unwrap(self.statuses)
+        let all = Arc::try_unwrap(self.statuses)
             .unwrap()
             .into_inner()
-            .unwrap()
+            .unwrap();
+        let n = all.len();
+        let failed: Vec<(u16, String)> = all.into_iter().filter(|(s, _)| *s != 200).collect();
+        eprintln!("{what}: {n} calls, {} failed {failed:?}", failed.len());
+        (n, failed)
     }
+}
+
+/// One scenario at a time: each runs two relays, haproxy and a load.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
@@ -221,6 +236,7 @@ fn temp_dir(tag: &str) -> PathBuf {
 
 #[test]
 fn a_rolling_restart_behind_haproxy_loses_no_call() {
+    let _one = serial();
     let dir = temp_dir("restart");
     let redis = RedisServer::start();
     let (pa, pb, ph) = (free_port(), free_port(), free_port());
@@ -232,7 +248,8 @@ fn a_rolling_restart_behind_haproxy_loses_no_call() {
     let k = key(1);
     let client = ClientHandle::spawn_app_like(public, &origin.url(), &[&k]);
     smol::block_on(client.online());
-    let load = Load::start(public, host_of(&k), 100);
+    // 50 ms at the agent: some calls are always in flight.
+    let load = Load::start(public, host_of(&k), "/slow", 100);
     load.run_for(100);
     assert_eq!(terminate(a), Some(0), "A drains and exits cleanly");
     let a = relay(&redis, "a", pa, &dir);
@@ -240,15 +257,147 @@ fn a_rolling_restart_behind_haproxy_loses_no_call() {
     assert_eq!(terminate(b), Some(0), "B drains and exits cleanly");
     let b = relay(&redis, "b", pb, &dir);
     load.run_for(100);
-    let statuses = load.finish();
-    let failed: Vec<&u16> = statuses.iter().filter(|s| **s != 200).collect();
-    eprintln!(
-        "rolling restart: {} calls, {} failed {:?}",
-        statuses.len(),
-        failed.len(),
-        failed
-    );
+    let (_, failed) = load.finish("rolling restart");
     assert!(failed.is_empty(), "logs in {}", dir.display());
     drop((a, b));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A TCP hop between the tunnel client and haproxy that can drop every
+/// connection through it at once: the user's Wi-Fi going away for a moment.
+struct Blip {
+    addr: SocketAddr,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Blip {
+    fn to(upstream: SocketAddr) -> Blip {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().unwrap();
+        l.set_nonblocking(true).unwrap();
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, st) = (conns.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                let Ok((down, _)) = l.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let _ = down.set_nonblocking(false);
+                let Ok(up) = TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let mut kept = c.lock().unwrap();
+                kept.push(down.try_clone().unwrap());
+                kept.push(up.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (down.try_clone().unwrap(), up.try_clone().unwrap()),
+                    (up, down),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Blip { addr, conns, stop }
+    }
+
+    /// Drops every connection through it.
+    fn cut(&self) {
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Blip {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.cut();
+    }
+}
+
+#[test]
+fn a_tunnel_blip_under_load_loses_only_what_was_in_flight_on_it() {
+    let _one = serial();
+    let dir = temp_dir("blip");
+    let redis = RedisServer::start();
+    let (pa, pb, ph) = (free_port(), free_port(), free_port());
+    let (_a, _b) = (relay(&redis, "a", pa, &dir), relay(&redis, "b", pb, &dir));
+    let _lb = haproxy(ph, pa, pb, &dir);
+    let public: SocketAddr = format!("127.0.0.1:{ph}").parse().unwrap();
+    let wifi = Blip::to(public);
+    let origin = Origin::spawn("origin");
+    let k = key(1);
+    let client = ClientHandle::spawn_app_like(wifi.addr, &origin.url(), &[&k]);
+    smol::block_on(client.online());
+    let load = Load::start(public, host_of(&k), "/hello", 100);
+    load.run_for(100);
+    wifi.cut();
+    // The app is back 1 s later (through haproxy: on either relay).
+    load.run_for(300);
+    let (_, failed) = load.finish("tunnel blip");
+    // A call the dead tunnel had already taken is never re-sent (it may
+    // have had effects); every other one waited for the agent and got through.
+    for (status, body) in &failed {
+        assert_eq!(
+            (*status, body.as_str()),
+            (502, r#"{"error":"tunnel_closed"}"#),
+            "logs in {}",
+            dir.display()
+        );
+    }
+    assert!(
+        failed.len() <= 2,
+        "more in flight than a 1 ms call at 100/s allows: {failed:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_killed_instance_loses_at_most_the_calls_in_flight_on_it() {
+    let _one = serial();
+    let dir = temp_dir("sigkill");
+    let redis = RedisServer::start();
+    let (pa, pb, ph) = (free_port(), free_port(), free_port());
+    let mut relays = vec![
+        Some(relay(&redis, "a", pa, &dir)),
+        Some(relay(&redis, "b", pb, &dir)),
+    ];
+    let _lb = haproxy(ph, pa, pb, &dir);
+    let public: SocketAddr = format!("127.0.0.1:{ph}").parse().unwrap();
+    let origin = Origin::spawn("origin");
+    let k = key(1);
+    let client = ClientHandle::spawn_app_like(public, &origin.url(), &[&k]);
+    smol::block_on(client.online());
+    let load = Load::start(public, host_of(&k), "/slow", 100);
+    load.run_for(100);
+    // The instance that holds the tunnel dies without a drain.
+    let holder = [pa, pb]
+        .iter()
+        .position(|p| {
+            let addr: SocketAddr = format!("127.0.0.1:{p}").parse().unwrap();
+            fetch(addr, DOMAIN, "/stats", Duration::from_secs(2))
+                .1
+                .contains(r#""active_tunnels":1"#)
+        })
+        .expect("one relay holds the tunnel");
+    let mut killed = relays[holder].take().unwrap().child;
+    killed.0.kill().expect("SIGKILL");
+    let _ = killed.0.wait();
+    load.run_for(300);
+    let (n, failed) = load.finish("SIGKILL of the tunnel's instance");
+    // At 100/s and 50 ms per call, about 5 are in flight at any moment.
+    assert!(
+        failed.len() <= 10,
+        "{} of {n} failed: {failed:?}; logs in {}",
+        failed.len(),
+        dir.display()
+    );
+    drop(relays);
     let _ = std::fs::remove_dir_all(&dir);
 }

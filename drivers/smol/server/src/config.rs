@@ -145,7 +145,7 @@ pub struct ServeArgs {
     #[arg(long, env = "MAX_HELD_CALLS", default_value_t = 10_000)]
     pub max_held_calls: u32,
     /// Calls held for one reconnecting agent.
-    #[arg(long, env = "MAX_HELD_PER_AGENT", default_value_t = 100)]
+    #[arg(long, env = "MAX_HELD_PER_AGENT", default_value_t = 1_000)]
     pub max_held_per_agent: u32,
     /// Request body bytes of held calls, in all.
     #[arg(long, env = "MAX_HELD_BYTES", default_value_t = 64 * 1024 * 1024)]
