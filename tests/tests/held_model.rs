@@ -49,13 +49,10 @@ struct Model {
     inflight: Vec<(CallId, String)>,
 }
 
-/// Answers by call, request frames by tunnel, in output order.
-fn seen(
-    out: &[Output],
-) -> (
-    BTreeMap<CallId, (u16, String)>,
-    Vec<(TunnelId, ServerFrame)>,
-) {
+type Answers = BTreeMap<CallId, (u16, String)>;
+
+/// Answers by call, frames by tunnel, in output order.
+fn seen(out: &[Output]) -> (Answers, Vec<(TunnelId, ServerFrame)>) {
     let mut answers = BTreeMap::new();
     let mut sent = Vec::new();
     for o in out {
@@ -95,7 +92,7 @@ fn run(ops: Vec<Op>) {
     let a = key(1);
     let mut m = Model::default();
     for op in ops {
-        let mut want: BTreeMap<CallId, (u16, String)> = BTreeMap::new();
+        let mut want = Answers::new();
         let out = match op {
             Op::Connect if m.tunnel.is_none() => {
                 let (t, nonce) = h.open_from("192.0.2.1");
