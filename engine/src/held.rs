@@ -75,9 +75,17 @@ impl<E: Entropy> Relay<E> {
         req: Parked,
     ) -> Result<(), Parked> {
         let (now, grace) = (self.now.mono_ms, self.grace_ms());
-        if !self.recently_left(&agent) {
+        // Still on a draining tunnel here (a long stream keeps it open): the
+        // agent can move only once that ends, so its calls wait for as long
+        // as the drain may last.
+        let draining_here = grace > 0 && self.tunnels.serving(&agent).is_some();
+        if !draining_here && !self.recently_left(&agent) {
             return Err(req);
         }
+        let until = match self.draining {
+            Some(end) if draining_here => end.max(now + grace),
+            _ => now + grace,
+        };
         let size = req.body.len() as u64;
         let per_agent = self.held.queues.get(&agent).map_or(0, |q| q.len());
         let c = &self.cfg;
@@ -91,7 +99,7 @@ impl<E: Entropy> Relay<E> {
         self.held.queues.entry(agent).or_default().push_back(call);
         self.held.count += 1;
         self.held.bytes += size;
-        self.hold_until(call, agent, relayed, now + grace, CallState::Held(req));
+        self.hold_until(call, agent, relayed, until, CallState::Held(req));
         Ok(())
     }
 

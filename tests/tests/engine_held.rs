@@ -213,3 +213,45 @@ fn a_drain_that_ends_with_calls_still_held_answers_them_503() {
     assert_eq!(response(&out, stuck).map(|r| r.0), Some(502));
     assert_eq!(out.last(), Some(&Output::ShutdownComplete));
 }
+
+#[test]
+fn a_long_stream_on_a_draining_tunnel_keeps_its_agents_calls_waiting_past_the_grace() {
+    let mut h = Harness::new(Config {
+        drain_timeout: Duration::from_millis(20_000),
+        stream_idle_timeout: Duration::from_millis(60_000),
+        ping_interval: Duration::from_secs(3_600),
+        ..cluster()
+    });
+    let a = key(1);
+    let t = connect_claimed(&mut h, &a);
+    let (stream, id) = h.open_stream(t, &a, "/sse");
+    h.step(Input::Shutdown);
+    // Past the grace, a new call still waits: the agent has not moved yet.
+    h.advance(GRACE + 1_000);
+    let (held, out) = h.get(&a, "/");
+    assert!(
+        response(&out, held).is_none() && requests(&out, t).is_empty(),
+        "{out:?}"
+    );
+    let out = h.advance(GRACE + 1_000);
+    assert!(
+        response(&out, held).is_none(),
+        "held past the grace: {out:?}"
+    );
+    // The stream ends, the tunnel goes, the agent shows up elsewhere.
+    let out = h.send(
+        t,
+        &osaurus_relay_engine::frame::ClientFrame::StreamEnd { id },
+    );
+    assert!(out.contains(&Output::EndStream { call: stream }));
+    assert_eq!(closes(&out), vec![(t, 1012, "relay restarting")]);
+    let agent = lower(&a);
+    let out = h.step(Input::AgentClaimed {
+        agent: &agent,
+        instance: "inst-b",
+    });
+    assert!(
+        matches!(out.as_slice(), [Output::Forward { call, .. }] if *call == held),
+        "{out:?}"
+    );
+}
