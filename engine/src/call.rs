@@ -138,12 +138,14 @@ impl<E: Entropy> Relay<E> {
         let Some(Call {
             agent,
             relayed,
-            state: CallState::Receiving(req),
+            state: CallState::Receiving(mut req),
             ..
         }) = self.calls.remove(&call)
         else {
             return;
         };
+        // Only a complete request is dispatched; held, it stays complete.
+        req.body_done = true;
         let tunnel = match self.tunnels.serving(&agent) {
             // Draining: the agent is about to move; its call waits for it.
             Some(t) if self.tunnels.get(&t).is_some_and(|t| t.closing) => {

@@ -21,6 +21,8 @@ use std::fmt::Debug;
 mod plan;
 
 const SEEDS: u64 = 8;
+/// RECONNECT_GRACE: clients reconnect 0.5 to 2.5 s after their socket dies.
+const GRACE: u64 = 1_500;
 const CLIENTS: usize = 220;
 const CALLS: usize = 5_000;
 /// Agents nobody ever registers.
@@ -31,7 +33,7 @@ const CONNECT: u64 = 1 << 32;
 const LAST_CALL_MS: u64 = 2_500 + CALLS as u64 * 12;
 const OUTCOMES: &str = "auth_timeout|keepalive timeout|superseded|gateway timeout|\
     stream idle timeout|tunnel closed|tunnel lost mid-stream|agent offline|bad answer|\
-    caller gone|answered";
+    caller gone|answered|held, then delivered|held, then offline";
 
 /// Fails with the seed to replay unless `$ok`.
 macro_rules! ensure {
@@ -116,8 +118,11 @@ struct Call {
     plan: Vec<(u64, Answer)>,
     hangup: Option<u64>,
     sent: u64,
-    /// The agent's tunnel when the call arrived, as the simulation saw it.
+    /// The agent's tunnel when the call arrived, as the simulation saw it
+    /// (or the one a held call was delivered to).
     expect: Option<TunnelId>,
+    /// It arrived while its agent was away within the grace: held.
+    held: bool,
     dispatched: Option<(TunnelId, u64)>,
     facts: Vec<(Key, Fact)>,
     got: Vec<String>,
@@ -136,6 +141,9 @@ struct Sim<'a> {
     calls: Vec<Call>,
     /// Which tunnel serves each agent, as the simulation sees it.
     mirror: HashMap<usize, TunnelId>,
+    /// When each agent's tunnel was last lost, and the calls held for it.
+    left: HashMap<usize, u64>,
+    held: HashMap<usize, Vec<usize>>,
     step: Key,
     connecting: Option<(usize, Mode)>,
     /// The client whose handshake the relay is processing.
@@ -150,6 +158,8 @@ impl<'a> Sim<'a> {
             max_tunnels_per_ip: 0,
             agent_requests_per_min: 0,
             caller_requests_per_min: 0,
+            // Calls for an agent whose socket just died wait for it.
+            reconnect_grace: std::time::Duration::from_millis(GRACE),
             ..test_config()
         };
         Sim {
@@ -164,6 +174,8 @@ impl<'a> Sim<'a> {
             conns: HashMap::new(),
             calls: Vec::new(),
             mirror: HashMap::new(),
+            left: HashMap::new(),
+            held: HashMap::new(),
             step: (0, 2, 0),
             connecting: None,
             authing: None,
@@ -358,8 +370,20 @@ impl<'a> Sim<'a> {
                 // The handshake must succeed: every agent moves to `t` and the
                 // client's previous tunnel, now empty, is superseded.
                 let client = conn.client;
-                for &a in &self.clients[client].agents {
+                let now = self.now();
+                for a in self.clients[client].agents.clone() {
                     self.mirror.insert(a, t);
+                    self.left.remove(&a);
+                    // Held calls go to it, oldest first; those whose grace
+                    // ran out (the relay's deadline fires first) or whose
+                    // caller left are not.
+                    for c in self.held.remove(&a).unwrap_or_default() {
+                        let call = &mut self.calls[c];
+                        let gone = call.facts.iter().any(|(_, f)| matches!(f, Fact::Gone));
+                        if !gone && now < call.sent + GRACE {
+                            (call.expect, call.sent) = (Some(t), now);
+                        }
+                    }
                 }
                 self.conns.get_mut(&t).expect("known").authed = Some(self.now());
                 self.authing = Some(client);
@@ -397,6 +421,12 @@ impl<'a> Sim<'a> {
         let sent = self.calls[c].dispatched;
         let want = expect.map(|t| (t, now));
         ensure!(self, sent == want, "{id:?} went to {sent:?}");
+        let away = self.left.get(&self.calls[c].agent);
+        if expect.is_none() && away.is_some_and(|at| at + GRACE > now) {
+            self.calls[c].held = true;
+            let agent = self.calls[c].agent;
+            self.held.entry(agent).or_default().push(c);
+        }
         if let Some(after) = self.calls[c].hangup {
             self.q.push(now + after, Ev::Hangup(c));
         }
@@ -493,19 +523,37 @@ impl<'a> Sim<'a> {
     fn lose(&mut self, t: TunnelId) {
         let (step, conn) = (self.step, self.conns.get_mut(&t).expect("a known socket"));
         conn.lost.get_or_insert(step);
-        self.mirror.retain(|_, on| *on != t);
+        let now = self.now();
+        let gone: Vec<usize> = (self.mirror.iter())
+            .filter(|(_, on)| **on == t)
+            .map(|(a, _)| *a)
+            .collect();
+        for a in gone {
+            self.mirror.remove(&a);
+            self.left.insert(a, now);
+        }
     }
 
     /// What call `c` must have got, from what reached the relay and when.
     fn expected(&self, c: usize) -> (Vec<String>, &'static str) {
         let call = &self.calls[c];
         let Some(t) = call.expect else {
-            return (vec![error_line(502, "agent_offline")], "agent offline");
+            if call.held && call.facts.iter().any(|(_, f)| matches!(f, Fact::Gone)) {
+                return (vec![], "caller gone");
+            }
+            let why = ["agent offline", "held, then offline"][call.held as usize];
+            return (vec![error_line(502, "agent_offline")], why);
         };
+        CallModel::replay(call.sent, self.facts_of(c, t), &self.cfg)
+    }
+
+    /// What happened to call `c` on tunnel `t`, its loss included.
+    fn facts_of(&self, c: usize, t: TunnelId) -> Vec<(Key, Fact)> {
         let lost = self.conns[&t].lost.expect("every tunnel is lost at last");
         let superseded = self.conns[&t].superseded;
-        let facts = (call.facts.iter().cloned()).chain([(lost, Fact::Lost { superseded })]);
-        CallModel::replay(call.sent, facts.collect(), &self.cfg)
+        let facts =
+            (self.calls[c].facts.iter().cloned()).chain([(lost, Fact::Lost { superseded })]);
+        facts.collect()
     }
 
     /// Closes every socket, lets every deadline pass, then checks each call
@@ -522,7 +570,11 @@ impl<'a> Sim<'a> {
             let call = &self.calls[c];
             let lost = call.expect.map(|t| self.conns[&t].lost);
             ensure!(self, call.got == want, "{want:?}: {call:?} {lost:?}");
+            let delivered = call.held && call.expect.is_some();
             self.tally(outcome);
+            if delivered {
+                self.tally("held, then delivered");
+            }
         }
         let tunnels = self.conns.len();
         ensure!(self, tunnels >= 200, "only {tunnels} tunnels");
