@@ -21,7 +21,8 @@ const PER_AGENT: usize = 3;
 enum Op {
     Connect,
     Close,
-    Call,
+    /// `true`: a POST with a body.
+    Call(bool),
     Reply(usize),
     Gone(usize),
     Tick(u64),
@@ -31,7 +32,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         2 => Just(Op::Connect),
         2 => Just(Op::Close),
-        6 => Just(Op::Call),
+        6 => any::<bool>().prop_map(Op::Call),
         3 => (0usize..8).prop_map(Op::Reply),
         1 => (0usize..8).prop_map(Op::Gone),
         3 => prop_oneof![0u64..300, 900u64..1_200].prop_map(Op::Tick),
@@ -128,10 +129,24 @@ fn run(ops: Vec<Op>) {
                 m.left_at = Some(m.now);
                 h.step(Input::TunnelClosed { tunnel: t })
             }
-            Op::Call => {
+            Op::Call(post) => {
                 let call = h.new_call();
-                let head = Harness::head("GET", &format!("/c{}", call.0), &host_of(&a));
-                let out = h.step(Input::CallHead { call, head });
+                let method = ["GET", "POST"][post as usize];
+                let mut head = Harness::head(method, &format!("/c{}", call.0), &host_of(&a));
+                let mut out = if post {
+                    (head.content_length, head.body_follows) = (Some(4), true);
+                    let mut out = h.step(Input::CallHead { call, head });
+                    out.extend(h.step(Input::CallBody {
+                        call,
+                        chunk: b"body",
+                    }));
+                    out
+                } else {
+                    h.step(Input::CallHead { call, head })
+                };
+                if post {
+                    out.extend(h.step(Input::CallBodyEnd { call }));
+                }
                 let (_, sent) = seen(&out);
                 match m.tunnel {
                     Some(t) => {
