@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 mod body;
+mod fast;
 pub use body::{base64_from_json, push_base64, Body, ChunkData, BASE64};
 
 /// What this relay understands beyond the contract, listed in `auth_ok` and
@@ -494,6 +495,11 @@ fn headers(raw: Option<&RawValue>) -> Result<Headers, &'static str> {
 impl Inbound {
     /// Classifies one text message from a tunnel; never fails.
     pub fn parse(text: &str) -> Inbound {
+        fast::parse(text).unwrap_or_else(|| Self::parse_full(text))
+    }
+
+    /// [`Inbound::parse`] without its fast path for plain stream frames.
+    pub fn parse_full(text: &str) -> Inbound {
         let w: Wire = match serde_json::from_str(text) {
             Ok(w) => w,
             Err(e) if e.is_data() => return Inbound::Unknown,

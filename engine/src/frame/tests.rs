@@ -349,3 +349,63 @@ fn string_fields_read_as_serde_reads_them() {
         assert_eq!(json_string(v), None, "{not_string}");
     }
 }
+
+/// A stream frame as a tunnel might send it: keys in any order, sometimes
+/// repeated, extra or missing, whitespace, escapes and odd values.
+fn stream_frame() -> impl Strategy<Value = String> {
+    let value = prop_oneof![
+        "[a-z0-9_]{0,12}".prop_map(|s| format!("\"{s}\"")),
+        text().prop_map(|s| serde_json::to_string(&s).unwrap()),
+        Just("\"a\\u0041\"".to_string()),
+        Just("7".to_string()),
+        Just("null".to_string()),
+        Just("\"base64\"".to_string()),
+    ];
+    let key = prop_oneof![
+        Just("type"),
+        Just("id"),
+        Just("data"),
+        Just("bodyEncoding"),
+        Just("other")
+    ];
+    let ty = prop_oneof![
+        Just("\"stream_chunk\""),
+        Just("\"stream_end\""),
+        Just("\"response\""),
+        Just("\"stream_chunk \""),
+    ];
+    let pairs = proptest::collection::vec((key, value), 0..4);
+    (ty, pairs, any::<bool>(), 0usize..4).prop_map(|(ty, pairs, spaced, at)| {
+        let mut all: Vec<String> = pairs
+            .into_iter()
+            .map(|(k, v)| format!("\"{k}\":{v}"))
+            .collect();
+        all.insert(at.min(all.len()), format!("\"type\":{ty}"));
+        let sep = if spaced { ", " } else { "," };
+        format!("{{{}}}", all.join(sep))
+    })
+}
+
+proptest! {
+    #[test]
+    fn the_stream_fast_path_answers_as_the_full_parser(text in stream_frame()) {
+        prop_assert_eq!(Inbound::parse(&text), Inbound::parse_full(&text), "{}", text);
+    }
+}
+
+#[test]
+fn the_app_s_plain_chunks_take_the_fast_path() {
+    // Token text is often JSON: escapes in `data` stay on the fast path.
+    let chunk = r#"{"type":"stream_chunk","id":"req_1","data":"data: {\"x\":1}\n"}"#;
+    let got = fast::parse(chunk).expect("the fast path");
+    assert_eq!(got, Inbound::parse_full(chunk));
+    let plain = r#"{"id":"req_1","data":"data: hi","type":"stream_chunk"}"#;
+    let want = Inbound::Frame(ClientFrame::StreamChunk {
+        id: "req_1".into(),
+        data: ChunkData(Body::Text("data: hi".into())),
+    });
+    assert_eq!(fast::parse(plain), Some(want.clone()));
+    assert_eq!(Inbound::parse_full(plain), want);
+    let end = r#"{"type":"stream_end","id":"req_1"}"#;
+    assert!(fast::parse(end).is_some());
+}
