@@ -6,6 +6,28 @@
 
 use super::{Body, ChunkData, ClientFrame, Inbound};
 
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// The first byte at or after `i` that is a quote, a backslash or below
+/// 0x20, eight bytes per step.
+fn next_special(b: &[u8], mut i: usize) -> Option<usize> {
+    let zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
+    while let Some(word) = b.get(i..i + 8) {
+        let w = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+        let m =
+            (w.wrapping_sub(0x20 * LO) & !w & HI) | zero(w ^ (0x22 * LO)) | zero(w ^ (0x5c * LO));
+        if m != 0 {
+            // The lowest flag is exact (false alarms only sit above a true one).
+            return Some(i + (m.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    (b[i..].iter())
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+        .map(|p| i + p)
+}
+
 /// A JSON string at the start of `s`: its raw text (quotes included),
 /// whether it has escapes, and what follows it. Control characters: `None`.
 fn string_at(s: &str) -> Option<(&str, bool, &str)> {
@@ -15,11 +37,14 @@ fn string_at(s: &str) -> Option<(&str, bool, &str)> {
     }
     let (mut i, mut escaped) = (1, false);
     loop {
-        match *b.get(i)? {
-            b'"' => return Some((&s[..=i], escaped, &s[i + 1..])),
-            b'\\' => (i, escaped) = (i + 2, true),
-            c if c < 0x20 => return None,
-            _ => i += 1,
+        let at = next_special(b, i)?;
+        match b[at] {
+            b'"' => return Some((&s[..=at], escaped, &s[at + 1..])),
+            b'\\' => (i, escaped) = (at + 2, true),
+            _ => return None,
+        }
+        if i > b.len() {
+            return None;
         }
     }
 }
