@@ -108,17 +108,25 @@ pub async fn serve(
                 Ok((s, peer)) => {
                     let _ = s.get_ref().set_nodelay(true);
                     let (core, opts) = (core.clone(), opts.clone());
-                    match tls.as_ref().and_then(|t| t.session()) {
-                        Some(session) => ex.spawn(async move {
-                            // The handshake is held to the slowloris rule of a head.
-                            let deadline = Instant::now() + opts.header_timeout;
-                            if let Some(Ok(s)) = until(deadline, Stream::accept(s, session)).await {
-                                conn::serve(core, Rc::new(s), peer, opts).await;
-                            }
+                    let task = match &tls {
+                        // Never plain text on a TLS port: no session, no connection.
+                        Some(t) => t.session().map(|session| {
+                            ex.spawn(async move {
+                                // The handshake is held to the slowloris rule of a head.
+                                let deadline = Instant::now() + opts.header_timeout;
+                                let shake = until(deadline, Stream::accept(s, session)).await;
+                                if let Some(Ok(s)) = shake {
+                                    conn::serve(core, Rc::new(s), peer, opts).await;
+                                }
+                            })
                         }),
-                        None => ex.spawn(conn::serve(core, Rc::new(Stream::plain(s)), peer, opts)),
+                        None => {
+                            Some(ex.spawn(conn::serve(core, Rc::new(Stream::plain(s)), peer, opts)))
+                        }
+                    };
+                    if let Some(task) = task {
+                        task.detach();
                     }
-                    .detach();
                 }
                 // Out of descriptors and the like: back off instead of spinning.
                 Err(_) => {
