@@ -368,6 +368,9 @@ async fn answer(
 ) -> Next {
     // A message taken from the queue while coalescing chunks, still to handle.
     let mut pending: Option<CallMsg> = None;
+    // One framing buffer for the whole answer: a token stream writes many
+    // small chunks, and a fresh buffer per chunk cost a malloc and a free.
+    let mut out = Vec::new();
     loop {
         let ev = if let Some(m) = pending.take() {
             Event::Msg(Some(m))
@@ -419,7 +422,7 @@ async fn answer(
             }
             CallMsg::Chunk(data) => {
                 // Every chunk already queued goes out in one write.
-                let mut out = Vec::with_capacity(data.len() + 16);
+                out.clear();
                 let (mut n, mut next) = (0u64, Some(CallMsg::Chunk(data)));
                 while let Some(m) = next.take() {
                     match m {
