@@ -234,32 +234,71 @@ fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
+/// Redis, relays `a` and `b` on ports the OS chose, and haproxy in front.
+struct Fleet {
+    dir: PathBuf,
+    redis: RedisServer,
+    ports: [u16; 2],
+    relays: [Option<Relay>; 2],
+    public: SocketAddr,
+    _lb: Reaped,
+}
+
+impl Fleet {
+    fn start(tag: &str) -> Fleet {
+        let dir = temp_dir(tag);
+        let redis = RedisServer::start();
+        let (pa, pb, ph) = (free_port(), free_port(), free_port());
+        let relays = [
+            Some(relay(&redis, "a", pa, &dir)),
+            Some(relay(&redis, "b", pb, &dir)),
+        ];
+        let _lb = haproxy(ph, pa, pb, &dir);
+        let public = format!("127.0.0.1:{ph}").parse().unwrap();
+        Fleet {
+            dir,
+            redis,
+            ports: [pa, pb],
+            relays,
+            public,
+            _lb,
+        }
+    }
+
+    /// SIGTERM relay `i`, wait for its clean exit, start it again.
+    fn restart(&mut self, i: usize) {
+        let r = self.relays[i].take().expect("running");
+        assert_eq!(terminate(r), Some(0), "relay {i} drains and exits cleanly");
+        let id = ["a", "b"][i];
+        self.relays[i] = Some(relay(&self.redis, id, self.ports[i], &self.dir));
+    }
+}
+
+/// The app's tunnel through `via`, online, for an origin of its own.
+fn app(via: SocketAddr) -> (ClientHandle, Origin, String) {
+    let origin = Origin::spawn("origin");
+    let k = key(1);
+    let client = ClientHandle::spawn_app_like(via, &origin.url(), &[&k]);
+    smol::block_on(client.online());
+    (client, origin, host_of(&k))
+}
+
 #[test]
 fn a_rolling_restart_behind_haproxy_loses_no_call() {
     let _one = serial();
-    let dir = temp_dir("restart");
-    let redis = RedisServer::start();
-    let (pa, pb, ph) = (free_port(), free_port(), free_port());
-    let a = relay(&redis, "a", pa, &dir);
-    let b = relay(&redis, "b", pb, &dir);
-    let _lb = haproxy(ph, pa, pb, &dir);
-    let public: SocketAddr = format!("127.0.0.1:{ph}").parse().unwrap();
-    let origin = Origin::spawn("origin");
-    let k = key(1);
-    let client = ClientHandle::spawn_app_like(public, &origin.url(), &[&k]);
-    smol::block_on(client.online());
+    let mut fleet = Fleet::start("restart");
+    let (_client, _origin, host) = app(fleet.public);
     // 50 ms at the agent: some calls are always in flight.
-    let load = Load::start(public, host_of(&k), "/slow", 100);
+    let load = Load::start(fleet.public, host, "/slow", 100);
     load.run_for(100);
-    assert_eq!(terminate(a), Some(0), "A drains and exits cleanly");
-    let a = relay(&redis, "a", pa, &dir);
+    fleet.restart(0);
     load.run_for(100);
-    assert_eq!(terminate(b), Some(0), "B drains and exits cleanly");
-    let b = relay(&redis, "b", pb, &dir);
+    fleet.restart(1);
     load.run_for(100);
     let (_, failed) = load.finish("rolling restart");
-    assert!(failed.is_empty(), "logs in {}", dir.display());
-    drop((a, b));
+    assert!(failed.is_empty(), "logs in {}", fleet.dir.display());
+    let dir = fleet.dir.clone();
+    drop(fleet);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -324,18 +363,11 @@ impl Drop for Blip {
 #[test]
 fn a_tunnel_blip_under_load_loses_only_what_was_in_flight_on_it() {
     let _one = serial();
-    let dir = temp_dir("blip");
-    let redis = RedisServer::start();
-    let (pa, pb, ph) = (free_port(), free_port(), free_port());
-    let (_a, _b) = (relay(&redis, "a", pa, &dir), relay(&redis, "b", pb, &dir));
-    let _lb = haproxy(ph, pa, pb, &dir);
-    let public: SocketAddr = format!("127.0.0.1:{ph}").parse().unwrap();
+    let fleet = Fleet::start("blip");
+    let (dir, public) = (fleet.dir.clone(), fleet.public);
     let wifi = Blip::to(public);
-    let origin = Origin::spawn("origin");
-    let k = key(1);
-    let client = ClientHandle::spawn_app_like(wifi.addr, &origin.url(), &[&k]);
-    smol::block_on(client.online());
-    let load = Load::start(public, host_of(&k), "/hello", 100);
+    let (_client, _origin, host) = app(wifi.addr);
+    let load = Load::start(public, host, "/hello", 100);
     load.run_for(100);
     wifi.cut();
     // The app is back 1 s later (through haproxy: on either relay).
@@ -361,23 +393,14 @@ fn a_tunnel_blip_under_load_loses_only_what_was_in_flight_on_it() {
 #[test]
 fn a_killed_instance_loses_at_most_the_calls_in_flight_on_it() {
     let _one = serial();
-    let dir = temp_dir("sigkill");
-    let redis = RedisServer::start();
-    let (pa, pb, ph) = (free_port(), free_port(), free_port());
-    let mut relays = vec![
-        Some(relay(&redis, "a", pa, &dir)),
-        Some(relay(&redis, "b", pb, &dir)),
-    ];
-    let _lb = haproxy(ph, pa, pb, &dir);
-    let public: SocketAddr = format!("127.0.0.1:{ph}").parse().unwrap();
-    let origin = Origin::spawn("origin");
-    let k = key(1);
-    let client = ClientHandle::spawn_app_like(public, &origin.url(), &[&k]);
-    smol::block_on(client.online());
-    let load = Load::start(public, host_of(&k), "/slow", 100);
+    let mut fleet = Fleet::start("sigkill");
+    let dir = fleet.dir.clone();
+    let (_client, _origin, host) = app(fleet.public);
+    let load = Load::start(fleet.public, host, "/slow", 100);
     load.run_for(100);
     // The instance that holds the tunnel dies without a drain.
-    let holder = [pa, pb]
+    let holder = fleet
+        .ports
         .iter()
         .position(|p| {
             let addr: SocketAddr = format!("127.0.0.1:{p}").parse().unwrap();
@@ -386,7 +409,7 @@ fn a_killed_instance_loses_at_most_the_calls_in_flight_on_it() {
                 .contains(r#""active_tunnels":1"#)
         })
         .expect("one relay holds the tunnel");
-    let mut killed = relays[holder].take().unwrap().child;
+    let mut killed = fleet.relays[holder].take().unwrap().child;
     killed.0.kill().expect("SIGKILL");
     let _ = killed.0.wait();
     load.run_for(300);
@@ -398,6 +421,6 @@ fn a_killed_instance_loses_at_most_the_calls_in_flight_on_it() {
         failed.len(),
         dir.display()
     );
-    drop(relays);
+    drop(fleet);
     let _ = std::fs::remove_dir_all(&dir);
 }
