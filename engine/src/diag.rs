@@ -66,16 +66,7 @@ impl<E: Entropy> Relay<E> {
 }
 
 /// Appends `n` in decimal.
-fn push_u64(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend(digits[i..].iter().map(|&d| d as char));
+fn push_u64(out: &mut String, n: u64) {
+    let (d, i) = crate::wire::http1::digits(n, 10);
+    out.extend(d[i..].iter().map(|&c| c as char));
 }

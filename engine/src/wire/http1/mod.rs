@@ -8,6 +8,7 @@ pub mod response;
 pub use answer::{parse_answer, Answer, AnswerError, AnswerFraming, AnswerHead, AnswerLimits};
 pub use chunked::{ChunkError, ChunkedDecoder, Decoded};
 pub use head::{parse_head, BodyFraming, HeadError, HeadLimits, RequestHead};
+pub(crate) use response::digits;
 pub use response::{reason_phrase, write_chunk, write_head, ResponseFraming, LAST_CHUNK};
 
 /// `http://host[:port][/...]` → `host:port` (port 80 when none is given),

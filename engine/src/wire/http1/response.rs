@@ -84,19 +84,25 @@ pub fn write_head(
     out.extend_from_slice(b"\r\n");
 }
 
-/// Appends `n` in decimal (the formatting machinery costs more than the head).
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
+/// `n`'s digits in base `radix` (10 or 16, lowercase), without `fmt`: the
+/// formatting machinery costs more than a head or a token's framing.
+pub(crate) fn digits(mut n: u64, radix: u64) -> ([u8; 20], usize) {
+    let mut d = [0u8; 20];
+    let mut i = d.len();
     loop {
         i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
+        d[i] = b"0123456789abcdef"[(n % radix) as usize];
+        n /= radix;
         if n == 0 {
-            break;
+            return (d, i);
         }
     }
-    out.extend_from_slice(&digits[i..]);
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    let (d, i) = digits(n, 10);
+    out.extend_from_slice(&d[i..]);
 }
 
 /// Appends one chunk; empty data writes nothing (an empty chunk would end the body).
@@ -104,20 +110,9 @@ pub fn write_chunk(out: &mut Vec<u8>, data: &[u8]) {
     if data.is_empty() {
         return;
     }
-    // Hex digits by hand: `fmt` costs more than the rest of a token's framing.
-    let mut n = data.len();
-    let mut digits = [0u8; 16];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b"0123456789abcdef"[n & 0xf];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    out.reserve(digits.len() - i + data.len() + 4);
-    out.extend_from_slice(&digits[i..]);
+    let (d, i) = digits(data.len() as u64, 16);
+    out.reserve(d.len() - i + data.len() + 4);
+    out.extend_from_slice(&d[i..]);
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
