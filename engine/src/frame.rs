@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 mod body;
-mod fast;
+pub(crate) mod fast;
 pub use body::{base64_from_json, push_base64, Body, ChunkData, BASE64};
 
 /// What this relay understands beyond the contract, listed in `auth_ok` and
@@ -495,7 +495,7 @@ fn headers(raw: Option<&RawValue>) -> Result<Headers, &'static str> {
 impl Inbound {
     /// Classifies one text message from a tunnel; never fails.
     pub fn parse(text: &str) -> Inbound {
-        fast::parse(text).unwrap_or_else(|| Self::parse_full(text))
+        fast::parse(text).map_or_else(|| Self::parse_full(text), fast::Fast::into_inbound)
     }
 
     /// [`Inbound::parse`] without its fast path for plain stream frames.

@@ -3,7 +3,8 @@
 use crate::auth::{self, to_lower, Address};
 use crate::config::DuplicatePolicy;
 use crate::error::{AuthError, CallError};
-use crate::frame::{AgentSig, AgentUrl, ClientFrame, Inbound, Rejected, ServerFrame};
+use crate::frame::fast::Fast;
+use crate::frame::{AgentSig, AgentUrl, Body, ClientFrame, Inbound, Rejected, ServerFrame};
 use crate::input::{CallId, TunnelId};
 use crate::limits::Bucket;
 use crate::map::set;
@@ -167,7 +168,17 @@ impl<E: Entropy> Relay<E> {
         let Some(t) = self.tunnels.get(&id) else {
             return;
         };
-        let inbound = Inbound::parse(text);
+        // A token stream's frames: no owned frame is built for them.
+        if t.authed() {
+            match crate::frame::fast::parse(text) {
+                Some(Fast::Chunk { id: req, data }) => {
+                    return self.on_stream_chunk(id, req, Body::Text(data))
+                }
+                Some(Fast::End { id: req }) => return self.on_stream_end(id, req),
+                None => {}
+            }
+        }
+        let inbound = Inbound::parse_full(text);
         if !t.authed() {
             return match inbound {
                 Inbound::Frame(ClientFrame::Auth {

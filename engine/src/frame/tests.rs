@@ -357,6 +357,21 @@ fn stream_frame() -> impl Strategy<Value = String> {
         "[a-z0-9_]{0,12}".prop_map(|s| format!("\"{s}\"")),
         text().prop_map(|s| serde_json::to_string(&s).unwrap()),
         Just("\"a\\u0041\"".to_string()),
+        // Escapes the one-pass unescaper must decode or refuse as serde_json does.
+        prop_oneof![
+            Just(r#""\ud83d\ude00 \uD83D\uDE00""#),
+            Just(r#""lone \ud83d""#),
+            Just(r#""lone \ude00 low""#),
+            Just(r#""\ud83d\u0041""#),
+            Just(r#""\x""#),
+            Just(r#""\u12""#),
+            Just(r#""\u00g1""#),
+            Just(r#""ends \"#),
+            Just(r#""\/\b\f\r\t\n\\\"""#),
+            Just(r#""data: {\"x\":1}\n\n""#),
+            Just("\"raw\ttab\""),
+        ]
+        .prop_map(str::to_string),
         Just("7".to_string()),
         Just("null".to_string()),
         Just("\"base64\"".to_string()),
@@ -393,18 +408,64 @@ proptest! {
     }
 }
 
+/// A JSON string literal built from escapes (valid, lone or broken) and text.
+fn escaped_literal() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        prop_oneof![
+            Just(r#"\""#),
+            Just(r#"\\"#),
+            Just(r#"\/"#),
+            Just(r#"\b"#),
+            Just(r#"\f"#),
+            Just(r#"\n"#),
+            Just(r#"\r"#),
+            Just(r#"\t"#),
+            Just(r#"\u00e9"#),
+            Just(r#"\u00E9"#),
+            Just(r#"\u0000"#),
+            Just(r#"\ud83d"#),
+            Just(r#"\uDE00"#),
+            Just(r#"\ud83d\ude00"#),
+            Just(r#"\uDBFF\uDFFF"#),
+            Just(r#"\x"#),
+            Just(r#"\u0g"#),
+            Just("\t"),
+            Just("é"),
+        ]
+        .prop_map(str::to_string),
+        "[a-z :{}]{0,9}",
+    ];
+    proptest::collection::vec(piece, 0..12).prop_map(|p| format!("\"{}\"", p.concat()))
+}
+
+proptest! {
+    #[test]
+    fn chunk_data_is_unescaped_as_serde_json_does(
+        data in prop_oneof![escaped_literal(), text().prop_map(|s| serde_json::to_string(&s).unwrap())]
+    ) {
+        let frame = format!(r#"{{"type":"stream_chunk","id":"r1","data":{data}}}"#);
+        prop_assert_eq!(Inbound::parse(&frame), Inbound::parse_full(&frame), "{}", frame);
+        if serde_json::from_str::<String>(&data).is_ok() {
+            prop_assert!(fast::parse(&frame).is_some(), "a valid string stays on the fast path: {}", frame);
+        }
+    }
+}
+
 #[test]
 fn the_app_s_plain_chunks_take_the_fast_path() {
     // Token text is often JSON: escapes in `data` stay on the fast path.
     let chunk = r#"{"type":"stream_chunk","id":"req_1","data":"data: {\"x\":1}\n"}"#;
-    let got = fast::parse(chunk).expect("the fast path");
+    let got = fast::parse(chunk).expect("the fast path").into_inbound();
     assert_eq!(got, Inbound::parse_full(chunk));
     let plain = r#"{"id":"req_1","data":"data: hi","type":"stream_chunk"}"#;
     let want = Inbound::Frame(ClientFrame::StreamChunk {
         id: "req_1".into(),
         data: ChunkData(Body::Text("data: hi".into())),
     });
-    assert_eq!(fast::parse(plain), Some(want.clone()));
+    assert_eq!(
+        fast::parse(plain).map(fast::Fast::into_inbound),
+        Some(want.clone())
+    );
     assert_eq!(Inbound::parse_full(plain), want);
     let end = r#"{"type":"stream_end","id":"req_1"}"#;
     assert!(fast::parse(end).is_some());
