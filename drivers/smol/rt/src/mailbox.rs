@@ -10,6 +10,9 @@ pub struct Mailbox<T> {
     queue: RefCell<VecDeque<T>>,
     waker: RefCell<Option<Waker>>,
     closed: Cell<bool>,
+    /// Keep the queue's memory between messages (a call's stream), rather
+    /// than free it whenever the queue empties (an idle tunnel).
+    keep: bool,
 }
 
 impl<T> Default for Mailbox<T> {
@@ -24,6 +27,17 @@ impl<T> Mailbox<T> {
             queue: RefCell::new(VecDeque::new()),
             waker: RefCell::new(None),
             closed: Cell::new(false),
+            keep: false,
+        }
+    }
+
+    /// A mailbox that keeps its queue's memory until dropped: for a task that
+    /// lives only as long as a busy call, where a token stream would
+    /// otherwise allocate and free the queue for every chunk.
+    pub fn keeping() -> Self {
+        Mailbox {
+            keep: true,
+            ..Self::new()
         }
     }
 
@@ -53,7 +67,7 @@ impl<T> Mailbox<T> {
     pub fn try_recv(&self) -> Option<T> {
         let mut q = self.queue.borrow_mut();
         let m = q.pop_front();
-        if q.is_empty() && q.capacity() > 0 {
+        if !self.keep && q.is_empty() && q.capacity() > 0 {
             // An idle task holds no queue memory.
             *q = VecDeque::new();
         }
@@ -126,5 +140,9 @@ mod tests {
         mb.close();
         assert!(!mb.push(5), "closed: pushes fail");
         assert!(mb.is_empty());
+        let kept = Mailbox::keeping();
+        kept.push(1);
+        assert_eq!(kept.try_recv(), Some(1));
+        assert!(kept.queue.borrow().capacity() > 0, "kept for the next message");
     }
 }

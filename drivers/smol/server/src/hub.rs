@@ -98,7 +98,7 @@ impl Core {
     pub fn new_call(&mut self, socket: &Sock) -> (CallId, Rc<Mailbox<CallMsg>>) {
         self.next_call += 1;
         let id = CallId(self.next_call);
-        let mail = Rc::new(Mailbox::new());
+        let mail = Rc::new(Mailbox::keeping());
         self.calls.insert(
             id,
             Peer {
