@@ -67,6 +67,6 @@ impl<E: Entropy> Relay<E> {
 
 /// Appends `n` in decimal.
 fn push_u64(out: &mut String, n: u64) {
-    let (d, i) = crate::wire::http1::digits(n, 10);
+    let (d, i) = crate::wire::http1::digits::<10>(n);
     out.extend(d[i..].iter().map(|&c| c as char));
 }

@@ -133,12 +133,18 @@ pub(crate) fn parse(text: &str) -> Option<Fast<'_>> {
     let mut rest = text.strip_prefix('{')?;
     let (mut ty, mut id, mut data) = (None, None, None);
     loop {
-        let (key, after) = plain_at(rest)?;
-        let after = after.strip_prefix(':')?;
-        let after = match key {
-            "type" if ty.is_none() => plain_at(after).map(|(v, a)| (ty = Some(v), a))?.1,
-            "id" if id.is_none() => plain_at(after).map(|(v, a)| (id = Some(v), a))?.1,
-            "data" if data.is_none() => unescaped_at(after).map(|(v, a)| (data = Some(v), a))?.1,
+        // Keys compared as literals: a key with an escape is not plain.
+        let (key, slot) = match rest.as_bytes().get(1)? {
+            b't' => (r#""type":"#, 0),
+            b'i' => (r#""id":"#, 1),
+            b'd' => (r#""data":"#, 2),
+            _ => return None,
+        };
+        let after = rest.strip_prefix(key)?;
+        let after = match slot {
+            0 if ty.is_none() => plain_at(after).map(|(v, a)| (ty = Some(v), a))?.1,
+            1 if id.is_none() => plain_at(after).map(|(v, a)| (id = Some(v), a))?.1,
+            2 if data.is_none() => unescaped_at(after).map(|(v, a)| (data = Some(v), a))?.1,
             _ => return None,
         };
         match after.as_bytes() {

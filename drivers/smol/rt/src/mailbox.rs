@@ -143,6 +143,9 @@ mod tests {
         let kept = Mailbox::keeping();
         kept.push(1);
         assert_eq!(kept.try_recv(), Some(1));
-        assert!(kept.queue.borrow().capacity() > 0, "kept for the next message");
+        assert!(
+            kept.queue.borrow().capacity() > 0,
+            "kept for the next message"
+        );
     }
 }

@@ -84,15 +84,16 @@ pub fn write_head(
     out.extend_from_slice(b"\r\n");
 }
 
-/// `n`'s digits in base `radix` (10 or 16, lowercase), without `fmt`: the
-/// formatting machinery costs more than a head or a token's framing.
-pub(crate) fn digits(mut n: u64, radix: u64) -> ([u8; 20], usize) {
+/// `n`'s digits in base `RADIX` (10 or 16, lowercase), without `fmt`: the
+/// formatting machinery costs more than a head or a token's framing. A
+/// constant radix lets the divisions become shifts and multiplications.
+pub(crate) fn digits<const RADIX: u64>(mut n: u64) -> ([u8; 20], usize) {
     let mut d = [0u8; 20];
     let mut i = d.len();
     loop {
         i -= 1;
-        d[i] = b"0123456789abcdef"[(n % radix) as usize];
-        n /= radix;
+        d[i] = b"0123456789abcdef"[(n % RADIX) as usize];
+        n /= RADIX;
         if n == 0 {
             return (d, i);
         }
@@ -101,7 +102,7 @@ pub(crate) fn digits(mut n: u64, radix: u64) -> ([u8; 20], usize) {
 
 /// Appends `n` in decimal.
 fn push_decimal(out: &mut Vec<u8>, n: u64) {
-    let (d, i) = digits(n, 10);
+    let (d, i) = digits::<10>(n);
     out.extend_from_slice(&d[i..]);
 }
 
@@ -110,7 +111,7 @@ pub fn write_chunk(out: &mut Vec<u8>, data: &[u8]) {
     if data.is_empty() {
         return;
     }
-    let (d, i) = digits(data.len() as u64, 16);
+    let (d, i) = digits::<16>(data.len() as u64);
     out.reserve(d.len() - i + data.len() + 4);
     out.extend_from_slice(&d[i..]);
     out.extend_from_slice(b"\r\n");
