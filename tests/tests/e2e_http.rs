@@ -189,3 +189,84 @@ fn no_body_statuses_are_framed_so_keep_alive_continues() {
         assert_eq!(c.response(false).await.text(), "in sync");
     });
 }
+
+/// Chunk `i` of the stalled-caller test: its index, repeated.
+fn numbered(i: usize) -> String {
+    format!("{i:08}").repeat(2048)
+}
+
+#[test]
+fn a_stream_to_a_caller_that_stops_reading_arrives_whole_and_in_order() {
+    // More than the sockets between relay and caller hold: chunks the relay
+    // writes at once, chunks a full socket leaves to the caller's task, and
+    // the cut-short write between them must all arrive, each once, in order.
+    let relay = start(|a| a.max_stream_buffer = 64 << 20);
+    smol::block_on(within("a stalled stream", async {
+        let a = key(1);
+        let mut t = Tunnel::connect(relay.addr, &[&a]).await;
+        let mut c = Caller::connect(relay.addr).await;
+        c.send(&get(&host_of(&a), "/s")).await;
+        let (id, ..) = t.request().await;
+        t.send(&ClientFrame::StreamStart {
+            id: id.clone(),
+            status: 200,
+            headers: Headers::default(),
+        })
+        .await;
+        let mut read = 0;
+        for phase in [0..256, 256..512] {
+            for i in phase.clone() {
+                let data = numbered(i).as_str().into();
+                t.send(&ClientFrame::StreamChunk {
+                    id: id.clone(),
+                    data,
+                })
+                .await;
+            }
+            if read == 0 {
+                assert_eq!(c.head().await.0, 200);
+            }
+            for i in phase {
+                let got = c.chunk().await.expect("the stream goes on");
+                assert_eq!(got.as_deref(), Some(numbered(i).as_bytes()), "chunk {i}");
+                read += 1;
+            }
+        }
+        t.send(&ClientFrame::StreamEnd { id }).await;
+        assert_eq!(c.chunk().await, Ok(None), "ended after {read} chunks");
+    }));
+}
+
+#[test]
+fn a_stream_longer_than_the_buffer_limit_flows_to_a_caller_that_keeps_up() {
+    // What the caller has read no longer counts against `max_stream_buffer`,
+    // whether its task or the relay's tunnel side wrote it.
+    let relay = start(|a| a.max_stream_buffer = 256 << 10);
+    smol::block_on(within("a long stream", async {
+        let a = key(1);
+        let mut t = Tunnel::connect(relay.addr, &[&a]).await;
+        let mut c = Caller::connect(relay.addr).await;
+        c.send(&get(&host_of(&a), "/s")).await;
+        let (id, ..) = t.request().await;
+        t.send(&ClientFrame::StreamStart {
+            id: id.clone(),
+            status: 200,
+            headers: Headers::default(),
+        })
+        .await;
+        assert_eq!(c.head().await.0, 200);
+        // 4 MiB in all, sixteen times the limit.
+        for i in 0..256 {
+            let data = numbered(i).as_str().into();
+            t.send(&ClientFrame::StreamChunk {
+                id: id.clone(),
+                data,
+            })
+            .await;
+            let got = c.chunk().await.expect("not cut as a slow consumer");
+            assert_eq!(got.as_deref(), Some(numbered(i).as_bytes()), "chunk {i}");
+        }
+        t.send(&ClientFrame::StreamEnd { id }).await;
+        assert_eq!(c.chunk().await, Ok(None));
+    }));
+}

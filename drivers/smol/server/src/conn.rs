@@ -1,7 +1,7 @@
 //! One caller connection: HTTP/1.1 requests in, engine outputs out.
 
 use crate::hub::Shared;
-use crate::msg::CallMsg;
+use crate::msg::{CallBox, CallMsg, Direct};
 use crate::stream::{read_more, write_all, write_all_vectored, Sock, Stream};
 use osaurus_relay_engine::http::{status_has_body, Response};
 use osaurus_relay_engine::wire::http1::{
@@ -11,6 +11,7 @@ use osaurus_relay_engine::{CallError, CallId, Input, RequestHead};
 use osaurus_relay_rt::io::until;
 use osaurus_relay_rt::mailbox::Mailbox;
 use smol::future::FutureExt;
+use std::cell::Cell;
 use std::io::IoSlice;
 use std::net::{Shutdown, SocketAddr};
 use std::rc::Rc;
@@ -183,7 +184,7 @@ async fn exchange(
     buf: &mut Vec<u8>,
     h: http1::RequestHead,
     call: CallId,
-    rx: &Mailbox<CallMsg>,
+    rx: &CallBox,
 ) -> Next {
     let Conn { core, s, peer, o } = conn;
     let body_follows = match h.body {
@@ -211,10 +212,10 @@ async fn exchange(
     core.borrow_mut().handle(Input::CallHead { call, head });
     let mut answered_early = false;
     if body_follows {
-        if h.expect_continue && rx.is_empty() {
+        if h.expect_continue && rx.mail.is_empty() {
             let _ = write_all(s, b"HTTP/1.1 100 Continue\r\n\r\n").await;
         }
-        match read_body(core, s, buf, h.body, call, rx, o).await {
+        match read_body(core, s, buf, h.body, call, &rx.mail, o).await {
             BodyEnd::Complete => core.borrow_mut().handle(Input::CallBodyEnd { call }),
             BodyEnd::Answered => answered_early = true,
             BodyEnd::Gone => {
@@ -351,6 +352,23 @@ impl Writer {
     }
 }
 
+/// While a caller's task waits mid-stream, the hub may write its chunks;
+/// never once it stops waiting (however it stops).
+struct Idle<'a>(&'a Cell<Direct>);
+
+impl<'a> Idle<'a> {
+    fn new(cell: &'a Cell<Direct>, direct: Direct) -> Self {
+        cell.set(direct);
+        Idle(cell)
+    }
+}
+
+impl Drop for Idle<'_> {
+    fn drop(&mut self) {
+        self.0.set(Direct::Off);
+    }
+}
+
 enum Event {
     Msg(Option<CallMsg>),
     Read(std::io::Result<usize>),
@@ -362,12 +380,15 @@ async fn answer(
     s: &Stream,
     buf: &mut Vec<u8>,
     call: CallId,
-    rx: &Mailbox<CallMsg>,
+    calls: &CallBox,
     w: &Writer,
     o: &ConnOpts,
 ) -> Next {
+    let rx = &calls.mail;
     // A message taken from the queue while coalescing chunks, still to handle.
     let mut pending: Option<CallMsg> = None;
+    // Once the head is out, how the hub may write chunks while this task waits.
+    let mut direct = Direct::Off;
     // One framing buffer for the whole answer: a token stream writes many
     // small chunks, and a fresh buffer per chunk cost a malloc and a free.
     let mut out = Vec::new();
@@ -375,11 +396,13 @@ async fn answer(
         let ev = if let Some(m) = pending.take() {
             Event::Msg(Some(m))
         } else if buf.len() < o.head.max_head_bytes {
+            let _idle = Idle::new(&calls.direct, direct);
             // Watching for a hang-up only waits for readiness: no read per call.
             async { Event::Msg(Some(rx.recv().await)) }
                 .or(async { Event::Read(read_more(s, buf, true).await) })
                 .await
         } else {
+            let _idle = Idle::new(&calls.direct, direct);
             Event::Msg(Some(rx.recv().await))
         };
         let msg = match ev {
@@ -418,14 +441,26 @@ async fn answer(
                     w.keep_alive && w.chunked(),
                     w.minor,
                 );
-                until(deadline, write_all(s, &out)).await
+                let wrote = until(deadline, write_all(s, &out)).await;
+                if s.is_plain() && !w.is_head {
+                    direct = if w.chunked() {
+                        Direct::Chunked
+                    } else {
+                        Direct::Raw
+                    };
+                }
+                wrote
             }
-            CallMsg::Chunk(data) => {
+            m @ (CallMsg::Chunk(_) | CallMsg::Framed(..)) => {
                 // Every chunk already queued goes out in one write.
                 out.clear();
-                let (mut n, mut next) = (0u64, Some(CallMsg::Chunk(data)));
+                let (mut n, mut next) = (0u64, Some(m));
                 while let Some(m) = next.take() {
                     match m {
+                        CallMsg::Framed(rest, k) => {
+                            n += k;
+                            out.extend_from_slice(&rest);
+                        }
                         CallMsg::Chunk(d) => {
                             n += d.len() as u64;
                             if w.is_head {
@@ -434,11 +469,14 @@ async fn answer(
                             } else {
                                 out.extend_from_slice(&d);
                             }
-                            if out.len() < COALESCE_BYTES {
-                                next = rx.try_recv();
-                            }
                         }
-                        other => pending = Some(other),
+                        other => {
+                            pending = Some(other);
+                            break;
+                        }
+                    }
+                    if out.len() < COALESCE_BYTES {
+                        next = rx.try_recv();
                     }
                 }
                 let r = if out.is_empty() {

@@ -2,13 +2,13 @@
 
 use crate::cluster::directory::Directory;
 use crate::cluster::hop;
-use crate::msg::{CallMsg, DirOp, Outbox, TunnelMsg, Upload};
+use crate::msg::{CallBox, CallMsg, DirOp, Direct, Outbox, TunnelMsg, Upload};
 use crate::stream::Sock;
 use osaurus_relay_engine::map::{map, Map};
+use osaurus_relay_engine::wire::http1;
 use osaurus_relay_engine::{CallId, Entropy, Event, Hop, Input, Now, Output, Relay, TunnelId};
 use osaurus_relay_rt::clock::Clock;
 use osaurus_relay_rt::entropy::OsEntropy;
-use osaurus_relay_rt::mailbox::Mailbox;
 use smol::channel::{Receiver, Sender};
 use std::cell::RefCell;
 use std::net::Shutdown;
@@ -17,7 +17,7 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 struct Peer {
-    mail: Rc<Mailbox<CallMsg>>,
+    mail: Rc<CallBox>,
     socket: Sock,
 }
 
@@ -34,6 +34,12 @@ pub(crate) struct Core {
     tunnels: Map<TunnelId, Rc<Outbox>>,
     next_call: u64,
     armed: Option<u64>,
+    /// Chunks the hub wrote to callers itself, for `CallDrained` (call, data bytes).
+    drained: Vec<(CallId, u64)>,
+    /// The framing of a chunk written by the hub.
+    framing: Vec<u8>,
+    /// A caller's task was handed a message since the last `take_fed`.
+    fed: bool,
     timer_wake: Sender<()>,
     done: Sender<()>,
 }
@@ -61,6 +67,9 @@ impl Core {
             tunnels: map(seed),
             next_call: 0,
             armed: None,
+            drained: Vec::new(),
+            framing: Vec::new(),
+            fed: false,
             timer_wake,
             done,
         }
@@ -95,10 +104,10 @@ impl Core {
     }
 
     /// Registers a new call of the connection `socket`; its messages arrive on the receiver.
-    pub fn new_call(&mut self, socket: &Sock) -> (CallId, Rc<Mailbox<CallMsg>>) {
+    pub fn new_call(&mut self, socket: &Sock) -> (CallId, Rc<CallBox>) {
         self.next_call += 1;
         let id = CallId(self.next_call);
-        let mail = Rc::new(Mailbox::keeping());
+        let mail = Rc::new(CallBox::new());
         self.calls.insert(
             id,
             Peer {
@@ -111,7 +120,7 @@ impl Core {
 
     pub fn end_call(&mut self, id: CallId) {
         if let Some(p) = self.calls.remove(&id) {
-            p.mail.close();
+            p.mail.mail.close();
         }
     }
 
@@ -157,9 +166,25 @@ impl Core {
         self.armed
     }
 
+    /// Whether a caller's task was handed a message since the last call.
+    pub fn take_fed(&mut self) -> bool {
+        std::mem::take(&mut self.fed)
+    }
+
     fn pump(&mut self) {
-        while let Some(o) = self.relay.poll_output() {
-            self.dispatch(o);
+        loop {
+            while let Some(o) = self.relay.poll_output() {
+                self.dispatch(o);
+            }
+            if self.drained.is_empty() {
+                break;
+            }
+            let now = self.now();
+            let mut drained = std::mem::take(&mut self.drained);
+            for (call, bytes) in drained.drain(..) {
+                self.relay.handle(now, Input::CallDrained { call, bytes });
+            }
+            self.drained = drained;
         }
         if let Some(t) = self.relay.poll_timeout() {
             if self.armed.is_none_or(|a| t < a) {
@@ -170,15 +195,48 @@ impl Core {
 
     fn send_call(&mut self, id: CallId, msg: CallMsg) {
         if let Some(p) = self.calls.get(&id) {
-            p.mail.push(msg);
+            p.mail.mail.push(msg);
+            self.fed = true;
         }
+    }
+
+    /// A chunk goes straight to the socket when the caller's task waits
+    /// idle mid-stream and the socket takes it all: no wake-up, no queue.
+    /// Otherwise (or for what a short write leaves) the task writes it.
+    fn write_chunk(&mut self, id: CallId, data: Vec<u8>) {
+        let Some(p) = self.calls.get(&id) else {
+            return;
+        };
+        let direct = p.mail.direct.get();
+        if direct != Direct::Off && p.mail.mail.is_empty() {
+            let out = &mut self.framing;
+            let bytes: &[u8] = if direct == Direct::Chunked {
+                out.clear();
+                http1::write_chunk(out, &data);
+                out
+            } else {
+                &data
+            };
+            match p.socket.try_write_plain(bytes) {
+                Some(Ok(n)) if n == bytes.len() => {
+                    return self.drained.push((id, data.len() as u64));
+                }
+                Some(Ok(n)) => {
+                    let rest = CallMsg::Framed(bytes[n..].to_vec(), data.len() as u64);
+                    return self.send_call(id, rest);
+                }
+                // Would block, or failed: the task writes it, and sees any failure.
+                _ => {}
+            }
+        }
+        self.send_call(id, CallMsg::Chunk(data));
     }
 
     fn dispatch(&mut self, o: Output) {
         match o {
             Output::Respond { call, response } => self.send_call(call, CallMsg::Respond(response)),
             Output::StartStream { call, head } => self.send_call(call, CallMsg::Start(head)),
-            Output::WriteChunk { call, data } => self.send_call(call, CallMsg::Chunk(data)),
+            Output::WriteChunk { call, data } => self.write_chunk(call, data),
             Output::EndStream { call } => self.send_call(call, CallMsg::End),
             Output::AbortStream { call } => {
                 // The writer may be blocked on a caller that does not read: cut it loose.

@@ -15,9 +15,38 @@ pub(crate) enum CallMsg {
     Respond(Response),
     Start(ResponseHead),
     Chunk(Vec<u8>),
+    /// The rest of a chunk the hub began to write itself: bytes already
+    /// framed, and how many bytes of data the whole chunk held.
+    Framed(Vec<u8>, u64),
     End,
     Abort,
     Upgrade(TunnelId, Rc<Outbox>),
+}
+
+/// How the hub may write a chunk to the caller's socket itself.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Direct {
+    Off,
+    Chunked,
+    /// HTTP/1.0: the body ends when the connection closes.
+    Raw,
+}
+
+/// A call's mailbox, and whether its task waits mid-stream with nothing
+/// to write: then a chunk is written by the hub straight away, in the turn
+/// that read it from the tunnel, and the task is not woken for it.
+pub(crate) struct CallBox {
+    pub mail: Mailbox<CallMsg>,
+    pub direct: Cell<Direct>,
+}
+
+impl CallBox {
+    pub fn new() -> Self {
+        CallBox {
+            mail: Mailbox::keeping(),
+            direct: Cell::new(Direct::Off),
+        }
+    }
 }
 
 /// What a tunnel's writer must do next.

@@ -114,6 +114,16 @@ impl Stream {
         }
     }
 
+    /// Whether this is plain TCP (no TLS session between bytes and socket).
+    pub fn is_plain(&self) -> bool {
+        self.tls.is_none()
+    }
+
+    /// One non-blocking write of a plain connection; `None` on TLS.
+    pub fn try_write_plain(&self, data: &[u8]) -> Option<std::io::Result<usize>> {
+        self.tls.is_none().then(|| self.tcp.get_ref().write(data))
+    }
+
     pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         self.tcp.poll_readable(cx)
     }

@@ -193,8 +193,18 @@ async fn read_loop(
         }
         drop(leftover);
     }
+    // After a short read of plain TCP the socket is most likely empty:
+    // wait for readiness instead of a read that fails with EAGAIN.
+    let (mut wait, mut reads) = (false, 0u32);
     loop {
         let step = std::future::poll_fn(|cx| loop {
+            if wait {
+                if let Err(e) = ready!(s.poll_readable(cx)) {
+                    debug!(tunnel = tunnel.0, error = %e, "tunnel poll failed");
+                    return Poll::Ready(Err(End::Gone));
+                }
+                wait = false;
+            }
             let r = SCRATCH.with(|scratch| {
                 let mut scratch = scratch.borrow_mut();
                 match s.try_read(&mut scratch[..]) {
@@ -203,12 +213,12 @@ async fn read_loop(
                         Err(end) => Err(end),
                         Ok(()) => match reader.feed(&mut scratch[..n], &mut on) {
                             Ok(true) => Err(End::Answer(None)),
-                            Ok(false) => Ok(()),
+                            Ok(false) => Ok(n),
                             Err(f) => Err(fault(f)),
                         },
                     }),
                     Err(e) if e.kind() == ErrorKind::WouldBlock => None,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => Some(Ok(())),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => Some(Ok(0)),
                     Err(e) => {
                         debug!(tunnel = tunnel.0, error = %e, "tunnel read failed");
                         Some(Err(End::Gone))
@@ -217,21 +227,22 @@ async fn read_loop(
             });
             match r {
                 Some(r) => return Poll::Ready(r),
-                None => {
-                    if let Err(e) = ready!(s.poll_readable(cx)) {
-                        debug!(tunnel = tunnel.0, error = %e, "tunnel poll failed");
-                        return Poll::Ready(Err(End::Gone));
-                    }
-                }
+                None => wait = true,
             }
         });
-        match step.await {
-            Ok(()) => {}
+        let n = match step.await {
+            Ok(n) => n,
             Err(End::Answer(_)) => return End::Answer(closed_by_client.get().flatten()),
             Err(end) => return end,
+        };
+        wait = s.is_plain() && n > 0 && n < READ_BYTES;
+        reads = reads.wrapping_add(1);
+        // Callers this read handed chunks to get to write before the next
+        // read (chunks written straight to their sockets need no turn), and
+        // a busy tunnel lets other tasks run now and then.
+        if core.borrow_mut().take_fed() || reads % 16 == 0 {
+            smol::future::yield_now().await;
         }
-        // The callers this read fed get to write before the next read.
-        smol::future::yield_now().await;
     }
 }
 
