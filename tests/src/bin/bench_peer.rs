@@ -4,7 +4,7 @@
 //! bench_peer tunnels ADDR N M MODE HOSTS_FILE   MODE: fixed:SIZE | echo | stream:K:S | tokens:K:S:MS
 //! bench_peer origin PORT SIZE
 //! bench_peer streams ADDR HOST COUNT
-//! bench_peer tokens ADDR HOSTS_FILE COUNT
+//! bench_peer tokens ADDR HOSTS_FILE COUNT [ROUNDS]
 //!
 //! `tokens:K:S:MS` answers every call with an SSE stream of K events of S
 //! bytes, one every MS ms, each carrying the wall-clock time it was sent;
@@ -340,12 +340,42 @@ fn tokens(args: &[String]) {
         .map(|h| format!("{h}.bench.test"))
         .collect();
     let count: usize = args[2].parse().expect("count");
+    let rounds: usize = args.get(3).map_or(1, |r| r.parse().expect("rounds"));
     let ex = smol::LocalExecutor::new();
-    let (per, elapsed) = smol::block_on(ex.run(async {
-        let start = Instant::now();
+    let start = Instant::now();
+    let mut per = Vec::new();
+    for _ in 0..rounds {
+        per.extend(smol::block_on(
+            ex.run(streams_at_once(&ex, &addr, &hosts, count)),
+        ));
+    }
+    let elapsed = start.elapsed();
+    let complete = per.iter().filter(|(_, c)| *c).count();
+    let mut lat: Vec<u64> = per.into_iter().flat_map(|(l, _)| l).collect();
+    lat.sort_unstable();
+    let q = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)));
+    println!(
+        "{{\"streams\":{},\"complete\":{complete},\"tokens\":{},\"lat_p50_ms\":{:.3},\"lat_p99_ms\":{:.3},\"lat_max_ms\":{:.3},\"seconds\":{:.3}}}",
+        count * rounds,
+        lat.len(),
+        q(0.5).copied().unwrap_or(0) as f64 / 1e3,
+        q(0.99).copied().unwrap_or(0) as f64 / 1e3,
+        lat.last().copied().unwrap_or(0) as f64 / 1e3,
+        elapsed.as_secs_f64()
+    );
+}
+
+/// COUNT streams at once; each one's latencies and whether it completed.
+async fn streams_at_once<'a>(
+    ex: &smol::LocalExecutor<'a>,
+    addr: &str,
+    hosts: &[String],
+    count: usize,
+) -> Vec<(Vec<u64>, bool)> {
+    {
         let tasks: Vec<_> = (0..count)
             .map(|i| {
-                let (addr, host) = (addr.clone(), hosts[i % hosts.len()].clone());
+                let (addr, host) = (addr.to_string(), hosts[i % hosts.len()].clone());
                 ex.spawn(async move {
                     let mut s = TcpStream::connect(&addr).await.expect("connect");
                     s.write_all(format!("GET /t HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
@@ -386,20 +416,8 @@ fn tokens(args: &[String]) {
         for t in tasks {
             out.push(t.await);
         }
-        (out, start.elapsed())
-    }));
-    let complete = per.iter().filter(|(_, c)| *c).count();
-    let mut lat: Vec<u64> = per.into_iter().flat_map(|(l, _)| l).collect();
-    lat.sort_unstable();
-    let q = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)));
-    println!(
-        "{{\"streams\":{count},\"complete\":{complete},\"tokens\":{},\"lat_p50_ms\":{:.3},\"lat_p99_ms\":{:.3},\"lat_max_ms\":{:.3},\"seconds\":{:.3}}}",
-        lat.len(),
-        q(0.5).copied().unwrap_or(0) as f64 / 1e3,
-        q(0.99).copied().unwrap_or(0) as f64 / 1e3,
-        lat.last().copied().unwrap_or(0) as f64 / 1e3,
-        elapsed.as_secs_f64()
-    );
+        out
+    }
 }
 
 fn main() {
@@ -408,7 +426,7 @@ fn main() {
         Some("tunnels") if args.len() == 6 => tunnels(&args[1..]),
         Some("origin") if args.len() == 3 => origin(&args[1..]),
         Some("streams") if args.len() == 4 => streams(&args[1..]),
-        Some("tokens") if args.len() == 4 => tokens(&args[1..]),
+        Some("tokens") if (4..=5).contains(&args.len()) => tokens(&args[1..]),
         _ => {
             eprintln!("usage: bench_peer tunnels ADDR N M MODE HOSTS_FILE | origin PORT SIZE | streams ADDR HOST COUNT");
             std::process::exit(2);
