@@ -4,7 +4,7 @@
 //! bench_peer tunnels ADDR N M MODE HOSTS_FILE   MODE: fixed:SIZE | echo | stream:K:S | tokens:K:S:MS
 //! bench_peer origin PORT SIZE
 //! bench_peer streams ADDR HOST COUNT
-//! bench_peer tokens ADDR HOSTS_FILE COUNT [ROUNDS]
+//! bench_peer tokens ADDR HOSTS_FILE COUNT [ROUNDS [SPREAD_MS]]
 //!
 //! `tokens:K:S:MS` answers every call with an SSE stream of K events of S
 //! bytes, one every MS ms, each carrying the wall-clock time it was sent;
@@ -341,12 +341,14 @@ fn tokens(args: &[String]) {
         .collect();
     let count: usize = args[2].parse().expect("count");
     let rounds: usize = args.get(3).map_or(1, |r| r.parse().expect("rounds"));
+    // Starts spread over this many ms: callers whose tokens are not in step.
+    let spread = Duration::from_millis(args.get(4).map_or(0, |r| r.parse().expect("spread ms")));
     let ex = smol::LocalExecutor::new();
     let start = Instant::now();
     let mut per = Vec::new();
     for _ in 0..rounds {
         per.extend(smol::block_on(
-            ex.run(streams_at_once(&ex, &addr, &hosts, count)),
+            ex.run(streams_at_once(&ex, &addr, &hosts, count, spread)),
         ));
     }
     let elapsed = start.elapsed();
@@ -371,12 +373,15 @@ async fn streams_at_once<'a>(
     addr: &str,
     hosts: &[String],
     count: usize,
+    spread: Duration,
 ) -> Vec<(Vec<u64>, bool)> {
     {
         let tasks: Vec<_> = (0..count)
             .map(|i| {
                 let (addr, host) = (addr.to_string(), hosts[i % hosts.len()].clone());
+                let after = spread.mul_f64(i as f64 / count as f64);
                 ex.spawn(async move {
+                    smol::Timer::after(after).await;
                     let mut s = TcpStream::connect(&addr).await.expect("connect");
                     s.write_all(format!("GET /t HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
                         .await
@@ -426,7 +431,7 @@ fn main() {
         Some("tunnels") if args.len() == 6 => tunnels(&args[1..]),
         Some("origin") if args.len() == 3 => origin(&args[1..]),
         Some("streams") if args.len() == 4 => streams(&args[1..]),
-        Some("tokens") if (4..=5).contains(&args.len()) => tokens(&args[1..]),
+        Some("tokens") if (4..=6).contains(&args.len()) => tokens(&args[1..]),
         _ => {
             eprintln!("usage: bench_peer tunnels ADDR N M MODE HOSTS_FILE | origin PORT SIZE | streams ADDR HOST COUNT");
             std::process::exit(2);
