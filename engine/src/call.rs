@@ -302,14 +302,23 @@ impl<E: Entropy> Relay<E> {
     }
 
     pub(crate) fn on_call_drained(&mut self, call: CallId, bytes: u64) {
-        self.on_forward_drained(call, bytes);
-        if let Some(Call {
-            state: CallState::Streaming { queued, .. },
-            ..
-        }) = self.calls.get_mut(&call)
-        {
-            *queued = queued.saturating_sub(bytes);
-        }
+        // One look-up: this runs for every chunk a caller is written.
+        let queued = match self.calls.get_mut(&call) {
+            Some(Call {
+                state: CallState::Streaming { queued, .. },
+                ..
+            }) => queued,
+            Some(Call {
+                state:
+                    CallState::Forwarded {
+                        at: Forwarded::Streaming { queued, .. },
+                        ..
+                    },
+                ..
+            }) => queued,
+            _ => return,
+        };
+        *queued = queued.saturating_sub(bytes);
     }
 
     pub(crate) fn on_call_timer(&mut self, call: CallId) {
@@ -472,22 +481,26 @@ impl<E: Entropy> Relay<E> {
     }
 
     pub(crate) fn on_stream_chunk(&mut self, tunnel: TunnelId, req: &str, data: Body) {
-        let Some(call) = self.owned_call(tunnel, req) else {
+        let (now, cap) = (self.now.mono_ms, self.cfg.max_stream_buffer);
+        let max = self.cfg.max_chunk_bytes;
+        // The token path: one look-up by request id, one of the call.
+        let found = self.calls.by_req(req).and_then(|id| {
+            let c = self.calls.get_mut(&id)?;
+            let (t, _) = c.state.tunnel_req()?;
+            (t == tunnel).then_some((id, c))
+        });
+        let Some((call, c)) = found else {
+            self.counters.invalid_frames += 1;
             return;
         };
-        if data.len() as u64 > self.cfg.max_chunk_bytes {
+        if data.len() as u64 > max {
             return self.on_bad_reply(tunnel, req, "stream_chunk over the size limit");
         }
-        let (now, cap) = (self.now.mono_ms, self.cfg.max_stream_buffer);
-        let Some(Call {
-            state:
-                CallState::Streaming {
-                    last_activity,
-                    queued,
-                    ..
-                },
+        let CallState::Streaming {
+            last_activity,
+            queued,
             ..
-        }) = self.calls.get_mut(&call)
+        } = &mut c.state
         else {
             return self.on_bad_reply(tunnel, req, "stream_chunk before stream_start");
         };

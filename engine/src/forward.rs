@@ -333,10 +333,4 @@ impl<E: Entropy> Relay<E> {
             }
         }
     }
-
-    pub(crate) fn on_forward_drained(&mut self, call: CallId, bytes: u64) {
-        if let Some(Forwarded::Streaming { queued, .. }) = self.forwarded(call) {
-            *queued = queued.saturating_sub(bytes);
-        }
-    }
 }

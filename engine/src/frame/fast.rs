@@ -116,7 +116,7 @@ fn unescaped_at(s: &str) -> Option<(String, &str)> {
             b'\\' => {
                 if out.capacity() == 0 {
                     // Unescaped text is never longer than the rest of the frame.
-                    out.reserve(s.len());
+                    out = String::with_capacity(s.len());
                 }
                 let (c, used) = escape(&b[at + 1..])?;
                 out.push_str(&s[i..at]);
@@ -142,7 +142,15 @@ pub(crate) fn parse(text: &str) -> Option<Fast<'_>> {
         };
         let after = rest.strip_prefix(key)?;
         let after = match slot {
-            0 if ty.is_none() => plain_at(after).map(|(v, a)| (ty = Some(v), a))?.1,
+            0 if ty.is_none() => {
+                let (v, a) = if let Some(a) = after.strip_prefix(r#""stream_chunk""#) {
+                    ("stream_chunk", a)
+                } else {
+                    ("stream_end", after.strip_prefix(r#""stream_end""#)?)
+                };
+                ty = Some(v);
+                a
+            }
             1 if id.is_none() => plain_at(after).map(|(v, a)| (id = Some(v), a))?.1,
             2 if data.is_none() => unescaped_at(after).map(|(v, a)| (data = Some(v), a))?.1,
             _ => return None,

@@ -151,13 +151,13 @@ impl Core {
     pub fn handle(&mut self, input: Input<'_>) {
         let now = self.now();
         self.relay.handle(now, input);
-        self.pump();
+        self.pump(now);
     }
 
     pub fn handle_timeout(&mut self) {
         let now = self.now();
         self.relay.handle_timeout(now);
-        self.pump();
+        self.pump(now);
     }
 
     /// The deadline the timer task should sleep until; remembers it as armed.
@@ -171,7 +171,9 @@ impl Core {
         std::mem::take(&mut self.fed)
     }
 
-    fn pump(&mut self) {
+    /// Carries out the engine's outputs; `now` is the time of the input
+    /// that made them (chunks written meanwhile are drained at that time).
+    fn pump(&mut self, now: Now) {
         loop {
             while let Some(o) = self.relay.poll_output() {
                 self.dispatch(o);
@@ -179,7 +181,6 @@ impl Core {
             if self.drained.is_empty() {
                 break;
             }
-            let now = self.now();
             let mut drained = std::mem::take(&mut self.drained);
             for (call, bytes) in drained.drain(..) {
                 self.relay.handle(now, Input::CallDrained { call, bytes });
