@@ -7,7 +7,8 @@
 //! bench_peer tokens ADDR HOSTS_FILE COUNT [ROUNDS [SPREAD_MS]]
 //!
 //! `tokens:K:S:MS` answers every call with an SSE stream of K events of S
-//! bytes, one every MS ms, each carrying the wall-clock time it was sent;
+//! bytes, one every MS ms, each carrying the wall-clock time it was written
+//! to the tunnel;
 //! `tokens` holds COUNT such streams across the hosts and reports the
 //! latency of every event (sent by the peer → read by the caller).
 
@@ -167,7 +168,14 @@ async fn paced(
     let (tx, rx) = smol::channel::unbounded::<String>();
     let ex = smol::LocalExecutor::new();
     let writer = async {
-        while let Ok(t) = rx.recv().await {
+        while let Ok(mut t) = rx.recv().await {
+            // The time a token is written to the tunnel, not when it was
+            // made: a burst's wait in this peer's own queue is not the relay's.
+            if let Some(at) = t.find("data: ").map(|at| at + 6) {
+                if t.get(at..at + 16).is_some_and(|d| d.bytes().all(|b| b.is_ascii_digit())) {
+                    t.replace_range(at..at + 16, &format!("{:016}", wall_us()));
+                }
+            }
             if tx_ws.send(Message::text(t)).await.is_err() {
                 return;
             }
