@@ -14,7 +14,8 @@ use std::task::{Context, Poll};
 
 pub(crate) struct Stream {
     tcp: Async<TcpStream>,
-    tls: Option<RefCell<ServerConnection>>,
+    /// Boxed: a session is over a kilobyte, and most connections are plain.
+    tls: Option<Box<RefCell<ServerConnection>>>,
     /// In the open-connections gauge (a metrics scrape is not).
     counted: bool,
 }
@@ -82,7 +83,7 @@ impl Stream {
         opened();
         Ok(Stream {
             tcp,
-            tls: Some(RefCell::new(c)),
+            tls: Some(Box::new(RefCell::new(c))),
             counted: true,
         })
     }
