@@ -33,9 +33,11 @@ pub(crate) struct Tunnel {
 pub(crate) enum Phase {
     /// The challenge went out; the `auth` frame must answer this nonce.
     AwaitingAuth { nonce: String },
-    /// `auth` arrived (its nonce is used up); with several instances the
-    /// handshake waits here for the directory's claims.
-    Claiming(PendingAuth),
+    /// `auth` arrived and is being checked: its nonce is used up.
+    NonceUsed,
+    /// With several instances the handshake waits here for the directory's
+    /// claims (boxed: an idle tunnel's phase is `Ready`, and small).
+    Claiming(Box<PendingAuth>),
     /// `auth_ok` went out: agents are served.
     Ready,
 }
@@ -86,8 +88,7 @@ impl Tunnel {
     /// Uses the challenge up: the `auth` frame's nonce must equal what this
     /// returns; a second `auth` gets `None`.
     pub fn take_nonce(&mut self) -> Option<String> {
-        let consumed = Phase::Claiming(PendingAuth::default());
-        match std::mem::replace(&mut self.phase, consumed) {
+        match std::mem::replace(&mut self.phase, Phase::NonceUsed) {
             Phase::AwaitingAuth { nonce } => Some(nonce),
             // A second `auth`: the claims of the first stay to be undone.
             other => {
@@ -100,7 +101,7 @@ impl Tunnel {
     /// The handshake now waits for the directory to answer these claims.
     pub fn await_claims(&mut self, p: PendingAuth) {
         if !self.authed() {
-            self.phase = Phase::Claiming(p);
+            self.phase = Phase::Claiming(Box::new(p));
         }
     }
 
@@ -181,6 +182,8 @@ impl Tunnels {
         if let Some(t) = self.map.get_mut(&id) {
             self.serving.insert(addr, id);
             if !t.agents.contains(&addr) {
+                // Exactly as many as served: most tunnels serve one agent.
+                t.agents.reserve_exact(1);
                 t.agents.push(addr);
             }
         }

@@ -172,7 +172,9 @@ async fn paced(
             // The time a token is written to the tunnel, not when it was
             // made: a burst's wait in this peer's own queue is not the relay's.
             if let Some(at) = t.find("data: ").map(|at| at + 6) {
-                if t.get(at..at + 16).is_some_and(|d| d.bytes().all(|b| b.is_ascii_digit())) {
+                if t.get(at..at + 16)
+                    .is_some_and(|d| d.bytes().all(|b| b.is_ascii_digit()))
+                {
                     t.replace_range(at..at + 16, &format!("{:016}", wall_us()));
                 }
             }

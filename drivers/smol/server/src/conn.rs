@@ -31,7 +31,7 @@ pub(crate) struct ConnOpts {
     pub body_timeout: Duration,
     /// A rejected caller's write deadline, then how long it is drained.
     pub reject_linger: Duration,
-    pub ws: crate::ws::WsOpts,
+    pub ws: Rc<crate::ws::WsOpts>,
 }
 
 /// Bodies at least this large are not copied next to their head.
@@ -142,7 +142,8 @@ pub(crate) async fn serve(core: Shared, s: Sock, peer: SocketAddr, o: Rc<ConnOpt
                 buf.shrink_to_fit();
                 // A task of its own: this connection's HTTP state is freed, and
                 // an idle tunnel holds only what the tunnel needs.
-                let accept = crate::ws::accept(core, s, buf, tunnel, trx, key, o.ws.clone());
+                let start = Box::new(crate::ws::Start { leftover: buf, key });
+                let accept = crate::ws::accept(core, s, start, tunnel, trx, o.ws.clone());
                 o.ex.spawn(accept).detach();
                 return;
             }

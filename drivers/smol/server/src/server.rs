@@ -31,11 +31,11 @@ fn conn_opts(ex: &'static LocalExecutor<'static>, c: &Config) -> ConnOpts {
         io_timeout: c.io_timeout(),
         body_timeout: c.body_timeout,
         reject_linger: c.reject_linger,
-        ws: WsOpts {
+        ws: std::rc::Rc::new(WsOpts {
             pre_auth_bytes: c.pre_auth_read_budget(),
             max_message: usize::try_from(c.max_frame_bytes).unwrap_or(usize::MAX),
             write_timeout: c.io_timeout(),
-        },
+        }),
     }
 }
 

@@ -44,24 +44,31 @@ enum End {
     Answer(Option<u16>),
 }
 
+/// What an upgrade starts with and an idle tunnel no longer needs: boxed,
+/// so the tunnel's task keeps one pointer to it, not the key and buffer.
+pub(crate) struct Start {
+    /// Bytes read after the upgrade request: the first frames, if any.
+    pub leftover: Vec<u8>,
+    /// The client's `Sec-WebSocket-Key`.
+    pub key: String,
+}
+
 /// Completes the upgrade of `s` and runs the tunnel until either side closes.
 pub(crate) async fn accept(
     core: Shared,
     s: Sock,
-    leftover: Vec<u8>,
+    start: Box<Start>,
     tunnel: TunnelId,
     out: Rc<Outbox>,
-    key: String,
-    o: WsOpts,
+    o: Rc<WsOpts>,
 ) {
     out.budget.set(o.pre_auth_bytes);
     let upgraded = {
-        // Scoped: neither the key nor the 101 head stays in an idle tunnel's state.
+        // Scoped: the 101 head does not stay in an idle tunnel's state.
         let head = format!(
             "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {}\r\n\r\n",
-            derive_accept_key(key.as_bytes())
+            derive_accept_key(start.key.as_bytes())
         );
-        drop(key);
         let deadline = Instant::now() + o.write_timeout;
         matches!(
             Box::pin(until(deadline, write_all(&s, head.as_bytes()))).await,
@@ -71,7 +78,7 @@ pub(crate) async fn accept(
     if upgraded {
         let end = {
             let writer = write_loop(&core, tunnel, &s, &out, &o);
-            let reader = read_loop(&core, tunnel, &s, &out, leftover, &o);
+            let reader = read_loop(&core, tunnel, &s, &out, start, &o);
             smol::future::or(writer, reader).await
         };
         let close = match end {
@@ -97,64 +104,78 @@ pub(crate) async fn accept(
     c.end_tunnel(tunnel);
 }
 
-/// Everything queued goes out in one vectored write: one syscall for many
-/// frames under load, and large frames are not copied next to their headers.
+/// Waits for frames to send; each batch is written by a boxed future, so a
+/// write's buffers, slices and timer exist only while it runs, not in every
+/// idle tunnel's task.
 async fn write_loop(core: &Shared, tunnel: TunnelId, s: &Sock, out: &Outbox, o: &WsOpts) -> End {
     loop {
-        let batch = Vec::from(out.mail.take_all().await);
-        // Headers and small frames are staged; each part is a staged range or a frame's text.
-        let (mut staged, mut parts) = (Vec::new(), Vec::new());
-        let (mut from, mut text_bytes, mut close) = (0, 0u64, None);
-        for (i, m) in batch.iter().enumerate() {
-            match m {
-                TunnelMsg::Frame(t) if t.len() >= SEPARATE_FRAME => {
-                    text_bytes += t.len() as u64;
-                    frames::encode(&mut staged, OpCode::Text, &[], t.len());
-                    parts.push(Part::Staged(from..staged.len()));
-                    parts.push(Part::Text(i));
-                    from = staged.len();
-                }
-                TunnelMsg::Frame(t) => {
-                    text_bytes += t.len() as u64;
-                    frames::encode(&mut staged, OpCode::Text, &[t.as_bytes()], t.len());
-                }
-                TunnelMsg::Pong(p) => frames::encode(&mut staged, OpCode::Pong, &[p], p.len()),
-                TunnelMsg::Close(code, reason) => {
-                    close = Some(End::Close(*code, reason));
-                    break;
-                }
-            }
-        }
-        if from < staged.len() {
-            parts.push(Part::Staged(from..staged.len()));
-        }
-        let mut slices: Vec<IoSlice<'_>> = parts
-            .iter()
-            .map(|p| match p {
-                Part::Staged(r) => IoSlice::new(&staged[r.clone()]),
-                Part::Text(i) => match &batch[*i] {
-                    TunnelMsg::Frame(t) => IoSlice::new(t.as_bytes()),
-                    _ => IoSlice::new(&[]),
-                },
-            })
-            .collect();
-        let deadline = Instant::now() + o.write_timeout;
-        // Boxed: a write's timer and state live only while it runs, not in
-        // every idle tunnel's task.
-        let wrote = Box::pin(until(deadline, write_all_vectored(s, &mut slices))).await;
-        if !matches!(wrote, Some(Ok(()))) {
-            return End::Gone;
-        }
-        if text_bytes > 0 {
-            core.borrow_mut().handle(Input::TunnelDrained {
-                tunnel,
-                bytes: text_bytes,
-            });
-        }
-        if let Some(end) = close {
+        let batch = out.mail.take_all().await;
+        if let Some(end) = Box::pin(write_batch(core, tunnel, s, batch, o)).await {
             return end;
         }
     }
+}
+
+/// Everything queued goes out in one vectored write: one syscall for many
+/// frames under load, and large frames are not copied next to their headers.
+async fn write_batch(
+    core: &Shared,
+    tunnel: TunnelId,
+    s: &Sock,
+    batch: std::collections::VecDeque<TunnelMsg>,
+    o: &WsOpts,
+) -> Option<End> {
+    let batch = Vec::from(batch);
+    // Headers and small frames are staged; each part is a staged range or a frame's text.
+    let (mut staged, mut parts) = (Vec::new(), Vec::new());
+    let (mut from, mut text_bytes, mut close) = (0, 0u64, None);
+    for (i, m) in batch.iter().enumerate() {
+        match m {
+            TunnelMsg::Frame(t) if t.len() >= SEPARATE_FRAME => {
+                text_bytes += t.len() as u64;
+                frames::encode(&mut staged, OpCode::Text, &[], t.len());
+                parts.push(Part::Staged(from..staged.len()));
+                parts.push(Part::Text(i));
+                from = staged.len();
+            }
+            TunnelMsg::Frame(t) => {
+                text_bytes += t.len() as u64;
+                frames::encode(&mut staged, OpCode::Text, &[t.as_bytes()], t.len());
+            }
+            TunnelMsg::Pong(p) => frames::encode(&mut staged, OpCode::Pong, &[p], p.len()),
+            TunnelMsg::Close(code, reason) => {
+                close = Some(End::Close(*code, reason));
+                break;
+            }
+        }
+    }
+    if from < staged.len() {
+        parts.push(Part::Staged(from..staged.len()));
+    }
+    let mut slices: Vec<IoSlice<'_>> = parts
+        .iter()
+        .map(|p| match p {
+            Part::Staged(r) => IoSlice::new(&staged[r.clone()]),
+            Part::Text(i) => match &batch[*i] {
+                TunnelMsg::Frame(t) => IoSlice::new(t.as_bytes()),
+                _ => IoSlice::new(&[]),
+            },
+        })
+        .collect();
+    let deadline = Instant::now() + o.write_timeout;
+    if !matches!(
+        until(deadline, write_all_vectored(s, &mut slices)).await,
+        Some(Ok(()))
+    ) {
+        return Some(End::Gone);
+    }
+    if text_bytes > 0 {
+        core.borrow_mut().handle(Input::TunnelDrained {
+            tunnel,
+            bytes: text_bytes,
+        });
+    }
+    close
 }
 
 /// Frames at least this large are written from the engine's string itself.
@@ -171,9 +192,11 @@ async fn read_loop(
     tunnel: TunnelId,
     s: &Sock,
     out: &Outbox,
-    mut leftover: Vec<u8>,
+    start: Box<Start>,
     o: &WsOpts,
 ) -> End {
+    // Moved out of its box, which is freed here: the key goes with it.
+    let Start { mut leftover, .. } = *start;
     let mut reader = FrameReader::new(o.max_message);
     let closed_by_client = Cell::new(None);
     let mut on = |m: Msg<'_>| match m {
