@@ -21,6 +21,10 @@ use std::collections::VecDeque;
 /// How often idle rate-limit buckets are forgotten.
 const SWEEP_MS: u64 = 10_000;
 
+/// Chunk buffers kept for reuse, at most, and the largest kept.
+const SPARE_BUFFERS: usize = 16;
+const SPARE_BYTES: usize = 4096;
+
 /// The relay's complete protocol state. See the crate docs for the run loop.
 pub struct Relay<E: Entropy> {
     pub(crate) cfg: Config,
@@ -48,6 +52,8 @@ pub struct Relay<E: Entropy> {
     pub(crate) directory: DirectoryCache,
     /// Calls waiting for an agent that was online moments ago.
     pub(crate) held: crate::held::HeldCalls,
+    /// Chunk buffers the driver is done with, for the next tokens' data.
+    pub(crate) spare: Vec<Vec<u8>>,
     /// Agent-host calls in flight: their diagnostic headers and log line.
     pub(crate) records: Map<CallId, crate::record::Record>,
 }
@@ -111,7 +117,25 @@ impl<E: Entropy> Relay<E> {
             directory: DirectoryCache::new(seed),
             records: map(seed),
             held: crate::held::HeldCalls::new(seed),
+            spare: Vec::new(),
         }
+    }
+
+    /// Hands back a chunk's buffer once written (`Output::WriteChunk`): the
+    /// next token's data is unescaped into it instead of a fresh allocation.
+    pub fn recycle(&mut self, mut buf: Vec<u8>) {
+        if self.spare.len() < SPARE_BUFFERS && buf.capacity() <= SPARE_BYTES {
+            buf.clear();
+            self.spare.push(buf);
+        }
+    }
+
+    /// A recycled buffer, or a new empty one.
+    pub(crate) fn spare_string(&mut self) -> String {
+        // Cleared when recycled: an empty vector is valid UTF-8.
+        (self.spare.pop())
+            .and_then(|v| String::from_utf8(v).ok())
+            .unwrap_or_default()
     }
 
     /// The configuration the relay was built with.

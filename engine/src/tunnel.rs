@@ -165,12 +165,13 @@ impl<E: Entropy> Relay<E> {
     }
 
     pub(crate) fn on_text(&mut self, id: TunnelId, text: &str) {
-        let Some(t) = self.tunnels.get(&id) else {
+        let Some(authed) = self.tunnels.get(&id).map(|t| t.authed()) else {
             return;
         };
         // A token stream's frames: no owned frame is built for them.
-        if t.authed() {
-            match crate::frame::fast::parse(text) {
+        if authed {
+            let buf = self.spare_string();
+            match crate::frame::fast::parse_in(text, buf) {
                 Some(Fast::Chunk { id: req, data }) => {
                     return self.on_stream_chunk(id, req, Body::Text(data))
                 }
@@ -179,7 +180,7 @@ impl<E: Entropy> Relay<E> {
             }
         }
         let inbound = Inbound::parse_full(text);
-        if !t.authed() {
+        if !authed {
             return match inbound {
                 Inbound::Frame(ClientFrame::Auth {
                     agents,

@@ -446,3 +446,33 @@ fn a_tunnel_that_never_reads_gets_no_more_requests() {
     let (c, out) = h.request(Harness::head("POST", "/", &host_of(&a)), &body);
     assert!(response(&out, c).is_none());
 }
+
+#[test]
+fn a_recycled_chunk_buffer_carries_the_next_token_and_only_small_ones_are_kept() {
+    let mut h = Harness::default();
+    let a = key(1);
+    let t = h.connect(&[&a]);
+    let (c, id) = h.open_stream(t, &a, "/sse");
+    let chunk = |h: &mut Harness, data: &str| {
+        let f = ClientFrame::StreamChunk {
+            id: id.clone(),
+            data: data.into(),
+        };
+        let mut out = h.send(t, &f);
+        match out.pop() {
+            Some(Output::WriteChunk { call, data }) if call == c && out.is_empty() => data,
+            other => panic!("expected one chunk: {other:?} after {out:?}"),
+        }
+    };
+    // Too large to keep: the next token gets a buffer of its own size.
+    h.relay.recycle(Vec::with_capacity(64 * 1024));
+    let first = chunk(&mut h, "data: a\n\n");
+    assert!(first.capacity() < 1024, "{}", first.capacity());
+    // A written chunk's buffer comes back, cleared, for the next token.
+    let mut done = Vec::with_capacity(1000);
+    done.extend_from_slice(b"old bytes");
+    h.relay.recycle(done);
+    let next = chunk(&mut h, "data: b\\n\n");
+    assert_eq!(next, b"data: b\\n\n");
+    assert_eq!(next.capacity(), 1000, "the recycled buffer");
+}

@@ -98,25 +98,27 @@ fn escape(b: &[u8]) -> Option<(char, usize)> {
     Some((c, 2))
 }
 
-/// The JSON string at the start of `s`, unescaped, and what follows it.
-fn unescaped_at(s: &str) -> Option<(String, &str)> {
+/// The JSON string at the start of `s`, unescaped into `out` (emptied
+/// first), and what follows it.
+fn unescaped_at(s: &str, mut out: String) -> Option<(String, &str)> {
     let b = s.as_bytes();
     if b.first() != Some(&b'"') {
         return None;
     }
-    let (mut out, mut i) = (String::new(), 1);
+    out.clear();
+    let (mut i, mut escaped) = (1, false);
     loop {
         let at = next_special(b, i)?;
         match b[at] {
-            b'"' if out.capacity() == 0 => return Some((s[1..at].to_string(), &s[at + 1..])),
             b'"' => {
                 out.push_str(&s[i..at]);
                 return Some((out, &s[at + 1..]));
             }
             b'\\' => {
-                if out.capacity() == 0 {
+                if !escaped {
                     // Unescaped text is never longer than the rest of the frame.
-                    out = String::with_capacity(s.len());
+                    out.reserve(s.len());
+                    escaped = true;
                 }
                 let (c, used) = escape(&b[at + 1..])?;
                 out.push_str(&s[i..at]);
@@ -130,6 +132,13 @@ fn unescaped_at(s: &str) -> Option<(String, &str)> {
 
 /// The frame, when `text` is a plain `stream_chunk` or `stream_end`.
 pub(crate) fn parse(text: &str) -> Option<Fast<'_>> {
+    parse_in(text, String::new())
+}
+
+/// The same, with `data` unescaped into `buf` (a recycled buffer): no
+/// allocation when it has room.
+pub(crate) fn parse_in(text: &str, buf: String) -> Option<Fast<'_>> {
+    let mut buf = Some(buf);
     let mut rest = text.strip_prefix('{')?;
     let (mut ty, mut id, mut data) = (None, None, None);
     loop {
@@ -152,7 +161,11 @@ pub(crate) fn parse(text: &str) -> Option<Fast<'_>> {
                 a
             }
             1 if id.is_none() => plain_at(after).map(|(v, a)| (id = Some(v), a))?.1,
-            2 if data.is_none() => unescaped_at(after).map(|(v, a)| (data = Some(v), a))?.1,
+            2 if data.is_none() => {
+                let (v, a) = unescaped_at(after, buf.take()?)?;
+                data = Some(v);
+                a
+            }
             _ => return None,
         };
         match after.as_bytes() {

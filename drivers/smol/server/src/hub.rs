@@ -220,7 +220,8 @@ impl Core {
             };
             match p.socket.try_write_plain(bytes) {
                 Some(Ok(n)) if n == bytes.len() => {
-                    return self.drained.push((id, data.len() as u64));
+                    self.drained.push((id, data.len() as u64));
+                    return self.relay.recycle(data);
                 }
                 Some(Ok(n)) => {
                     let rest = CallMsg::Framed(bytes[n..].to_vec(), data.len() as u64);
