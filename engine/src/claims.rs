@@ -6,7 +6,7 @@ use crate::auth::{self, to_lower, Address};
 use crate::cluster::{ClaimOutcome, Located, RemoteRoute};
 use crate::error::CallError;
 use crate::frame::Rejected;
-use crate::http::Response;
+use crate::http::{Header, Response};
 use crate::input::{CallId, TunnelId};
 use crate::output::Output;
 use crate::registry::calls::{CallState, Parked};
@@ -288,13 +288,14 @@ impl<E: Entropy> Relay<E> {
             RemoteRoute::FlyReplay => {
                 self.counters.replays += 1;
                 self.note_outcome(call, "replayed");
-                let mut headers = vec![("fly-replay".to_string(), format!("instance={owner}"))];
+                let mut headers: Vec<Header> =
+                    vec![("fly-replay".into(), format!("instance={owner}").into())];
                 if req.replay_cache_hit {
                     // Fly's cached route led to a machine that no longer has the agent.
                     headers.push(("fly-replay-cache".into(), "invalidate".into()));
                 } else {
                     let host = format!("{}.{}/*", to_lower(&agent), self.cfg.base_domain);
-                    headers.push(("fly-replay-cache".into(), host));
+                    headers.push(("fly-replay-cache".into(), host.into()));
                     headers.push(("fly-replay-cache-ttl-secs".into(), "30".into()));
                 }
                 self.respond(

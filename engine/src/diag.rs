@@ -19,7 +19,7 @@ impl<E: Entropy> Relay<E> {
         &mut self,
         call: CallId,
         status: u16,
-        headers: &mut Vec<(String, String)>,
+        headers: &mut Vec<crate::http::Header>,
     ) {
         let now = self.now.mono_ms;
         let Some(t) = self.records.get_mut(&call) else {
@@ -50,17 +50,17 @@ impl<E: Entropy> Relay<E> {
         headers.reserve(3);
         if forwarded {
             // The owner's region, machine and timings came with its answer.
-            headers.push(("x-relay-via".into(), self.cfg.machine.clone()));
+            headers.push(("x-relay-via".into(), self.cfg.machine.clone().into()));
         } else {
             if let Some(ms) = host_ms {
                 part("host", ms);
             }
             part("relay", now.saturating_sub(start));
-            headers.push(("x-relay-region".into(), self.cfg.region.clone()));
-            headers.push(("x-relay-machine".into(), self.cfg.machine.clone()));
+            headers.push(("x-relay-region".into(), self.cfg.region.clone().into()));
+            headers.push(("x-relay-machine".into(), self.cfg.machine.clone().into()));
         }
         if !timing.is_empty() {
-            headers.push(("server-timing".into(), timing));
+            headers.push(("server-timing".into(), timing.into()));
         }
     }
 }

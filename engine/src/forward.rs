@@ -155,9 +155,9 @@ impl<E: Entropy> Relay<E> {
         if !(200..=599).contains(&status) {
             return self.bad_owner_answer(call, "status outside 200-599");
         }
-        let owner_diag: Vec<(String, String)> = (headers.iter())
+        let owner_diag: Vec<http::Header> = (headers.iter())
             .filter(|(k, _)| crate::diag::is_owner_diag(k))
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .map(|(k, v)| (k.to_ascii_lowercase().into(), v.clone().into()))
             .collect();
         let mut headers = match http::response_headers(Headers(headers)) {
             Ok(h) => h,

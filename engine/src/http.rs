@@ -4,6 +4,11 @@ use crate::auth::{parse_address, Address};
 use crate::config::ClientIpSource;
 use crate::frame::Headers;
 use core::net::IpAddr;
+use std::borrow::Cow;
+
+/// A response header: names and many values are the relay's own constants,
+/// and borrowing them saves two allocations per header on every call.
+pub type Header = (Cow<'static, str>, Cow<'static, str>);
 
 /// A complete response the relay makes or relays.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -11,7 +16,7 @@ pub struct Response {
     /// HTTP status to send.
     pub status: u16,
     /// Headers to send; the driver adds the framing and connection ones.
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<Header>,
     /// The whole body (empty for a status that has none).
     pub body: Vec<u8>,
 }
@@ -22,7 +27,7 @@ pub struct ResponseHead {
     /// HTTP status to send.
     pub status: u16,
     /// Headers to send; the driver adds the framing and connection ones.
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<Header>,
 }
 
 const ACAO: &str = "access-control-allow-origin";
@@ -184,7 +189,7 @@ pub const MAX_HEADER_NAME_BYTES: usize = 256;
 pub const MAX_HEADER_VALUE_BYTES: usize = 16 * 1024;
 
 /// Validates and sanitises a tunnel's response headers, adding CORS.
-pub fn response_headers(h: Headers) -> Result<Vec<(String, String)>, &'static str> {
+pub fn response_headers(h: Headers) -> Result<Vec<Header>, &'static str> {
     if h.0.len() > MAX_ANSWER_HEADERS {
         return Err("more than 128 headers");
     }
@@ -205,7 +210,7 @@ pub fn response_headers(h: Headers) -> Result<Vec<(String, String)>, &'static st
         }
         k.make_ascii_lowercase();
         if !strip_response_header(&k) {
-            out.push((k, v));
+            out.push((k.into(), v.into()));
         }
     }
     if !out.iter().any(|(k, _)| k == ACAO) {
@@ -277,7 +282,10 @@ pub fn preflight(request_headers: &[(String, String)]) -> Response {
     ];
     Response {
         status: 204,
-        headers: pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        headers: pairs
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect(),
         body: Vec::new(),
     }
 }

@@ -325,7 +325,7 @@ pub fn header<'a>(out: &'a [Output], call: CallId, name: &str) -> Option<&'a str
             .headers
             .iter()
             .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str()),
+            .map(|(_, v)| v.as_ref()),
         _ => None,
     })
 }

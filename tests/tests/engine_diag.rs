@@ -25,7 +25,7 @@ fn heads<'a>(out: &'a [Output], call: CallId, name: &str) -> Vec<&'a str> {
         })
         .flatten()
         .filter(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
+        .map(|(_, v)| v.as_ref())
         .collect()
 }
 

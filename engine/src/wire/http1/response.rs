@@ -28,10 +28,10 @@ pub enum ResponseFraming {
 /// 1xx and 204 no framing header is written whatever `framing` says; 101 gets
 /// `connection: upgrade`, other 1xx no connection header. `CloseDelimited`
 /// always gets `connection: close`.
-pub fn write_head(
+pub fn write_head<K: AsRef<str>, V: AsRef<str>>(
     out: &mut Vec<u8>,
     status: u16,
-    headers: &[(String, String)],
+    headers: &[(K, V)],
     framing: ResponseFraming,
     keep_alive: bool,
     minor_version: u8,
@@ -47,6 +47,7 @@ pub fn write_head(
     out.extend_from_slice(reason_phrase(status).as_bytes());
     out.extend_from_slice(b"\r\n");
     for (name, value) in headers {
+        let (name, value) = (name.as_ref(), value.as_ref());
         let owned = ["content-length", "transfer-encoding", "connection"]
             .iter()
             .any(|h| name.eq_ignore_ascii_case(h));
