@@ -1,6 +1,7 @@
 //! Every limit and timeout of the relay in one `Config`: the engine decides
 //! with them, and the drivers read the ones that bound their IO.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 /// What happens when an agent authenticates while another live tunnel holds it.
@@ -37,11 +38,13 @@ pub struct Config {
     /// Agents are served at `0x<address>.<base_domain>`.
     pub base_domain: String,
     /// Where this relay runs (`FLY_REGION`; `local` elsewhere): in `auth_ok`,
-    /// `agent_added`, `/health` and the `x-relay-region` header.
-    pub region: String,
+    /// `agent_added`, `/health` and the `x-relay-region` header. A `Cow`: a
+    /// driver that leaks its one configuration string writes the header on
+    /// every call without copying it.
+    pub region: Cow<'static, str>,
     /// This machine's id (`FLY_MACHINE_ID`, else the instance id; `local`
     /// alone): in `/health` and `x-relay-machine`.
-    pub machine: String,
+    pub machine: Cow<'static, str>,
     /// What to do when an agent a live tunnel holds authenticates again.
     pub duplicate_policy: DuplicatePolicy,
     /// Where a call's client IP (for per-IP limits and `x-forwarded-for`) comes from.

@@ -50,14 +50,14 @@ impl<E: Entropy> Relay<E> {
         headers.reserve(3);
         if forwarded {
             // The owner's region, machine and timings came with its answer.
-            headers.push(("x-relay-via".into(), self.cfg.machine.clone().into()));
+            headers.push(("x-relay-via".into(), self.cfg.machine.clone()));
         } else {
             if let Some(ms) = host_ms {
                 part("host", ms);
             }
             part("relay", now.saturating_sub(start));
-            headers.push(("x-relay-region".into(), self.cfg.region.clone().into()));
-            headers.push(("x-relay-machine".into(), self.cfg.machine.clone().into()));
+            headers.push(("x-relay-region".into(), self.cfg.region.clone()));
+            headers.push(("x-relay-machine".into(), self.cfg.machine.clone()));
         }
         if !timing.is_empty() {
             headers.push(("server-timing".into(), timing.into()));

@@ -325,7 +325,7 @@ impl<E: Entropy> Relay<E> {
                 agents: accepted,
                 rejected,
                 features: features(),
-                region: Some(self.cfg.region.clone()),
+                region: Some(self.cfg.region.to_string()),
             },
         );
         self.emit(Output::Authenticated { tunnel: id });
@@ -463,7 +463,7 @@ impl<E: Entropy> Relay<E> {
                 url: self.url(&lower),
                 address: lower.clone(),
                 features: features(),
-                region: Some(self.cfg.region.clone()),
+                region: Some(self.cfg.region.to_string()),
             },
         );
         self.event(Event::AgentAdded {

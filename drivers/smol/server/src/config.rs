@@ -298,10 +298,12 @@ impl ServeArgs {
         Config {
             base_domain: self.base_domain.clone(),
             public_url: self.public_url.clone(),
-            region: self.region.clone(),
-            machine: (self.fly_machine_id.clone())
-                .or_else(|| self.instance_id.clone())
-                .unwrap_or_else(|| "local".into()),
+            region: for_life(self.region.clone()),
+            machine: for_life(
+                (self.fly_machine_id.clone())
+                    .or_else(|| self.instance_id.clone())
+                    .unwrap_or_else(|| "local".into()),
+            ),
             duplicate_policy: self.duplicate_policy,
             client_ip: match (&self.client_ip_header, &self.fly_app_name) {
                 (Some(h), _) => ClientIpSource::Header(h.clone()),
@@ -358,3 +360,10 @@ impl ServeArgs {
 
 #[cfg(test)]
 mod tests;
+
+/// A configuration string for the life of the process: the engine writes it
+/// into a header on every call, and a borrowed one is not copied each time.
+/// Leaked once per relay started (a few bytes).
+pub(crate) fn for_life(s: String) -> std::borrow::Cow<'static, str> {
+    std::borrow::Cow::Borrowed(Box::leak(s.into_boxed_str()))
+}

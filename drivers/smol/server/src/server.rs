@@ -78,7 +78,7 @@ pub async fn serve(
     cfg.cluster = cluster.as_ref().map(|c| c.engine.clone());
     if let Some(c) = &cluster {
         // A random instance id is this machine's name too.
-        cfg.machine = c.engine.instance_id.clone();
+        cfg.machine = crate::config::for_life(c.engine.instance_id.clone());
     }
     let (wake_tx, wake_rx) = unbounded();
     let (done_tx, done_rx) = unbounded();
