@@ -212,3 +212,23 @@ fn limits_count_ipv6_per_64_and_mapped_v4_as_v4() {
     assert_ne!(k("2001:db8:1:2::1"), k("2001:db8:1:3::1"));
     assert_eq!(k("::ffff:198.51.100.7"), "198.51.100.7");
 }
+
+#[test]
+fn token_table_is_rfc_9110_tchar() {
+    for b in 0..=255u8 {
+        let tchar = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        assert_eq!(is_token([b]), tchar, "byte {b}");
+    }
+    assert!(!is_token(""));
+    assert!(is_token("x-relay-region"));
+    assert!(!is_token("bad name"));
+}
+
+proptest::proptest! {
+    #[test]
+    fn ip_text_writes_what_display_writes(v4 in proptest::prelude::any::<u32>(), v6 in proptest::prelude::any::<u128>()) {
+        for ip in [IpAddr::from(std::net::Ipv4Addr::from(v4)), IpAddr::from(std::net::Ipv6Addr::from(v6))] {
+            proptest::prop_assert_eq!(super::ip_text(ip), ip.to_string());
+        }
+    }
+}
