@@ -232,7 +232,22 @@ fn a_stream_to_a_caller_that_stops_reading_arrives_whole_and_in_order() {
                 read += 1;
             }
         }
+        // Chunks and the end back to back, likely in one read of the relay's:
+        // the end must not overtake chunks still waiting to be written.
+        for i in 512..520 {
+            let data = numbered(i).as_str().into();
+            t.send(&ClientFrame::StreamChunk {
+                id: id.clone(),
+                data,
+            })
+            .await;
+        }
         t.send(&ClientFrame::StreamEnd { id }).await;
+        for i in 512..520 {
+            let got = c.chunk().await.expect("the stream goes on");
+            assert_eq!(got.as_deref(), Some(numbered(i).as_bytes()), "chunk {i}");
+            read += 1;
+        }
         assert_eq!(c.chunk().await, Ok(None), "ended after {read} chunks");
     }));
 }

@@ -2,10 +2,11 @@
 
 use crate::cluster::directory::Directory;
 use crate::cluster::hop;
-use crate::msg::{CallBox, CallMsg, DirOp, Direct, Outbox, TunnelMsg, Upload};
+use crate::msg::{CallBox, CallMsg, DirOp, Outbox, TunnelMsg, Upload};
+
+mod direct;
 use crate::stream::Sock;
 use osaurus_relay_engine::map::{map, Map};
-use osaurus_relay_engine::wire::http1;
 use osaurus_relay_engine::{CallId, Entropy, Event, Hop, Input, Now, Output, Relay, TunnelId};
 use osaurus_relay_rt::clock::Clock;
 use osaurus_relay_rt::entropy::OsEntropy;
@@ -36,8 +37,13 @@ pub(crate) struct Core {
     armed: Option<u64>,
     /// Chunks the hub wrote to callers itself, for `CallDrained` (call, data bytes).
     drained: Vec<(CallId, u64)>,
-    /// The framing of a chunk written by the hub.
-    framing: Vec<u8>,
+    /// Chunks framed for direct writes, sent when the input or read is done.
+    pending: Vec<direct::Pending>,
+    spare: Vec<Vec<u8>>,
+    /// A tunnel read is being fed: direct writes wait for its end.
+    batching: bool,
+    /// The time of the last input, for the writes at a batch's end.
+    batch_now: Now,
     /// A caller's task was handed a message since the last `take_fed`.
     fed: bool,
     timer_wake: Sender<()>,
@@ -68,7 +74,10 @@ impl Core {
             next_call: 0,
             armed: None,
             drained: Vec::new(),
-            framing: Vec::new(),
+            pending: Vec::new(),
+            spare: Vec::new(),
+            batching: false,
+            batch_now: now,
             fed: false,
             timer_wake,
             done,
@@ -119,6 +128,7 @@ impl Core {
     }
 
     pub fn end_call(&mut self, id: CallId) {
+        self.forget_pending(id);
         if let Some(p) = self.calls.remove(&id) {
             p.mail.mail.close();
         }
@@ -150,6 +160,7 @@ impl Core {
 
     pub fn handle(&mut self, input: Input<'_>) {
         let now = self.now();
+        self.batch_now = now;
         self.relay.handle(now, input);
         self.pump(now);
     }
@@ -178,6 +189,9 @@ impl Core {
             while let Some(o) = self.relay.poll_output() {
                 self.dispatch(o);
             }
+            if !self.batching {
+                self.flush_direct();
+            }
             if self.drained.is_empty() {
                 break;
             }
@@ -194,44 +208,26 @@ impl Core {
         }
     }
 
+    /// The frames of one tunnel read are fed between these two: chunks for
+    /// one caller go out in one write at its end.
+    pub fn begin_batch(&mut self) {
+        self.batching = true;
+    }
+
+    pub fn end_batch(&mut self) {
+        self.batching = false;
+        if !self.pending.is_empty() {
+            // The time of the read's last frame: the writes follow it at once.
+            self.pump(self.batch_now);
+        }
+    }
+
     fn send_call(&mut self, id: CallId, msg: CallMsg) {
+        self.before_message(id);
         if let Some(p) = self.calls.get(&id) {
             p.mail.mail.push(msg);
             self.fed = true;
         }
-    }
-
-    /// A chunk goes straight to the socket when the caller's task waits
-    /// idle mid-stream and the socket takes it all: no wake-up, no queue.
-    /// Otherwise (or for what a short write leaves) the task writes it.
-    fn write_chunk(&mut self, id: CallId, data: Vec<u8>) {
-        let Some(p) = self.calls.get(&id) else {
-            return;
-        };
-        let direct = p.mail.direct.get();
-        if direct != Direct::Off && p.mail.mail.is_empty() {
-            let out = &mut self.framing;
-            let bytes: &[u8] = if direct == Direct::Chunked {
-                out.clear();
-                http1::write_chunk(out, &data);
-                out
-            } else {
-                &data
-            };
-            match p.socket.try_write_plain(bytes) {
-                Some(Ok(n)) if n == bytes.len() => {
-                    self.drained.push((id, data.len() as u64));
-                    return self.relay.recycle(data);
-                }
-                Some(Ok(n)) => {
-                    let rest = CallMsg::Framed(bytes[n..].to_vec(), data.len() as u64);
-                    return self.send_call(id, rest);
-                }
-                // Would block, or failed: the task writes it, and sees any failure.
-                _ => {}
-            }
-        }
-        self.send_call(id, CallMsg::Chunk(data));
     }
 
     fn dispatch(&mut self, o: Output) {
@@ -241,6 +237,7 @@ impl Core {
             Output::WriteChunk { call, data } => self.write_chunk(call, data),
             Output::EndStream { call } => self.send_call(call, CallMsg::End),
             Output::AbortStream { call } => {
+                self.forget_pending(call);
                 // The writer may be blocked on a caller that does not read: cut it loose.
                 if let Some(p) = self.calls.get(&call) {
                     p.socket.shutdown(Shutdown::Both);

@@ -234,11 +234,17 @@ async fn read_loop(
                     Ok(0) => Some(Err(End::Gone)),
                     Ok(n) => Some(match spend(out, n) {
                         Err(end) => Err(end),
-                        Ok(()) => match reader.feed(&mut scratch[..n], &mut on) {
-                            Ok(true) => Err(End::Answer(None)),
-                            Ok(false) => Ok(n),
-                            Err(f) => Err(fault(f)),
-                        },
+                        Ok(()) => {
+                            // The read's chunks for one caller leave in one write.
+                            core.borrow_mut().begin_batch();
+                            let fed = reader.feed(&mut scratch[..n], &mut on);
+                            core.borrow_mut().end_batch();
+                            match fed {
+                                Ok(true) => Err(End::Answer(None)),
+                                Ok(false) => Ok(n),
+                                Err(f) => Err(fault(f)),
+                            }
+                        }
                     }),
                     Err(e) if e.kind() == ErrorKind::WouldBlock => None,
                     Err(e) if e.kind() == ErrorKind::Interrupted => Some(Ok(0)),
