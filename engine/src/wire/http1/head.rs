@@ -217,27 +217,33 @@ fn build(
     };
     let any_token = |name: &'static str, token: &str| find(name).any(|v| has_token(v, token));
 
-    let lengths: Vec<&str> = find("content-length").collect();
-    let codings: Vec<&str> = find("transfer-encoding").collect();
-    let body = match (lengths.as_slice(), codings.as_slice()) {
-        (_, [_, ..]) if minor_version == 0 => {
+    // The first value and whether there are more: no list is built per request.
+    let one = |name: &'static str| {
+        let mut values = find(name);
+        (values.next(), values.next().is_some())
+    };
+    let body = match (one("content-length"), one("transfer-encoding")) {
+        (_, (Some(_), _)) if minor_version == 0 => {
             return Err(BadRequest("transfer-encoding in HTTP/1.0"))
         }
-        ([_, ..], [_, ..]) => return Err(BadRequest("both content-length and transfer-encoding")),
-        ([], []) => BodyFraming::None,
-        ([cl], []) => BodyFraming::Length(parse_length(cl)?),
-        (_, []) => return Err(BadRequest("multiple content-length headers")),
-        ([], [te]) => transfer_coding(te)?,
-        ([], _) => return Err(BadRequest("multiple transfer-encoding headers")),
+        ((Some(_), _), (Some(_), _)) => {
+            return Err(BadRequest("both content-length and transfer-encoding"))
+        }
+        ((None, _), (None, _)) => BodyFraming::None,
+        ((Some(cl), false), (None, _)) => BodyFraming::Length(parse_length(cl)?),
+        ((Some(_), true), (None, _)) => return Err(BadRequest("multiple content-length headers")),
+        ((None, _), (Some(te), false)) => transfer_coding(te)?,
+        ((None, _), (Some(_), true)) => {
+            return Err(BadRequest("multiple transfer-encoding headers"))
+        }
     };
 
-    let hosts: Vec<&str> = find("host").collect();
-    let mut host = match hosts.as_slice() {
-        [] if minor_version == 1 => return Err(BadRequest("missing host header")),
-        [] => None,
-        [h] if valid_authority(h) => Some(h.to_string()),
-        [_] => return Err(BadRequest("invalid host header")),
-        _ => return Err(BadRequest("multiple host headers")),
+    let mut host = match one("host") {
+        (None, _) if minor_version == 1 => return Err(BadRequest("missing host header")),
+        (None, _) => None,
+        (Some(h), false) if valid_authority(h) => Some(h.to_string()),
+        (Some(_), false) => return Err(BadRequest("invalid host header")),
+        (Some(_), true) => return Err(BadRequest("multiple host headers")),
     };
     let target = normalize_target(method, target, &mut host)?;
 
@@ -249,10 +255,8 @@ fn build(
     let expect_continue =
         minor_version == 1 && find("expect").any(|v| v.eq_ignore_ascii_case("100-continue"));
     let upgrade_requested = any_token("upgrade", "websocket");
-    let versions: Vec<&str> = find("sec-websocket-version").collect();
-    let keys: Vec<&str> = find("sec-websocket-key").collect();
-    let websocket_key = match (versions.as_slice(), keys.as_slice()) {
-        (["13"], [key])
+    let websocket_key = match (one("sec-websocket-version"), one("sec-websocket-key")) {
+        ((Some("13"), false), (Some(key), false))
             if upgrade_requested
                 && method == "GET"
                 && minor_version == 1
