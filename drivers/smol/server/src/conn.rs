@@ -130,7 +130,10 @@ pub(crate) async fn serve(core: Shared, s: Sock, peer: SocketAddr, o: Rc<ConnOpt
             peer,
             o: &o,
         };
-        let next = exchange(conn, &mut buf, h, call, &rx).await;
+        // Boxed: a connection waiting for its next request (a keep-alive
+        // caller, a tunnel's upgrade still arriving) holds only this loop's
+        // state, not the exchange's writers and timers.
+        let next = Box::pin(exchange(conn, &mut buf, h, call, &rx)).await;
         core.borrow_mut().end_call(call);
         match next {
             Next::KeepAlive => {}
