@@ -190,9 +190,41 @@ fn no_body_statuses_are_framed_so_keep_alive_continues() {
     });
 }
 
-/// Chunk `i` of the stalled-caller test: its index, repeated.
+/// Chunk `i` of the long-stream tests: its index, repeated (16 KiB).
 fn numbered(i: usize) -> String {
     format!("{i:08}").repeat(2048)
+}
+
+/// A caller's GET that a tunnel answers with `stream_start`: the two ends
+/// and the request id.
+async fn open_stream(relay: std::net::SocketAddr) -> (Tunnel, Caller, String) {
+    let a = key(1);
+    let mut t = Tunnel::connect(relay, &[&a]).await;
+    let mut c = Caller::connect(relay).await;
+    c.send(&get(&host_of(&a), "/s")).await;
+    let (id, ..) = t.request().await;
+    t.send(&ClientFrame::StreamStart {
+        id: id.clone(),
+        status: 200,
+        headers: Headers::default(),
+    })
+    .await;
+    (t, c, id)
+}
+
+async fn send_numbered(t: &mut Tunnel, id: &str, chunks: std::ops::Range<usize>) {
+    for i in chunks {
+        let data = numbered(i).as_str().into();
+        let id = id.to_string();
+        t.send(&ClientFrame::StreamChunk { id, data }).await;
+    }
+}
+
+async fn expect_numbered(c: &mut Caller, chunks: std::ops::Range<usize>) {
+    for i in chunks {
+        let got = c.chunk().await.expect("the stream goes on");
+        assert_eq!(got.as_deref(), Some(numbered(i).as_bytes()), "chunk {i}");
+    }
 }
 
 #[test]
@@ -202,53 +234,18 @@ fn a_stream_to_a_caller_that_stops_reading_arrives_whole_and_in_order() {
     // the cut-short write between them must all arrive, each once, in order.
     let relay = start(|a| a.max_stream_buffer = 64 << 20);
     smol::block_on(within("a stalled stream", async {
-        let a = key(1);
-        let mut t = Tunnel::connect(relay.addr, &[&a]).await;
-        let mut c = Caller::connect(relay.addr).await;
-        c.send(&get(&host_of(&a), "/s")).await;
-        let (id, ..) = t.request().await;
-        t.send(&ClientFrame::StreamStart {
-            id: id.clone(),
-            status: 200,
-            headers: Headers::default(),
-        })
-        .await;
-        let mut read = 0;
-        for phase in [0..256, 256..512] {
-            for i in phase.clone() {
-                let data = numbered(i).as_str().into();
-                t.send(&ClientFrame::StreamChunk {
-                    id: id.clone(),
-                    data,
-                })
-                .await;
-            }
-            if read == 0 {
-                assert_eq!(c.head().await.0, 200);
-            }
-            for i in phase {
-                let got = c.chunk().await.expect("the stream goes on");
-                assert_eq!(got.as_deref(), Some(numbered(i).as_bytes()), "chunk {i}");
-                read += 1;
-            }
-        }
+        let (mut t, mut c, id) = open_stream(relay.addr).await;
+        send_numbered(&mut t, &id, 0..256).await;
+        assert_eq!(c.head().await.0, 200);
+        expect_numbered(&mut c, 0..256).await;
+        send_numbered(&mut t, &id, 256..512).await;
+        expect_numbered(&mut c, 256..512).await;
         // Chunks and the end back to back, likely in one read of the relay's:
         // the end must not overtake chunks still waiting to be written.
-        for i in 512..520 {
-            let data = numbered(i).as_str().into();
-            t.send(&ClientFrame::StreamChunk {
-                id: id.clone(),
-                data,
-            })
-            .await;
-        }
+        send_numbered(&mut t, &id, 512..520).await;
         t.send(&ClientFrame::StreamEnd { id }).await;
-        for i in 512..520 {
-            let got = c.chunk().await.expect("the stream goes on");
-            assert_eq!(got.as_deref(), Some(numbered(i).as_bytes()), "chunk {i}");
-            read += 1;
-        }
-        assert_eq!(c.chunk().await, Ok(None), "ended after {read} chunks");
+        expect_numbered(&mut c, 512..520).await;
+        assert_eq!(c.chunk().await, Ok(None), "ended after 520 chunks");
     }));
 }
 
@@ -258,28 +255,12 @@ fn a_stream_longer_than_the_buffer_limit_flows_to_a_caller_that_keeps_up() {
     // whether its task or the relay's tunnel side wrote it.
     let relay = start(|a| a.max_stream_buffer = 256 << 10);
     smol::block_on(within("a long stream", async {
-        let a = key(1);
-        let mut t = Tunnel::connect(relay.addr, &[&a]).await;
-        let mut c = Caller::connect(relay.addr).await;
-        c.send(&get(&host_of(&a), "/s")).await;
-        let (id, ..) = t.request().await;
-        t.send(&ClientFrame::StreamStart {
-            id: id.clone(),
-            status: 200,
-            headers: Headers::default(),
-        })
-        .await;
+        let (mut t, mut c, id) = open_stream(relay.addr).await;
         assert_eq!(c.head().await.0, 200);
-        // 4 MiB in all, sixteen times the limit.
+        // 4 MiB in all, sixteen times the limit, one chunk read at a time.
         for i in 0..256 {
-            let data = numbered(i).as_str().into();
-            t.send(&ClientFrame::StreamChunk {
-                id: id.clone(),
-                data,
-            })
-            .await;
-            let got = c.chunk().await.expect("not cut as a slow consumer");
-            assert_eq!(got.as_deref(), Some(numbered(i).as_bytes()), "chunk {i}");
+            send_numbered(&mut t, &id, i..i + 1).await;
+            expect_numbered(&mut c, i..i + 1).await;
         }
         t.send(&ClientFrame::StreamEnd { id }).await;
         assert_eq!(c.chunk().await, Ok(None));
