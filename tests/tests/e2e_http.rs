@@ -142,18 +142,8 @@ fn a_caller_hanging_up_cancels_its_request() {
 fn stream_to_http10_caller_is_close_delimited() {
     let relay = start(|_| {});
     smol::block_on(async {
-        let a = key(1);
-        let mut t = Tunnel::connect(relay.addr, &[&a]).await;
-        let mut c = Caller::connect(relay.addr).await;
-        c.send(format!("GET /s HTTP/1.0\r\nHost: {}\r\n\r\n", host_of(&a)).as_bytes())
-            .await;
-        let (id, ..) = t.request().await;
-        t.send(&ClientFrame::StreamStart {
-            id: id.clone(),
-            status: 200,
-            headers: Headers::default(),
-        })
-        .await;
+        let http10 = |host: &str| format!("GET /s HTTP/1.0\r\nHost: {host}\r\n\r\n").into_bytes();
+        let (mut t, mut c, id) = open_stream(relay.addr, http10).await;
         for d in ["a", "b"] {
             t.send(&ClientFrame::StreamChunk {
                 id: id.clone(),
@@ -195,13 +185,16 @@ fn numbered(i: usize) -> String {
     format!("{i:08}").repeat(2048)
 }
 
-/// A caller's GET that a tunnel answers with `stream_start`: the two ends
-/// and the request id.
-async fn open_stream(relay: std::net::SocketAddr) -> (Tunnel, Caller, String) {
+/// A caller's request (made for the agent's host) that a tunnel answers
+/// with `stream_start`: the two ends and the request id.
+async fn open_stream(
+    relay: std::net::SocketAddr,
+    request: impl FnOnce(&str) -> Vec<u8>,
+) -> (Tunnel, Caller, String) {
     let a = key(1);
     let mut t = Tunnel::connect(relay, &[&a]).await;
     let mut c = Caller::connect(relay).await;
-    c.send(&get(&host_of(&a), "/s")).await;
+    c.send(&request(&host_of(&a))).await;
     let (id, ..) = t.request().await;
     t.send(&ClientFrame::StreamStart {
         id: id.clone(),
@@ -234,7 +227,7 @@ fn a_stream_to_a_caller_that_stops_reading_arrives_whole_and_in_order() {
     // the cut-short write between them must all arrive, each once, in order.
     let relay = start(|a| a.max_stream_buffer = 64 << 20);
     smol::block_on(within("a stalled stream", async {
-        let (mut t, mut c, id) = open_stream(relay.addr).await;
+        let (mut t, mut c, id) = open_stream(relay.addr, |host| get(host, "/s")).await;
         send_numbered(&mut t, &id, 0..256).await;
         assert_eq!(c.head().await.0, 200);
         expect_numbered(&mut c, 0..256).await;
@@ -255,7 +248,7 @@ fn a_stream_longer_than_the_buffer_limit_flows_to_a_caller_that_keeps_up() {
     // whether its task or the relay's tunnel side wrote it.
     let relay = start(|a| a.max_stream_buffer = 256 << 10);
     smol::block_on(within("a long stream", async {
-        let (mut t, mut c, id) = open_stream(relay.addr).await;
+        let (mut t, mut c, id) = open_stream(relay.addr, |host| get(host, "/s")).await;
         assert_eq!(c.head().await.0, 200);
         // 4 MiB in all, sixteen times the limit, one chunk read at a time.
         for i in 0..256 {
