@@ -168,7 +168,8 @@ impl<E: Entropy> Relay<E> {
         let Some(authed) = self.tunnels.get(&id).map(|t| t.authed()) else {
             return;
         };
-        // A token stream's frames: no owned frame is built for them.
+        // Answer frames as clients write them: the id is borrowed, no owned
+        // frame is built.
         if authed {
             let buf = self.spare_string();
             match crate::frame::fast::parse_in(text, buf) {
@@ -176,6 +177,17 @@ impl<E: Entropy> Relay<E> {
                     return self.on_stream_chunk(id, req, Body::Text(data))
                 }
                 Some(Fast::End { id: req }) => return self.on_stream_end(id, req),
+                Some(Fast::Response {
+                    id: req,
+                    status,
+                    headers,
+                    body,
+                }) => return self.on_response(id, req, status, headers, body),
+                Some(Fast::Start {
+                    id: req,
+                    status,
+                    headers,
+                }) => return self.on_stream_start(id, req, status, headers),
                 None => {}
             }
         }

@@ -1,11 +1,12 @@
-//! A fast path for the frames of a token stream, `stream_chunk` and
-//! `stream_end` as the app sends them: one flat object of plain strings.
-//! The id is borrowed from the frame and `data` is unescaped in the same
-//! pass that finds its end. Anything else (whitespace, other or repeated
-//! keys, base64, escapes outside `data`) goes to the full parser, which
-//! gives the same answer (tested).
+//! A fast path for the answer frames as the app and our clients send them
+//! (`response`, `stream_start`, `stream_chunk`, `stream_end`): one compact
+//! object of the known keys, strings, a plain status and a flat object of
+//! string headers. The id is borrowed from the frame and every string is
+//! unescaped in the same pass that finds its end. Anything else (whitespace,
+//! other or repeated keys, an escaped id, a status outside 200-599) goes to
+//! the full parser, which gives the same answer (tested).
 
-use super::{Body, ChunkData, ClientFrame, Inbound};
+use super::{base64_from_json, Body, ChunkData, ClientFrame, Headers, Inbound};
 
 const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
@@ -13,8 +14,24 @@ const HI: u64 = 0x8080_8080_8080_8080;
 /// A plain stream frame, borrowing the call's id from the text.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Fast<'a> {
-    Chunk { id: &'a str, data: String },
-    End { id: &'a str },
+    Chunk {
+        id: &'a str,
+        data: String,
+    },
+    End {
+        id: &'a str,
+    },
+    Response {
+        id: &'a str,
+        status: u16,
+        headers: Headers,
+        body: Body,
+    },
+    Start {
+        id: &'a str,
+        status: u16,
+        headers: Headers,
+    },
 }
 
 impl Fast<'_> {
@@ -25,6 +42,26 @@ impl Fast<'_> {
                 data: ChunkData(Body::Text(data)),
             },
             Fast::End { id } => ClientFrame::StreamEnd { id: id.to_string() },
+            Fast::Response {
+                id,
+                status,
+                headers,
+                body,
+            } => ClientFrame::Response {
+                id: id.to_string(),
+                status,
+                headers,
+                body,
+            },
+            Fast::Start {
+                id,
+                status,
+                headers,
+            } => ClientFrame::StreamStart {
+                id: id.to_string(),
+                status,
+                headers,
+            },
         })
     }
 }
@@ -130,34 +167,107 @@ fn unescaped_at(s: &str, mut out: String) -> Option<(String, &str)> {
     }
 }
 
-/// The frame, when `text` is a plain `stream_chunk` or `stream_end`.
+/// The JSON string at the start of `s` as written, quotes included, and
+/// what follows it; its escapes are checked, not undone.
+fn raw_at(s: &str) -> Option<(&str, &str)> {
+    let b = s.as_bytes();
+    if b.first() != Some(&b'"') {
+        return None;
+    }
+    let mut i = 1;
+    loop {
+        let at = next_special(b, i)?;
+        match b[at] {
+            b'"' => return Some((&s[..at + 1], &s[at + 1..])),
+            b'\\' => i = at + escape(&b[at + 1..])?.1,
+            _ => return None,
+        }
+    }
+}
+
+/// A status as the full parser takes it: three digits, 200-599.
+fn status_at(s: &str) -> Option<(u16, &str)> {
+    match s.as_bytes() {
+        [a @ b'2'..=b'5', b @ b'0'..=b'9', c @ b'0'..=b'9', rest @ ..] => {
+            // A fourth digit, a fraction or an exponent: the full parser decides.
+            if matches!(rest.first(), Some(b'0'..=b'9' | b'.' | b'e' | b'E')) {
+                return None;
+            }
+            let n = |d: &u8| u16::from(d - b'0');
+            Some((n(a) * 100 + n(b) * 10 + n(c), &s[3..]))
+        }
+        _ => None,
+    }
+}
+
+/// A flat object of string values at the start of `s`, and what follows it.
+fn headers_at(s: &str) -> Option<(Headers, &str)> {
+    let mut rest = s.strip_prefix('{')?;
+    let mut out = Vec::new();
+    if let Some(after) = rest.strip_prefix('}') {
+        return Some((Headers(out), after));
+    }
+    loop {
+        let (k, after) = unescaped_at(rest, String::new())?;
+        let after = after.strip_prefix(':')?;
+        let (v, after) = unescaped_at(after, String::new())?;
+        out.push((k, v));
+        match after.as_bytes().first()? {
+            b',' => rest = &after[1..],
+            b'}' => return Some((Headers(out), &after[1..])),
+            _ => return None,
+        }
+    }
+}
+
+/// The frame's type.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ty {
+    Chunk,
+    End,
+    Response,
+    Start,
+}
+
+/// The frame, when `text` is a plain answer frame.
 pub(crate) fn parse(text: &str) -> Option<Fast<'_>> {
     parse_in(text, String::new())
 }
 
-/// The same, with `data` unescaped into `buf` (a recycled buffer): no
-/// allocation when it has room.
+/// The same, with a chunk's `data` unescaped into `buf` (a recycled
+/// buffer): no allocation when it has room.
 pub(crate) fn parse_in(text: &str, buf: String) -> Option<Fast<'_>> {
     let mut buf = Some(buf);
     let mut rest = text.strip_prefix('{')?;
-    let (mut ty, mut id, mut data) = (None, None, None);
+    let (mut ty, mut id, mut data, mut status, mut headers) = (None, None, None, None, None);
+    // A body is unescaped as text when it is read; `raw` decodes it at the
+    // end if `bodyEncoding` says base64.
+    let (mut body, mut raw, mut base64) = (None, None, None);
     loop {
         // Keys compared as literals: a key with an escape is not plain.
-        let (key, slot) = match rest.as_bytes().get(1)? {
-            b't' => (r#""type":"#, 0),
-            b'i' => (r#""id":"#, 1),
-            b'd' => (r#""data":"#, 2),
+        let key = rest.as_bytes().get(1..3)?;
+        let (key, slot) = match key {
+            b"ty" => (r#""type":"#, 0),
+            b"id" => (r#""id":"#, 1),
+            b"da" => (r#""data":"#, 2),
+            b"st" => (r#""status":"#, 3),
+            b"he" => (r#""headers":"#, 4),
+            b"bo" if rest.as_bytes().get(5) == Some(&b'"') => (r#""body":"#, 5),
+            b"bo" => (r#""bodyEncoding":"#, 6),
             _ => return None,
         };
         let after = rest.strip_prefix(key)?;
         let after = match slot {
             0 if ty.is_none() => {
-                let (v, a) = if let Some(a) = after.strip_prefix(r#""stream_chunk""#) {
-                    ("stream_chunk", a)
-                } else {
-                    ("stream_end", after.strip_prefix(r#""stream_end""#)?)
-                };
-                ty = Some(v);
+                let (t, a) = [
+                    (Ty::Chunk, r#""stream_chunk""#),
+                    (Ty::End, r#""stream_end""#),
+                    (Ty::Response, r#""response""#),
+                    (Ty::Start, r#""stream_start""#),
+                ]
+                .into_iter()
+                .find_map(|(t, lit)| after.strip_prefix(lit).map(|a| (t, a)))?;
+                ty = Some(t);
                 a
             }
             1 if id.is_none() => plain_at(after).map(|(v, a)| (id = Some(v), a))?.1,
@@ -166,6 +276,18 @@ pub(crate) fn parse_in(text: &str, buf: String) -> Option<Fast<'_>> {
                 data = Some(v);
                 a
             }
+            3 if status.is_none() => status_at(after).map(|(v, a)| (status = Some(v), a))?.1,
+            4 if headers.is_none() => headers_at(after).map(|(v, a)| (headers = Some(v), a))?.1,
+            5 if raw.is_none() => match after.strip_prefix("null") {
+                Some(a) => (raw = Some(None), a).1,
+                None => {
+                    let (text, a) = unescaped_at(after, String::new())?;
+                    raw = Some(Some(&after[..after.len() - a.len()]));
+                    body = Some(text);
+                    a
+                }
+            },
+            6 if base64.is_none() => raw_at(after).map(|(v, a)| (base64 = Some(v), a))?.1,
             _ => return None,
         };
         match after.as_bytes() {
@@ -174,9 +296,43 @@ pub(crate) fn parse_in(text: &str, buf: String) -> Option<Fast<'_>> {
             _ => return None,
         }
     }
-    match (ty?, id?, data) {
-        ("stream_chunk", id, Some(data)) => Some(Fast::Chunk { id, data }),
-        ("stream_end", id, None) => Some(Fast::End { id }),
+    let id = id?;
+    let fields = (
+        data.is_some(),
+        status.is_some(),
+        headers.is_some(),
+        raw.is_some(),
+    );
+    match ty? {
+        Ty::Chunk if base64.is_none() && fields == (true, false, false, false) => {
+            Some(Fast::Chunk { id, data: data? })
+        }
+        Ty::End if base64.is_none() && fields == (false, false, false, false) => {
+            Some(Fast::End { id })
+        }
+        Ty::Start if base64.is_none() && fields == (false, true, true, false) => {
+            Some(Fast::Start {
+                id,
+                status: status?,
+                headers: headers?,
+            })
+        }
+        Ty::Response if !fields.0 => {
+            let body = match (raw.flatten(), base64 == Some(r#""base64""#)) {
+                (None, _) => Body::default(),
+                (Some(raw), true) => Body::Binary(base64_from_json(raw)?),
+                (Some(_), false) => Body::Text(body?),
+            };
+            Some(Fast::Response {
+                id,
+                status: status?,
+                headers: headers?,
+                body,
+            })
+        }
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests;
