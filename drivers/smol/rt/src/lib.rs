@@ -8,6 +8,7 @@ pub mod entropy;
 pub mod io;
 pub mod keys;
 pub mod mailbox;
+pub mod wheel;
 
 /// A thread's executor, alive for the rest of the process: tasks spawned on
 /// it may outlive the function that made it (the server, the tunnel client).

@@ -8,8 +8,8 @@ use osaurus_relay_engine::wire::http1::{
     self, BodyFraming, ChunkedDecoder, Decoded, HeadLimits, ResponseFraming,
 };
 use osaurus_relay_engine::{CallError, CallId, Input, RequestHead};
-use osaurus_relay_rt::io::until;
 use osaurus_relay_rt::mailbox::Mailbox;
+use osaurus_relay_rt::wheel::until;
 use smol::future::FutureExt;
 use std::cell::Cell;
 use std::io::IoSlice;

@@ -9,7 +9,7 @@ use crate::stream::{read_more, write_all, Stream};
 use async_io::Async;
 use osaurus_relay_engine::stats::{Histogram, Stats};
 use osaurus_relay_engine::wire::http1::{self, HeadLimits, ResponseFraming};
-use osaurus_relay_rt::io::until;
+use osaurus_relay_rt::wheel::until;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;

@@ -9,7 +9,7 @@ use crate::tls::Tls;
 use crate::ws::WsOpts;
 use async_io::Async;
 use osaurus_relay_engine::{Config, Input, RemoteRoute};
-use osaurus_relay_rt::io::until;
+use osaurus_relay_rt::wheel::until;
 use smol::channel::{unbounded, Receiver, Sender};
 use smol::future::FutureExt;
 use smol::LocalExecutor;
@@ -86,6 +86,8 @@ pub async fn serve(
     let cfg_client_ip = cfg.client_ip.clone();
     let core = Rc::new(RefCell::new(Core::new(cfg, wake_tx, done_tx)));
     ex.spawn(hub::run_timer(core.clone(), wake_rx)).detach();
+    // The connections' read and write deadlines.
+    ex.spawn(osaurus_relay_rt::wheel::run()).detach();
     if let Some(l) = metrics {
         info!(addr = %l.local_addr()?, "metrics on /metrics");
         let timeout = opts.header_timeout;

@@ -8,7 +8,7 @@ use crate::stream::{write_all, write_all_vectored, Sock};
 use frames::{FrameReader, Msg};
 use osaurus_relay_engine::wire::ws::{self as frames, OpCode};
 use osaurus_relay_engine::{Input, TunnelId};
-use osaurus_relay_rt::io::until;
+use osaurus_relay_rt::wheel::until;
 use std::cell::{Cell, RefCell};
 use std::io::ErrorKind;
 use std::io::IoSlice;
