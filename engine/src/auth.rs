@@ -39,10 +39,35 @@ pub fn parse_address(s: &str) -> Option<Address> {
     if hex.len() != 40 {
         return None;
     }
+    // Every call's host names an address: a table, a quarter of the work
+    // of `hex::decode_to_slice` (the same answers, tested).
     let mut out = [0u8; 20];
-    hex::decode_to_slice(hex, &mut out).ok()?;
+    for (o, pair) in out.iter_mut().zip(hex.as_bytes().chunks_exact(2)) {
+        let (hi, lo) = (HEX[usize::from(pair[0])], HEX[usize::from(pair[1])]);
+        if (hi | lo) > 15 {
+            return None;
+        }
+        *o = hi << 4 | lo;
+    }
     Some(Address(out))
 }
+
+/// Each byte's value as a hex digit, or 0xff.
+static HEX: [u8; 256] = {
+    let mut t = [0xff; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        t[i] = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => 0xff,
+        };
+        i += 1;
+    }
+    t
+};
 
 /// `0x` + lowercase hex: how the relay registers and reports addresses.
 pub fn to_lower(addr: &Address) -> String {

@@ -8,8 +8,10 @@ use std::borrow::Cow;
 use std::fmt;
 
 mod body;
+mod escape;
 pub(crate) mod fast;
 pub use body::{base64_from_json, push_base64, Body, ChunkData, BASE64};
+pub use escape::escape_into;
 
 /// What this relay understands beyond the contract, listed in `auth_ok` and
 /// `agent_added` so a client knows it may send base64 bodies and chunks.
@@ -237,73 +239,6 @@ impl ServerFrame {
     pub fn parse(text: &str) -> Option<ServerFrame> {
         serde_json::from_str(text).ok()
     }
-}
-
-/// Appends `s` as the inside of a JSON string, escaped exactly as serde_json
-/// escapes (quote, backslash, control characters; nothing else), skipping
-/// plain bytes 32 or 8 at a time.
-pub fn escape_into(out: &mut String, s: &str) {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    // Flags every byte that is below 0x20, a quote or a backslash (and a few
-    // false alarms, which the byte loop then settles).
-    let special = |w: u64| {
-        let zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
-        (w.wrapping_sub(0x20 * LO) & !w & HI) | zero(w ^ (0x22 * LO)) | zero(w ^ (0x5c * LO))
-    };
-    let b = s.as_bytes();
-    let (mut i, mut start) = (0, 0);
-    let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("eight bytes"));
-    while i < b.len() {
-        // Long plain runs (bodies) go 32 bytes per step.
-        while i + 32 <= b.len()
-            && special(word(i))
-                | special(word(i + 8))
-                | special(word(i + 16))
-                | special(word(i + 24))
-                == 0
-        {
-            i += 32;
-        }
-        if i == b.len() {
-            break;
-        }
-        if let Some(word) = b.get(i..i + 8) {
-            let w = u64::from_le_bytes(word.try_into().expect("eight bytes"));
-            if special(w) == 0 {
-                i += 8;
-                continue;
-            }
-        }
-        let c = b[i];
-        let esc: Option<&str> = match c {
-            b'"' => Some("\\\""),
-            b'\\' => Some("\\\\"),
-            b'\n' => Some("\\n"),
-            b'\r' => Some("\\r"),
-            b'\t' => Some("\\t"),
-            0x08 => Some("\\b"),
-            0x0c => Some("\\f"),
-            0..=0x1f => None,
-            _ => {
-                i += 1;
-                continue;
-            }
-        };
-        out.push_str(&s[start..i]);
-        match esc {
-            Some(e) => out.push_str(e),
-            None => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.push_str("\\u00");
-                out.push(HEX[(c >> 4) as usize] as char);
-                out.push(HEX[(c & 0xf) as usize] as char);
-            }
-        }
-        i += 1;
-        start = i;
-    }
-    out.push_str(&s[start..]);
 }
 
 /// Frames a tunnel client sends to the relay.

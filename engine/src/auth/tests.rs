@@ -159,3 +159,26 @@ fn address_parsing_is_strict() {
         assert_eq!(parse_address(bad), None, "{bad}");
     }
 }
+
+use proptest::prelude::*;
+
+proptest! {
+    #[test]
+    fn address_parsing_decodes_as_the_hex_crate_does(
+        text in prop_oneof![
+            "[0-9a-fA-F]{40}",
+            "[0-9a-fA-F]{0,41}",
+            // One byte that is not a hex digit, anywhere.
+            ("[0-9a-fA-F]{40}", 0..40usize, "[g-zG-Z :/]").prop_map(|(mut t, at, c)| {
+                t.replace_range(at..at + 1, &c);
+                t
+            }),
+            proptest::collection::vec(any::<u8>(), 40)
+                .prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+        ]
+    ) {
+        let mut want = [0u8; 20];
+        let want = (text.len() == 40 && hex::decode_to_slice(&text, &mut want).is_ok()).then_some(Address(want));
+        prop_assert_eq!(parse_address(&format!("0x{text}")), want);
+    }
+}

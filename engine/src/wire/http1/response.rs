@@ -48,9 +48,13 @@ pub fn write_head<K: AsRef<str>, V: AsRef<str>>(
     out.extend_from_slice(b"\r\n");
     for (name, value) in headers {
         let (name, value) = (name.as_ref(), value.as_ref());
-        let owned = ["content-length", "transfer-encoding", "connection"]
-            .iter()
-            .any(|h| name.eq_ignore_ascii_case(h));
+        // Lengths first: nearly every name is none of the three.
+        let owned = match name.len() {
+            14 => name.eq_ignore_ascii_case("content-length"),
+            17 => name.eq_ignore_ascii_case("transfer-encoding"),
+            10 => name.eq_ignore_ascii_case("connection"),
+            _ => false,
+        };
         if owned || !is_token(name) || !is_field_value(value) {
             continue;
         }
