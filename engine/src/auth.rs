@@ -71,13 +71,16 @@ static HEX: [u8; 256] = {
 
 /// `0x` + lowercase hex: how the relay registers and reports addresses.
 pub fn to_lower(addr: &Address) -> String {
-    let mut text = [0u8; 40];
-    let mut out = String::with_capacity(42);
-    out.push_str("0x");
-    if hex::encode_to_slice(addr.0, &mut text).is_ok() {
-        out.push_str(std::str::from_utf8(&text).unwrap_or_default());
+    to_lower_in(addr, &mut [0; 42]).to_string()
+}
+
+/// [`to_lower`] into `buf`, without an allocation.
+pub fn to_lower_in<'a>(addr: &Address, buf: &'a mut [u8; 42]) -> &'a str {
+    buf[..2].copy_from_slice(b"0x");
+    if hex::encode_to_slice(addr.0, &mut buf[2..]).is_err() {
+        return "";
     }
-    out
+    std::str::from_utf8(&buf[..]).unwrap_or_default()
 }
 
 /// EIP-55 mixed-case checksum form.

@@ -1,10 +1,10 @@
 //! One public HTTP call: receiving its body, waiting on the tunnel, streaming.
 
-use crate::auth::{to_lower, Address};
+use crate::auth::{to_lower_in, Address};
 use crate::cluster::Hop;
 use crate::config::BinaryBodies;
 use crate::error::CallError;
-use crate::frame::{Body, Headers, ServerFrame};
+use crate::frame::{encode_request, Body, Headers, ServerFrame};
 use crate::http::{self, status_has_body, Response, ResponseHead};
 use crate::input::{CallId, RequestHead, TunnelId};
 use crate::output::{Event, Output};
@@ -58,12 +58,13 @@ impl<E: Entropy> Relay<E> {
                 && v.trim().eq_ignore_ascii_case("hit")
         });
         let unknown_length = head.body_follows && head.content_length.is_none();
-        let headers = http::forward_headers(head.headers, to_lower(&agent), ip);
+        let headers = http::caller_headers(head.headers);
         let capacity = head.content_length.unwrap_or(0).min(self.body_limit()) as usize;
         let state = CallState::Receiving(Parked {
             method: head.method,
             path: head.target,
             headers,
+            forwarding: Some(ip),
             // A declared length is only a claim: reserve little before bytes arrive.
             body: Vec::with_capacity(capacity.min(64 * 1024)),
             unknown_length,
@@ -158,6 +159,7 @@ impl<E: Entropy> Relay<E> {
             method,
             path,
             headers,
+            forwarding,
             body,
             ..
         } = req;
@@ -180,14 +182,17 @@ impl<E: Entropy> Relay<E> {
                 break id;
             }
         };
-        let frame = ServerFrame::Request {
-            id: req.clone(),
-            method,
-            path,
-            headers,
-            body,
-        }
-        .encode();
+        let (mut lower, ip) = ([0; 42], forwarding.map(http::ip_text));
+        let pairs;
+        let extra: &[(&str, &str)] = match &ip {
+            Some(ip) => {
+                let agent = to_lower_in(&agent, &mut lower);
+                pairs = [("x-agent-address", agent), ("x-forwarded-for", ip.as_str())];
+                &pairs
+            }
+            None => &[],
+        };
+        let frame = encode_request(&req, &method, &path, &headers.0, extra, &body);
         let max_frame = self.cfg.max_request_frame_bytes;
         if max_frame != 0 && frame.len() as u64 > max_frame {
             // Better than a frame that makes the app drop the whole tunnel.

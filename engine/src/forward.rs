@@ -28,11 +28,15 @@ impl<E: Entropy> Relay<E> {
     pub(crate) fn forward(&mut self, call: CallId, agent: Address, owner: String, req: Parked) {
         let host = format!("{}.{}", to_lower(&agent), self.cfg.base_domain);
         let (body_complete, sent) = (req.body_done, req.body.len() as u64);
+        let mut headers = req.headers;
+        if let Some(ip) = req.forwarding {
+            headers = http::forward_headers(headers.0, to_lower(&agent), ip);
+        }
         let request = ForwardRequest {
             method: req.method,
             path: req.path,
             host,
-            headers: req.headers,
+            headers,
             body: req.body,
             body_length: if body_complete {
                 Some(sent)
@@ -296,6 +300,7 @@ impl<E: Entropy> Relay<E> {
             method: r.method,
             path: r.path,
             headers: r.headers,
+            forwarding: None,
             declared: Some(r.body.len() as u64),
             body: r.body,
             unknown_length: false,

@@ -180,35 +180,7 @@ impl ServerFrame {
                 path,
                 headers,
                 body,
-            } => {
-                let mut out = String::with_capacity(self.size_hint());
-                out.push_str(r#"{"type":"request","id":""#);
-                escape_into(&mut out, id);
-                out.push_str(r#"","method":""#);
-                escape_into(&mut out, method);
-                out.push_str(r#"","path":""#);
-                escape_into(&mut out, path);
-                out.push_str(r#"","headers":{"#);
-                for (i, (k, v)) in headers.0.iter().enumerate() {
-                    out.push_str(if i == 0 { "\"" } else { ",\"" });
-                    escape_into(&mut out, k);
-                    out.push_str("\":\"");
-                    escape_into(&mut out, v);
-                    out.push('"');
-                }
-                out.push_str(r#"},"body":""#);
-                match body {
-                    Body::Text(t) => {
-                        escape_into(&mut out, t);
-                        out.push_str("\"}");
-                    }
-                    Body::Binary(b) => {
-                        push_base64(&mut out, b);
-                        out.push_str(r#"","bodyEncoding":"base64"}"#);
-                    }
-                }
-                out
-            }
+            } => encode_request(id, method, path, &headers.0, &[], body),
             _ => {
                 let mut out = Vec::with_capacity(self.size_hint());
                 match serde_json::to_writer(&mut out, self) {
@@ -220,25 +192,58 @@ impl ServerFrame {
     }
 
     fn size_hint(&self) -> usize {
-        match self {
-            ServerFrame::Request {
-                path,
-                headers,
-                body,
-                ..
-            } => {
-                let h: usize = headers.0.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
-                let b = body.wire_len();
-                128 + path.len() + h + b + if body.is_binary() { 0 } else { b / 8 }
-            }
-            _ => 128,
-        }
+        128
     }
 
     /// Client side: `None` for non-JSON or frame types this version does not know.
     pub fn parse(text: &str) -> Option<ServerFrame> {
         serde_json::from_str(text).ok()
     }
+}
+
+/// A `request` frame, `extra` headers after `headers`: written directly,
+/// byte for byte what serde writes for [`ServerFrame::Request`]
+/// (property-tested); requests are most of what the relay writes.
+pub fn encode_request(
+    id: &str,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    extra: &[(&str, &str)],
+    body: &Body,
+) -> String {
+    let pairs = headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let all = pairs.chain(extra.iter().copied());
+    let h: usize = all.clone().map(|(k, v)| k.len() + v.len() + 6).sum();
+    let b = body.wire_len();
+    let hint = 128 + path.len() + h + b + if body.is_binary() { 0 } else { b / 8 };
+    let mut out = String::with_capacity(hint);
+    out.push_str(r#"{"type":"request","id":""#);
+    escape_into(&mut out, id);
+    out.push_str(r#"","method":""#);
+    escape_into(&mut out, method);
+    out.push_str(r#"","path":""#);
+    escape_into(&mut out, path);
+    out.push_str(r#"","headers":{"#);
+    for (i, (k, v)) in all.enumerate() {
+        out.push_str(if i == 0 { "\"" } else { ",\"" });
+        escape_into(&mut out, k);
+        out.push_str("\":\"");
+        escape_into(&mut out, v);
+        out.push('"');
+    }
+    out.push_str(r#"},"body":""#);
+    match body {
+        Body::Text(t) => {
+            escape_into(&mut out, t);
+            out.push_str("\"}");
+        }
+        Body::Binary(b) => {
+            push_base64(&mut out, b);
+            out.push_str(r#"","bodyEncoding":"base64"}"#);
+        }
+    }
+    out
 }
 
 /// Frames a tunnel client sends to the relay.

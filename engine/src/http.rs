@@ -121,13 +121,23 @@ pub fn is_hop_request_header(name: &str) -> bool {
 /// The request headers a tunnel sees: lowercased names, repeated names joined
 /// with ", ", stripped per the rules, then `x-agent-address` and `x-forwarded-for`.
 pub fn forward_headers(headers: Vec<(String, String)>, agent: String, ip: IpAddr) -> Headers {
+    let mut out = caller_headers(headers);
+    out.0.push(("x-agent-address".into(), agent));
+    out.0
+        .push(("x-forwarded-for".into(), ip_text(ip).as_str().to_string()));
+    out
+}
+
+/// The caller's headers a tunnel sees, without the two the relay adds
+/// ([`forward_headers`]); written straight into the frame instead.
+pub(crate) fn caller_headers(headers: Vec<(String, String)>) -> Headers {
     let listed_in_connection: Vec<String> = headers
         .iter()
         .filter(|(k, _)| k.eq_ignore_ascii_case("connection"))
         .flat_map(|(_, v)| v.split(','))
         .map(|t| t.trim().to_ascii_lowercase())
         .collect();
-    let mut out: Vec<(String, String)> = Vec::with_capacity(headers.len() + 2);
+    let mut out: Vec<(String, String)> = Vec::new();
     for (mut k, v) in headers {
         k.make_ascii_lowercase();
         if strip_request_header(&k) || listed_in_connection.contains(&k) {
@@ -141,25 +151,42 @@ pub fn forward_headers(headers: Vec<(String, String)>, agent: String, ip: IpAddr
             None => out.push((k, v)),
         }
     }
-    out.push(("x-agent-address".into(), agent));
-    out.push(("x-forwarded-for".into(), ip_text(ip)));
     Headers(out)
 }
 
-/// An address as text; IPv4, nearly every caller's, without `fmt`.
-fn ip_text(ip: IpAddr) -> String {
+/// An address as text; IPv4, nearly every caller's, on the stack and
+/// without `fmt`.
+pub(crate) enum IpText {
+    V4([u8; 15], usize),
+    Other(String),
+}
+
+impl IpText {
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            IpText::V4(b, n) => std::str::from_utf8(&b[..*n]).unwrap_or_default(),
+            IpText::Other(s) => s,
+        }
+    }
+}
+
+pub(crate) fn ip_text(ip: IpAddr) -> IpText {
     let IpAddr::V4(v4) = ip else {
-        return ip.to_string();
+        return IpText::Other(ip.to_string());
     };
-    let mut out = String::with_capacity(15);
+    let (mut out, mut n) = ([0u8; 15], 0);
     for (i, octet) in v4.octets().into_iter().enumerate() {
         if i > 0 {
-            out.push('.');
+            out[n] = b'.';
+            n += 1;
         }
         let (d, at) = crate::wire::http1::digits::<10>(u64::from(octet));
-        out.extend(d[at..].iter().map(|&c| char::from(c)));
+        for &c in &d[at..] {
+            out[n] = c;
+            n += 1;
+        }
     }
-    out
+    IpText::V4(out, n)
 }
 
 /// RFC 9110 token characters (header names, codings): the one definition

@@ -446,3 +446,43 @@ fn the_directory_coming_back_refreshes_every_tunnel_at_once() {
     assert!(h.step(Input::DirectoryHealth { up: true }).is_empty());
     assert!(h.step(Input::DirectoryHealth { up: false }).is_empty());
 }
+
+#[test]
+fn a_call_the_owner_refused_reaches_the_agent_here_with_one_set_of_relay_headers() {
+    let mut h = Harness::new(Config {
+        reconnect_grace: Duration::from_secs(5),
+        ..cluster(RemoteRoute::Forward)
+    });
+    let a = key(1);
+    let (c, _) = h.get(&a, "/v1/models");
+    let out = h.located(&a, Located::Owner("inst-b".into()));
+    let [Output::Forward { request, .. }] = out.as_slice() else {
+        panic!("expected one forward: {out:?}");
+    };
+    let request = request.clone();
+    // Nothing reached the owner: the call waits for its agent, which comes here.
+    let out = h.step(Input::OwnerRefused { call: c, request });
+    assert_eq!(response(&out, c), None, "held, not answered: {out:?}");
+    let (t, out) = connect(&mut h, &[&a], ClaimOutcome::Ours);
+    let sent: Vec<_> = frames(&out, t)
+        .into_iter()
+        .filter_map(|f| match f {
+            ServerFrame::Request { path, headers, .. } => Some((path, headers)),
+            _ => None,
+        })
+        .collect();
+    let [(path, headers)] = sent.as_slice() else {
+        panic!("expected the held request on the tunnel: {out:?}");
+    };
+    assert_eq!(path, "/v1/models");
+    for (name, want) in [
+        ("x-agent-address", lower(&a)),
+        ("x-forwarded-for", "198.51.100.9".into()),
+    ] {
+        let got: Vec<&str> = (headers.0.iter())
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(got, [want.as_str()], "{name}");
+    }
+}

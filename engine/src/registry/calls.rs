@@ -6,6 +6,7 @@ use crate::frame::Headers;
 use crate::http::ResponseHead;
 use crate::input::{CallId, TunnelId};
 use crate::map::{map, Map};
+use core::net::IpAddr;
 
 pub(crate) struct Call {
     pub agent: Address,
@@ -21,6 +22,9 @@ pub(crate) struct Parked {
     pub method: String,
     pub path: String,
     pub headers: Headers,
+    /// `Some(caller's IP)`: `headers` still lacks `x-agent-address` and
+    /// `x-forwarded-for`, which go straight into the request frame.
+    pub forwarding: Option<IpAddr>,
     pub body: Vec<u8>,
     /// The body came chunked: its length was not known up front.
     pub unknown_length: bool,
