@@ -53,11 +53,25 @@ impl<T> Mailbox<T> {
         true
     }
 
-    /// The task stops listening: later pushes fail, queued messages are dropped.
+    /// The task stops listening: later pushes fail, queued messages are
+    /// dropped (a keeping mailbox keeps the queue's memory for [`Self::reopen`]).
     pub fn close(&self) {
         self.closed.set(true);
-        drop(std::mem::take(&mut *self.queue.borrow_mut()));
+        // Dropped outside the borrow: a message's drop may touch the mailbox.
+        let mut queued = std::mem::take(&mut *self.queue.borrow_mut());
+        if self.keep {
+            queued.clear();
+            *self.queue.borrow_mut() = queued;
+        } else {
+            drop(queued);
+        }
         self.waker.borrow_mut().take();
+    }
+
+    /// Listening again after [`Self::close`]: a connection's next call
+    /// reuses its last call's mailbox.
+    pub fn reopen(&self) {
+        self.closed.set(false);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -147,5 +161,12 @@ mod tests {
             kept.queue.borrow().capacity() > 0,
             "kept for the next message"
         );
+        kept.push(2);
+        kept.close();
+        assert!(!kept.push(3) && kept.is_empty(), "closed: dropped, refused");
+        assert!(kept.queue.borrow().capacity() > 0, "and its memory kept");
+        kept.reopen();
+        assert!(kept.push(4));
+        assert_eq!(kept.try_recv(), Some(4));
     }
 }

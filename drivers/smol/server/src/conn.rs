@@ -115,6 +115,8 @@ async fn linger(s: &Stream, linger_for: Duration) {
 pub(crate) async fn serve(core: Shared, s: Sock, peer: SocketAddr, o: Rc<ConnOpts>) {
     let mut buf: Vec<u8> = Vec::new();
     let mut first = true;
+    // The last call's mailbox: a keep-alive caller's next call reuses it.
+    let mut last: Option<Rc<CallBox>> = None;
     loop {
         let (h, n) = match read_head(&s, &mut buf, &o, first).await {
             HeadRead::Head(h, n) => (h, n),
@@ -123,7 +125,7 @@ pub(crate) async fn serve(core: Shared, s: Sock, peer: SocketAddr, o: Rc<ConnOpt
         };
         buf.drain(..n);
         first = false;
-        let (call, rx) = core.borrow_mut().new_call(&s);
+        let (call, rx) = core.borrow_mut().new_call(&s, last.take());
         let conn = Conn {
             core: &core,
             s: &s,
@@ -136,7 +138,8 @@ pub(crate) async fn serve(core: Shared, s: Sock, peer: SocketAddr, o: Rc<ConnOpt
         let next = Box::pin(exchange(conn, &mut buf, h, call, &rx)).await;
         core.borrow_mut().end_call(call);
         match next {
-            Next::KeepAlive => {}
+            // Only this task holds it now (the hub let go in `end_call`).
+            Next::KeepAlive => last = (Rc::strong_count(&rx) == 1).then_some(rx),
             Next::Close => return,
             Next::Linger => return linger(&s, o.reject_linger).await,
             Next::Reject(why) => return reject(&s, why, o.reject_linger).await,

@@ -113,10 +113,18 @@ impl Core {
     }
 
     /// Registers a new call of the connection `socket`; its messages arrive on the receiver.
-    pub fn new_call(&mut self, socket: &Sock) -> (CallId, Rc<CallBox>) {
+    /// A call on `socket`; `reuse` is the connection's last call's mailbox,
+    /// which nothing else holds any more.
+    pub fn new_call(&mut self, socket: &Sock, reuse: Option<Rc<CallBox>>) -> (CallId, Rc<CallBox>) {
         self.next_call += 1;
         let id = CallId(self.next_call);
-        let mail = Rc::new(CallBox::new());
+        let mail = match reuse {
+            Some(b) => {
+                b.reset();
+                b
+            }
+            None => Rc::new(CallBox::new()),
+        };
         self.calls.insert(
             id,
             Peer {

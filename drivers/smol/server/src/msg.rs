@@ -47,6 +47,12 @@ impl CallBox {
             direct: Cell::new(Direct::Off),
         }
     }
+
+    /// Ready for the connection's next call (after the hub closed it).
+    pub fn reset(&self) {
+        self.mail.reopen();
+        self.direct.set(Direct::Off);
+    }
 }
 
 /// What a tunnel's writer must do next.
