@@ -179,8 +179,8 @@ pub async fn run() {
         }
     }
     let _stop = Stop;
-    let mut timer = Timer::never();
-    // The tick `timer` is set for.
+    let mut clock = Clock::new();
+    // The tick `clock` is set for.
     let mut armed = u64::MAX;
     let mut wake = Vec::new();
     std::future::poll_fn(move |cx| loop {
@@ -200,15 +200,97 @@ pub async fn run() {
         }
         if next != armed {
             armed = next;
-            timer.set_at(at);
+            clock.set_at(at);
         }
-        if Pin::new(&mut timer).poll(cx).is_pending() {
+        if clock.poll(cx).is_pending() {
             return Poll::Pending;
         }
-        // Fired: a timer fires once, so the next pass sets it again.
+        // Fired: a clock fires once, so the next pass sets it again.
         armed = u64::MAX;
     })
     .await
+}
+
+/// What the driver sleeps on: a timerfd on Linux, else an async-io timer.
+#[cfg(target_os = "linux")]
+enum Clock {
+    Fd(async_io::Async<std::os::fd::OwnedFd>),
+    /// No timerfd (descriptors exhausted at start, say).
+    Timer(Timer),
+}
+
+#[cfg(target_os = "linux")]
+impl Clock {
+    fn new() -> Clock {
+        use rustix::time::{timerfd_create, TimerfdClockId, TimerfdFlags};
+        let fd = timerfd_create(
+            TimerfdClockId::Monotonic,
+            TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
+        );
+        match fd.ok().and_then(|fd| async_io::Async::new(fd).ok()) {
+            Some(fd) => Clock::Fd(fd),
+            None => Clock::Timer(Timer::never()),
+        }
+    }
+
+    fn set_at(&mut self, at: Instant) {
+        use rustix::time::{timerfd_settime, Itimerspec, TimerfdTimerFlags, Timespec};
+        let fd = match self {
+            Clock::Fd(fd) => fd,
+            Clock::Timer(t) => return t.set_at(at),
+        };
+        // Relative, at least a nanosecond: zero would disarm it.
+        let d = at
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_nanos(1));
+        let value = Timespec {
+            tv_sec: d.as_secs() as i64,
+            tv_nsec: d.subsec_nanos().into(),
+        };
+        let spec = Itimerspec {
+            it_interval: Timespec::default(),
+            it_value: value,
+        };
+        if timerfd_settime(fd.get_ref(), TimerfdTimerFlags::empty(), &spec).is_err() {
+            *self = Clock::Timer(Timer::at(at));
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let fd = match self {
+            Clock::Fd(fd) => fd,
+            Clock::Timer(t) => return Pin::new(t).poll(cx).map(|_| ()),
+        };
+        loop {
+            if fd.poll_readable(cx).is_pending() {
+                return Poll::Pending;
+            }
+            // Reading clears the expiry; nothing to read means a stale
+            // readiness: wait again.
+            let mut expirations = [0u8; 8];
+            if rustix::io::read(fd.get_ref(), &mut expirations).is_ok() {
+                return Poll::Ready(());
+            }
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+struct Clock(Timer);
+
+#[cfg(not(target_os = "linux"))]
+impl Clock {
+    fn new() -> Clock {
+        Clock(Timer::never())
+    }
+
+    fn set_at(&mut self, at: Instant) {
+        self.0.set_at(at);
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx).map(|_| ())
+    }
 }
 
 /// A deadline on this thread's wheel.

@@ -391,9 +391,12 @@ pub(crate) async fn run_timer(core: Shared, wake: Receiver<()>) {
             let mut c = core.borrow_mut();
             c.arm().map(|ms| c.instant(ms))
         };
-        let timer = match deadline {
-            Some(at) => async_io::Timer::at(at),
-            None => async_io::Timer::never(),
+        // On the thread's wheel: no async-io timer stays armed (see `wheel`).
+        let timer = async move {
+            match deadline {
+                Some(at) => osaurus_relay_rt::wheel::Deadline::at(at).await,
+                None => std::future::pending().await,
+            }
         };
         let fired = smol::future::race(
             async {

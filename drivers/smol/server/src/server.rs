@@ -85,9 +85,10 @@ pub async fn serve(
     let opts = Rc::new(conn_opts(ex, &cfg));
     let cfg_client_ip = cfg.client_ip.clone();
     let core = Rc::new(RefCell::new(Core::new(cfg, wake_tx, done_tx)));
-    ex.spawn(hub::run_timer(core.clone(), wake_rx)).detach();
-    // The connections' read and write deadlines.
+    // The connections' read and write deadlines and the engine's: first,
+    // so that every deadline is on it.
     ex.spawn(osaurus_relay_rt::wheel::run()).detach();
+    ex.spawn(hub::run_timer(core.clone(), wake_rx)).detach();
     if let Some(l) = metrics {
         info!(addr = %l.local_addr()?, "metrics on /metrics");
         let timeout = opts.header_timeout;
