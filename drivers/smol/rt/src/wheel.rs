@@ -11,6 +11,8 @@ use async_io::Timer;
 use futures_util::FutureExt as _;
 use smol::future::FutureExt as _;
 use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -32,12 +34,16 @@ struct Entry {
     /// Index in its bucket, or [`NOWHERE`].
     pos: u32,
     fired: bool,
+    /// A [`Deadline`] holds this slot.
+    used: bool,
 }
 
 struct Wheel {
     origin: Instant,
     entries: Vec<Entry>,
-    free: Vec<u32>,
+    /// Free slots, lowest first: the live ones stay at the front, so the
+    /// memory of a burst (10,000 handshakes at once) is given back after it.
+    free: BinaryHeap<Reverse<u32>>,
     buckets: Vec<Vec<u32>>,
     /// Every tick up to this one has fired.
     done: u64,
@@ -58,7 +64,7 @@ impl Wheel {
         Wheel {
             origin,
             entries: Vec::new(),
-            free: Vec::new(),
+            free: BinaryHeap::new(),
             buckets: (0..SLOTS).map(|_| Vec::new()).collect(),
             done: 0,
             pending: 0,
@@ -87,9 +93,18 @@ impl Wheel {
             waker: Some(waker),
             pos: bucket.len() as u32,
             fired: false,
+            used: true,
         };
+        // Slots past the end were cut off with the free tail.
+        while self
+            .free
+            .peek()
+            .is_some_and(|i| i.0 as usize >= self.entries.len())
+        {
+            self.free.pop();
+        }
         let idx = match self.free.pop() {
-            Some(i) => {
+            Some(Reverse(i)) => {
                 self.entries[i as usize] = entry;
                 i
             }
@@ -114,9 +129,13 @@ impl Wheel {
         let Some(e) = self.entries.get_mut(idx as usize) else {
             return;
         };
+        if !e.used {
+            return;
+        }
         let (tick, pos) = (e.tick, e.pos);
         e.waker = None;
         e.pos = NOWHERE;
+        e.used = false;
         if pos != NOWHERE {
             let bucket = &mut self.buckets[(tick % SLOTS) as usize];
             bucket.swap_remove(pos as usize);
@@ -125,7 +144,17 @@ impl Wheel {
             }
             self.pending -= 1;
         }
-        self.free.push(idx);
+        self.free.push(Reverse(idx));
+        while self.entries.last().is_some_and(|e| !e.used) {
+            self.entries.pop();
+        }
+        let len = self.entries.len();
+        if self.entries.capacity() > 64 && self.entries.capacity() > 4 * len {
+            self.entries.shrink_to(2 * len);
+        }
+        if self.free.len() > 2 * len + 64 {
+            self.free.retain(|i| (i.0 as usize) < len);
+        }
     }
 
     /// Fires every deadline up to `now`; the wakers to call.
@@ -150,6 +179,10 @@ impl Wheel {
                 wake.extend(e.waker.take());
                 self.buckets[b].swap_remove(i);
                 self.pending -= 1;
+            }
+            if self.buckets[b].is_empty() && self.buckets[b].capacity() > 8 {
+                // A burst's bucket: its memory back.
+                self.buckets[b] = Vec::new();
             }
         }
         self.done = self.done.max(now_tick);

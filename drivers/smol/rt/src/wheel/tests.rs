@@ -134,3 +134,35 @@ fn until_without_a_driver_uses_a_timer() {
         assert!(start.elapsed() >= ms(20));
     });
 }
+
+#[test]
+fn a_burst_s_memory_is_given_back_once_it_is_over() {
+    let t0 = Instant::now();
+    let mut w = Wheel::new(t0);
+    let (count, waker) = counter();
+    let keep = w.insert(t0 + ms(500), waker.clone());
+    let burst: Vec<u32> = (0..10_000u64)
+        .map(|i| w.insert(t0 + ms(i % 200), waker.clone()))
+        .collect();
+    assert_eq!(w.pending, 10_001);
+    for &i in burst.iter().rev().step_by(2) {
+        w.remove(i);
+    }
+    let mut wake = Vec::new();
+    w.advance(t0 + ms(300), &mut wake);
+    assert_eq!(wake.len(), 5_000, "the rest fired");
+    for &i in burst.iter().rev().skip(1).step_by(2) {
+        w.remove(i);
+    }
+    assert_eq!(w.entries.len(), 1, "only the live slot is left");
+    assert!(w.entries.capacity() <= 64, "{}", w.entries.capacity());
+    let held: usize = w.buckets.iter().map(Vec::capacity).sum();
+    assert!(held < 1_000, "bucket memory {held}");
+    // The live deadline still fires, and new ones reuse the front.
+    let next = w.insert(t0 + ms(400), waker);
+    assert_eq!(next, 1);
+    w.advance(t0 + ms(600), &mut wake);
+    assert!(w.entries[keep as usize].fired && w.entries[next as usize].fired);
+    drop(wake);
+    assert_eq!(count.0.load(Ordering::SeqCst), 0);
+}
