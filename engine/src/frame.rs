@@ -182,17 +182,14 @@ impl ServerFrame {
                 body,
             } => encode_request(id, method, path, &headers.0, &[], body),
             _ => {
-                let mut out = Vec::with_capacity(self.size_hint());
+                // Control frames are small.
+                let mut out = Vec::with_capacity(128);
                 match serde_json::to_writer(&mut out, self) {
                     Ok(()) => String::from_utf8(out).unwrap_or_default(),
                     Err(_) => String::new(),
                 }
             }
         }
-    }
-
-    fn size_hint(&self) -> usize {
-        128
     }
 
     /// Client side: `None` for non-JSON or frame types this version does not know.
