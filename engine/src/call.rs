@@ -1,6 +1,6 @@
 //! One public HTTP call: receiving its body, waiting on the tunnel, streaming.
 
-use crate::auth::{to_lower_in, Address};
+use crate::auth::Address;
 use crate::cluster::Hop;
 use crate::config::BinaryBodies;
 use crate::error::CallError;
@@ -182,17 +182,12 @@ impl<E: Entropy> Relay<E> {
                 break id;
             }
         };
-        let (mut lower, ip) = ([0; 42], forwarding.map(http::ip_text));
-        let pairs;
-        let extra: &[(&str, &str)] = match &ip {
-            Some(ip) => {
-                let agent = to_lower_in(&agent, &mut lower);
-                pairs = [("x-agent-address", agent), ("x-forwarded-for", ip.as_str())];
-                &pairs
-            }
-            None => &[],
+        let encode =
+            |extra: &[(&str, &str)]| encode_request(&req, &method, &path, &headers.0, extra, &body);
+        let frame = match forwarding {
+            Some(ip) => http::with_relay_headers(&agent, ip, encode),
+            None => encode(&[]),
         };
-        let frame = encode_request(&req, &method, &path, &headers.0, extra, &body);
         let max_frame = self.cfg.max_request_frame_bytes;
         if max_frame != 0 && frame.len() as u64 > max_frame {
             // Better than a frame that makes the app drop the whole tunnel.

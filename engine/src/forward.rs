@@ -30,7 +30,7 @@ impl<E: Entropy> Relay<E> {
         let (body_complete, sent) = (req.body_done, req.body.len() as u64);
         let mut headers = req.headers;
         if let Some(ip) = req.forwarding {
-            headers = http::forward_headers(headers.0, to_lower(&agent), ip);
+            headers = http::forward_headers(headers.0, &agent, ip);
         }
         let request = ForwardRequest {
             method: req.method,

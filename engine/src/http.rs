@@ -120,12 +120,24 @@ pub fn is_hop_request_header(name: &str) -> bool {
 
 /// The request headers a tunnel sees: lowercased names, repeated names joined
 /// with ", ", stripped per the rules, then `x-agent-address` and `x-forwarded-for`.
-pub fn forward_headers(headers: Vec<(String, String)>, agent: String, ip: IpAddr) -> Headers {
+pub fn forward_headers(headers: Vec<(String, String)>, agent: &Address, ip: IpAddr) -> Headers {
     let mut out = caller_headers(headers);
-    out.0.push(("x-agent-address".into(), agent));
-    out.0
-        .push(("x-forwarded-for".into(), ip_text(ip).as_str().to_string()));
+    with_relay_headers(agent, ip, |pairs| {
+        (out.0).extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    });
     out
+}
+
+/// `x-agent-address` and `x-forwarded-for` as text on the stack, for `f`:
+/// the request frame takes them without owning them.
+pub(crate) fn with_relay_headers<R>(
+    agent: &Address,
+    ip: IpAddr,
+    f: impl FnOnce(&[(&str, &str)]) -> R,
+) -> R {
+    let (mut lower, ip) = ([0; 42], ip_text(ip));
+    let agent = crate::auth::to_lower_in(agent, &mut lower);
+    f(&[("x-agent-address", agent), ("x-forwarded-for", ip.as_str())])
 }
 
 /// The caller's headers a tunnel sees, without the two the relay adds

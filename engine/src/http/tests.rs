@@ -97,7 +97,8 @@ fn request_headers_are_sanitised() {
         ("Accept", "a"),
         ("accept", "b"),
     ]);
-    let out = forward_headers(h, A.to_string(), "203.0.113.1".parse().unwrap());
+    let agent = crate::auth::parse_address(A).unwrap();
+    let out = forward_headers(h, &agent, "203.0.113.1".parse().unwrap());
     assert_eq!(
         out.0,
         hv(&[
