@@ -198,7 +198,8 @@ impl ServerFrame {
     }
 }
 
-/// A `request` frame, `extra` headers after `headers`: written directly,
+/// A `request` frame, `extra` headers (the relay's own, which need no
+/// escaping) after `headers`: written directly,
 /// byte for byte what serde writes for [`ServerFrame::Request`]
 /// (property-tested); requests are most of what the relay writes.
 pub fn encode_request(
@@ -222,12 +223,24 @@ pub fn encode_request(
     out.push_str(r#"","path":""#);
     escape_into(&mut out, path);
     out.push_str(r#"","headers":{"#);
-    for (i, (k, v)) in all.enumerate() {
+    for (i, (k, v)) in headers.iter().enumerate() {
         out.push_str(if i == 0 { "\"" } else { ",\"" });
         escape_into(&mut out, k);
         out.push_str("\":\"");
         escape_into(&mut out, v);
         out.push('"');
+    }
+    // The relay's own (an address, an IP): nothing in them needs escaping.
+    for (i, (k, v)) in extra.iter().enumerate() {
+        debug_assert!(!(k.bytes().chain(v.bytes())).any(|c| c < 0x20 || c == b'"' || c == b'\\'));
+        out.push_str(if i == 0 && headers.is_empty() {
+            "\""
+        } else {
+            ",\""
+        });
+        for part in [*k, "\":\"", *v, "\""] {
+            out.push_str(part);
+        }
     }
     out.push_str(r#"},"body":""#);
     match body {

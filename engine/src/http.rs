@@ -34,13 +34,15 @@ const ACAO: &str = "access-control-allow-origin";
 
 /// `0x<40 hex>.<base_domain>[:port]`, case-insensitive, to the agent address.
 pub fn agent_from_host(host: &str, base_domain: &str) -> Option<Address> {
-    let host = match host.rsplit_once(':') {
-        Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
+    // The label is exactly `0x` and 40 hex digits, so its dot is byte 42:
+    // every call's host is read here, without searching it twice.
+    let (label, rest) = (host.get(..42)?, host.get(42..)?.strip_prefix('.')?);
+    let domain = match rest.rsplit_once(':') {
+        Some((d, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => d,
         Some(_) => return None,
-        None => host,
+        None => rest,
     };
-    let host = host.strip_suffix('.').unwrap_or(host);
-    let (label, domain) = host.split_once('.')?;
+    let domain = domain.strip_suffix('.').unwrap_or(domain);
     if !domain.eq_ignore_ascii_case(base_domain) {
         return None;
     }
@@ -187,14 +189,20 @@ pub(crate) fn ip_text(ip: IpAddr) -> IpText {
         return IpText::Other(ip.to_string());
     };
     let (mut out, mut n) = ([0u8; 15], 0);
-    for (i, octet) in v4.octets().into_iter().enumerate() {
+    for (i, o) in v4.octets().into_iter().enumerate() {
         if i > 0 {
             out[n] = b'.';
             n += 1;
         }
-        let (d, at) = crate::wire::http1::digits::<10>(u64::from(octet));
-        for &c in &d[at..] {
-            out[n] = c;
+        // At most three digits: no general number formatting.
+        let digits = [o / 100, o / 10 % 10, o % 10];
+        let skip = match o {
+            0..=9 => 2,
+            10..=99 => 1,
+            _ => 0,
+        };
+        for d in &digits[skip..] {
+            out[n] = b'0' + d;
             n += 1;
         }
     }

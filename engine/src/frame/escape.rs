@@ -13,6 +13,11 @@ pub fn escape_into(out: &mut String, s: &str) {
         (w.wrapping_sub(0x20 * LO) & !w & HI) | zero(w ^ (0x22 * LO)) | zero(w ^ (0x5c * LO))
     };
     let b = s.as_bytes();
+    // Short strings (methods, names, ids) are checked byte by byte: cheaper
+    // than padding them into a word.
+    if b.len() < 8 && b.iter().all(|&c| c >= 0x20 && c != b'"' && c != b'\\') {
+        return out.push_str(s);
+    }
     let (mut i, mut start) = (0, 0);
     let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("eight bytes"));
     while i < b.len() {

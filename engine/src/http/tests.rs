@@ -225,7 +225,31 @@ fn token_table_is_rfc_9110_tchar() {
     assert!(!is_token("bad name"));
 }
 
+/// The plain reading of a host (search for the port, then the first dot),
+/// which `agent_from_host` must agree with.
+fn host_reference(host: &str, base_domain: &str) -> Option<Address> {
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        Some(_) => return None,
+        None => host,
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let (label, domain) = host.split_once('.')?;
+    if !domain.eq_ignore_ascii_case(base_domain) {
+        return None;
+    }
+    parse_address(label)
+}
+
 proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+    #[test]
+    fn host_reading_matches_the_plain_one(
+        host in "(0[xX][0-9a-fA-F]{40}|0x[0-9a-f]{39}[g:.]|0x[0-9a-f]{39,41}|[a-z0-9:.é]{0,4})(\\.?(a\\.b|A\\.B|a\\.c|a\\.b\\.|\\.a\\.b)?)(:[0-9x]{0,3})?\\.?"
+    ) {
+        proptest::prop_assert_eq!(agent_from_host(&host, "a.b"), host_reference(&host, "a.b"), "{}", host);
+    }
+
     #[test]
     fn ip_text_writes_what_display_writes(v4 in proptest::prelude::any::<u32>(), v6 in proptest::prelude::any::<u128>()) {
         for ip in [IpAddr::from(core::net::Ipv4Addr::from(v4)), IpAddr::from(core::net::Ipv6Addr::from(v6))] {
