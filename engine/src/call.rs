@@ -4,7 +4,8 @@ use crate::auth::Address;
 use crate::cluster::Hop;
 use crate::config::BinaryBodies;
 use crate::error::CallError;
-use crate::frame::{encode_request, Body, Headers, ServerFrame};
+use crate::fields::Fields;
+use crate::frame::{encode_request, Body, Headers, Names, RequestText, ServerFrame};
 use crate::http::{self, status_has_body, Response, ResponseHead};
 use crate::input::{CallId, RequestHead, TunnelId};
 use crate::output::{Event, Output};
@@ -27,13 +28,13 @@ impl<E: Entropy> Relay<E> {
     pub(crate) fn agent_call(
         &mut self,
         call: CallId,
-        head: RequestHead,
+        head: RequestHead<'_>,
         agent: Address,
         ip: IpAddr,
     ) {
-        self.record_call(call, agent, ip, &head.method, &head.target);
+        self.record_call(call, agent, ip, head.method, head.target);
         if head.method == "OPTIONS" {
-            return self.respond(call, http::preflight(&head.headers));
+            return self.respond(call, http::preflight(head.headers));
         }
         // Draining, calls are still served: only new tunnels are refused.
         let here = self.tunnels.serving(&agent).is_some();
@@ -53,6 +54,29 @@ impl<E: Entropy> Relay<E> {
         if head.content_length.is_some_and(|n| n > self.body_limit()) {
             return self.refuse(call, CallError::BodyTooLarge);
         }
+        // Nothing to wait for: the frame is written from the head where it
+        // arrived, with nothing copied or kept.
+        if !head.body_follows && http::plain_fields(head.headers) {
+            if let Some(tunnel) = here.then(|| self.ready_tunnel(&agent)).flatten() {
+                let req = RequestText {
+                    method: head.method,
+                    path: head.target,
+                    headers: http::forwarded_fields(head.headers),
+                    headers_size: head.headers.size_hint(),
+                    names: Names::Lower,
+                };
+                let body = Body::Text(String::new());
+                return self.send_request(
+                    call,
+                    agent,
+                    head.hop != Hop::Direct,
+                    tunnel,
+                    req,
+                    Some(ip),
+                    body,
+                );
+            }
+        }
         let replay_cache_hit = (head.headers.iter()).any(|(k, v)| {
             k.eq_ignore_ascii_case("fly-replay-cache-status")
                 && v.trim().eq_ignore_ascii_case("hit")
@@ -61,8 +85,8 @@ impl<E: Entropy> Relay<E> {
         let headers = http::caller_headers(head.headers);
         let capacity = head.content_length.unwrap_or(0).min(self.body_limit()) as usize;
         let state = CallState::Receiving(Parked {
-            method: head.method,
-            path: head.target,
+            method: head.method.to_owned(),
+            path: head.target.to_owned(),
             headers,
             forwarding: Some(ip),
             // A declared length is only a claim: reserve little before bytes arrive.
@@ -169,12 +193,43 @@ impl<E: Entropy> Relay<E> {
             }
             body => body,
         };
+        let req = RequestText {
+            method: &method,
+            path: &path,
+            headers: headers.0.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            headers_size: Fields::Pairs(&headers.0).size_hint(),
+            names: Names::AsGiven,
+        };
+        self.send_request(call, agent, relayed, tunnel, req, forwarding, body);
+    }
+
+    /// The tunnel that serves `agent` here, if it takes new calls.
+    fn ready_tunnel(&self, agent: &Address) -> Option<TunnelId> {
+        let t = self.tunnels.serving(agent)?;
+        // Draining: the agent is about to move; its calls wait for it.
+        (!self.tunnels.get(&t).is_some_and(|t| t.closing)).then_some(t)
+    }
+
+    /// Writes the request frame to `tunnel` and waits for its answer.
+    /// `forwarding`: the caller's IP, when the frame still needs the relay's
+    /// two headers.
+    #[allow(clippy::too_many_arguments)]
+    fn send_request<'h>(
+        &mut self,
+        call: CallId,
+        agent: Address,
+        relayed: bool,
+        tunnel: TunnelId,
+        req: RequestText<'_, impl Iterator<Item = (&'h str, &'h str)>>,
+        forwarding: Option<IpAddr>,
+        body: Body,
+    ) {
         let queued = self.tunnels.get(&tunnel).map_or(0, |t| t.queued);
         let limit = self.cfg.max_tunnel_buffer;
         if limit != 0 && queued > limit {
             return self.refuse(call, CallError::TunnelSendFailed);
         }
-        let req = loop {
+        let id = loop {
             let mut id = String::with_capacity(20);
             id.push_str("req_");
             push_random_hex(&mut self.rng, 8, &mut id);
@@ -182,8 +237,7 @@ impl<E: Entropy> Relay<E> {
                 break id;
             }
         };
-        let encode =
-            |extra: &[(&str, &str)]| encode_request(&req, &method, &path, &headers.0, extra, &body);
+        let encode = |extra: &[(&str, &str)]| encode_request(&id, req, extra, &body);
         let frame = match forwarding {
             Some(ip) => http::with_relay_headers(&agent, ip, encode),
             None => encode(&[]),
@@ -203,7 +257,13 @@ impl<E: Entropy> Relay<E> {
             t.calls.insert(call);
         }
         let at = self.now.mono_ms + ms(self.cfg.response_timeout);
-        self.hold_until(call, agent, relayed, at, CallState::Waiting { tunnel, req });
+        self.hold_until(
+            call,
+            agent,
+            relayed,
+            at,
+            CallState::Waiting { tunnel, req: id },
+        );
     }
 
     /// Holds `call` in `state` with its deadline at `at` (the timer armed).

@@ -6,6 +6,7 @@
 use crate::auth::{to_lower, Address};
 use crate::cluster::ForwardRequest;
 use crate::error::CallError;
+use crate::fields::Fields;
 use crate::frame::Headers;
 use crate::http::{self, status_has_body, Response, ResponseHead};
 use crate::input::{CallId, OwnerFault};
@@ -30,7 +31,7 @@ impl<E: Entropy> Relay<E> {
         let (body_complete, sent) = (req.body_done, req.body.len() as u64);
         let mut headers = req.headers;
         if let Some(ip) = req.forwarding {
-            headers = http::forward_headers(headers.0, &agent, ip);
+            headers = http::forward_headers(Fields::Pairs(&headers.0), &agent, ip);
         }
         let request = ForwardRequest {
             method: req.method,

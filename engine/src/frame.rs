@@ -1,5 +1,6 @@
 //! Tunnel wire frames (JSON text messages), encode and parse, both directions.
 
+use crate::fields::Fields;
 use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -180,7 +181,18 @@ impl ServerFrame {
                 path,
                 headers,
                 body,
-            } => encode_request(id, method, path, &headers.0, &[], body),
+            } => encode_request(
+                id,
+                RequestText {
+                    method,
+                    path,
+                    headers: headers.0.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                    headers_size: Fields::Pairs(&headers.0).size_hint(),
+                    names: Names::AsGiven,
+                },
+                &[],
+                body,
+            ),
             _ => {
                 // Control frames are small.
                 let mut out = Vec::with_capacity(128);
@@ -198,46 +210,68 @@ impl ServerFrame {
     }
 }
 
+/// How [`encode_request`] writes header names.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Names {
+    /// As given.
+    AsGiven,
+    /// In lowercase (a caller's names, as sent).
+    Lower,
+}
+
+/// What a `request` frame says of its request, as [`encode_request`] takes it.
+pub struct RequestText<'a, I> {
+    /// The method.
+    pub method: &'a str,
+    /// Path and query.
+    pub path: &'a str,
+    /// The headers to send, in order.
+    pub headers: I,
+    /// About how many bytes `headers` take (a capacity hint).
+    pub headers_size: usize,
+    /// How to write the names.
+    pub names: Names,
+}
+
 /// A `request` frame, `extra` headers (the relay's own, which need no
-/// escaping) after `headers`: written directly,
-/// byte for byte what serde writes for [`ServerFrame::Request`]
-/// (property-tested); requests are most of what the relay writes.
-pub fn encode_request(
+/// escaping) after `r.headers`: written directly, byte for byte what serde
+/// writes for [`ServerFrame::Request`] (property-tested); requests are most
+/// of what the relay writes.
+pub fn encode_request<'h>(
     id: &str,
-    method: &str,
-    path: &str,
-    headers: &[(String, String)],
+    r: RequestText<'_, impl Iterator<Item = (&'h str, &'h str)>>,
     extra: &[(&str, &str)],
     body: &Body,
 ) -> String {
-    let pairs = headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-    let all = pairs.chain(extra.iter().copied());
-    let h: usize = all.clone().map(|(k, v)| k.len() + v.len() + 6).sum();
+    let size = |(k, v): &(&str, &str)| k.len() + v.len() + 6;
+    let h = r.headers_size + extra.iter().map(size).sum::<usize>();
     let b = body.wire_len();
-    let hint = 128 + path.len() + h + b + if body.is_binary() { 0 } else { b / 8 };
+    let hint = 128 + r.path.len() + h + b + if body.is_binary() { 0 } else { b / 8 };
     let mut out = String::with_capacity(hint);
     out.push_str(r#"{"type":"request","id":""#);
     escape_into(&mut out, id);
     out.push_str(r#"","method":""#);
-    escape_into(&mut out, method);
+    escape_into(&mut out, r.method);
     out.push_str(r#"","path":""#);
-    escape_into(&mut out, path);
+    escape_into(&mut out, r.path);
     out.push_str(r#"","headers":{"#);
-    for (i, (k, v)) in headers.iter().enumerate() {
-        out.push_str(if i == 0 { "\"" } else { ",\"" });
-        escape_into(&mut out, k);
+    let mut first = true;
+    for (k, v) in r.headers {
+        out.push_str(if first { "\"" } else { ",\"" });
+        first = false;
+        match r.names {
+            Names::Lower if k.bytes().any(|b| b.is_ascii_uppercase()) => push_lower(&mut out, k),
+            _ => escape_into(&mut out, k),
+        }
         out.push_str("\":\"");
         escape_into(&mut out, v);
         out.push('"');
     }
     // The relay's own (an address, an IP): nothing in them needs escaping.
-    for (i, (k, v)) in extra.iter().enumerate() {
+    for (k, v) in extra {
         debug_assert!(!(k.bytes().chain(v.bytes())).any(|c| c < 0x20 || c == b'"' || c == b'\\'));
-        out.push_str(if i == 0 && headers.is_empty() {
-            "\""
-        } else {
-            ",\""
-        });
+        out.push_str(if first { "\"" } else { ",\"" });
+        first = false;
         for part in [*k, "\":\"", *v, "\""] {
             out.push_str(part);
         }
@@ -254,6 +288,16 @@ pub fn encode_request(
         }
     }
     out
+}
+
+/// `name` lowercased and escaped; a token (every name a parser accepts)
+/// needs no escaping and no copy first.
+fn push_lower(out: &mut String, name: &str) {
+    if crate::http::is_token(name) {
+        out.extend(name.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+    } else {
+        escape_into(out, &name.to_ascii_lowercase());
+    }
 }
 
 /// Frames a tunnel client sends to the relay.

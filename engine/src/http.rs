@@ -2,6 +2,7 @@
 
 use crate::auth::{parse_address, Address};
 use crate::config::ClientIpSource;
+use crate::fields::Fields;
 use crate::frame::Headers;
 use core::net::IpAddr;
 use std::borrow::Cow;
@@ -50,15 +51,14 @@ pub fn agent_from_host(host: &str, base_domain: &str) -> Option<Address> {
 }
 
 /// The caller's IP per the configured source; falls back to the TCP peer.
-pub fn client_ip(headers: &[(String, String)], peer: IpAddr, source: &ClientIpSource) -> IpAddr {
+pub fn client_ip(headers: Fields<'_>, peer: IpAddr, source: &ClientIpSource) -> IpAddr {
     let ClientIpSource::Header(name) = source else {
         return peer;
     };
-    let value = headers
-        .iter()
-        .rev()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str());
+    let value = (headers.iter())
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .last()
+        .map(|(_, v)| v);
     let candidate = match value {
         Some(v) if name == "x-forwarded-for" => v.rsplit(',').next(),
         other => other,
@@ -85,44 +85,68 @@ pub fn limit_key(ip: IpAddr) -> IpAddr {
 
 /// Never forwarded to a tunnel: hop-by-hop, proxy-internal, or the caller's secrets.
 fn strip_request_header(name: &str) -> bool {
-    is_hop_request_header(name)
+    stripped(name.as_bytes())
+}
+
+/// [`strip_request_header`] of a lowercase name's bytes.
+fn stripped(name: &[u8]) -> bool {
+    hop_request_header(name)
         || matches!(
             name,
-            "cookie"
-                | "proxy-authorization"
-                | "x-forwarded-proto"
-                | "x-forwarded-host"
-                | "x-forwarded-port"
-                | "x-forwarded-for"
-                | "x-real-ip"
-                | "x-agent-address"
+            b"cookie"
+                | b"proxy-authorization"
+                | b"x-forwarded-proto"
+                | b"x-forwarded-host"
+                | b"x-forwarded-port"
+                | b"x-forwarded-for"
+                | b"x-real-ip"
+                | b"x-agent-address"
         )
         // The relay's own (the hop secret, diagnostics): never a caller's to set.
-        || name.starts_with("x-relay-")
-        || name.starts_with("fly-")
-        || name.starts_with("cf-")
+        || name.starts_with(b"x-relay-")
+        || name.starts_with(b"fly-")
+        || name.starts_with(b"cf-")
+}
+
+/// [`strip_request_header`] for a name in any case, without an allocation:
+/// every stripped name is short, and longer ones can only match a prefix.
+fn strips(name: &str) -> bool {
+    let mut lower = [0u8; 24];
+    let n = name.len().min(lower.len());
+    lower[..n].copy_from_slice(&name.as_bytes()[..n]);
+    lower.make_ascii_lowercase();
+    match name.len() <= lower.len() {
+        true => stripped(&lower[..n]),
+        false => [&b"x-relay-"[..], b"fly-", b"cf-"]
+            .iter()
+            .any(|p| lower.starts_with(p)),
+    }
 }
 
 /// Request headers (lowercase) that describe one connection, not the request:
 /// a proxy never passes them on.
 pub fn is_hop_request_header(name: &str) -> bool {
+    hop_request_header(name.as_bytes())
+}
+
+fn hop_request_header(name: &[u8]) -> bool {
     matches!(
         name,
-        "host"
-            | "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "expect"
+        b"host"
+            | b"connection"
+            | b"keep-alive"
+            | b"proxy-connection"
+            | b"te"
+            | b"trailer"
+            | b"transfer-encoding"
+            | b"upgrade"
+            | b"expect"
     )
 }
 
 /// The request headers a tunnel sees: lowercased names, repeated names joined
 /// with ", ", stripped per the rules, then `x-agent-address` and `x-forwarded-for`.
-pub fn forward_headers(headers: Vec<(String, String)>, agent: &Address, ip: IpAddr) -> Headers {
+pub fn forward_headers(headers: Fields<'_>, agent: &Address, ip: IpAddr) -> Headers {
     let mut out = caller_headers(headers);
     with_relay_headers(agent, ip, |pairs| {
         (out.0).extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
@@ -144,28 +168,54 @@ pub(crate) fn with_relay_headers<R>(
 
 /// The caller's headers a tunnel sees, without the two the relay adds
 /// ([`forward_headers`]); written straight into the frame instead.
-pub(crate) fn caller_headers(headers: Vec<(String, String)>) -> Headers {
-    let listed_in_connection: Vec<String> = headers
-        .iter()
+pub(crate) fn caller_headers(headers: Fields<'_>) -> Headers {
+    let listed_in_connection: Vec<String> = (headers.iter())
         .filter(|(k, _)| k.eq_ignore_ascii_case("connection"))
         .flat_map(|(_, v)| v.split(','))
         .map(|t| t.trim().to_ascii_lowercase())
         .collect();
     let mut out: Vec<(String, String)> = Vec::new();
-    for (mut k, v) in headers {
-        k.make_ascii_lowercase();
+    for (k, v) in headers.iter() {
+        let k = k.to_ascii_lowercase();
         if strip_request_header(&k) || listed_in_connection.contains(&k) {
             continue;
         }
         match out.iter_mut().find(|(ek, _)| *ek == k) {
             Some((_, ev)) => {
                 ev.push_str(", ");
-                ev.push_str(&v);
+                ev.push_str(v);
             }
-            None => out.push((k, v)),
+            None => out.push((k, v.to_owned())),
         }
     }
     Headers(out)
+}
+
+/// Whether [`caller_headers`] would only drop and lowercase `headers`: no
+/// name repeats and there is no `connection` header (whose list names more
+/// to drop). Then the frame is written from the fields as they are.
+pub(crate) fn plain_fields(headers: Fields<'_>) -> bool {
+    // Past this many, the copy is cheap next to the checks.
+    let mut names = [""; 32];
+    for (i, (k, _)) in headers.iter().enumerate() {
+        if i == names.len() {
+            return false;
+        }
+        let same = |e: &&str| e.len() == k.len() && e.eq_ignore_ascii_case(k);
+        if k.eq_ignore_ascii_case("connection") || names[..i].iter().any(same) {
+            return false;
+        }
+        names[i] = k;
+    }
+    true
+}
+
+/// The fields a tunnel sees of a call whose fields are [`plain_fields`]:
+/// [`caller_headers`] without building it (names still as sent).
+pub(crate) fn forwarded_fields<'a>(
+    headers: Fields<'a>,
+) -> impl Iterator<Item = (&'a str, &'a str)> + Clone {
+    headers.iter().filter(|(k, _)| !strips(k))
 }
 
 /// An address as text; IPv4, nearly every caller's, on the stack and
@@ -343,11 +393,9 @@ pub fn json_response(status: u16, body: &serde_json::Value) -> Response {
 
 /// The CORS preflight answer; requested headers are allowed when well-formed
 /// (browser MCP clients send their own), else the reference relay's list.
-pub fn preflight(request_headers: &[(String, String)]) -> Response {
+pub fn preflight(request_headers: Fields<'_>) -> Response {
     let asked = request_headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("access-control-request-headers"))
-        .map(|(_, v)| v.as_str())
+        .get("access-control-request-headers")
         .filter(|v| !v.trim().is_empty() && v.split(',').all(|t| is_token(t.trim())));
     // The reference's list, then what was asked, each name once.
     let mut names: Vec<String> = ["content-type", "authorization", "x-request-id"]

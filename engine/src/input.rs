@@ -1,6 +1,7 @@
 //! Events the driver feeds into the engine.
 
 use crate::cluster::{ClaimOutcome, Hop, Located};
+use crate::fields::Fields;
 use core::net::IpAddr;
 
 /// A tunnel (one authenticated WebSocket), numbered by the engine at upgrade.
@@ -12,17 +13,18 @@ pub struct TunnelId(pub u64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CallId(pub u64);
 
-/// A parsed HTTP request head.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RequestHead {
+/// A parsed HTTP request head, borrowed from where it arrived: a call that
+/// goes straight to its tunnel copies none of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestHead<'a> {
     /// Request method, as sent (`GET`, `POST`, ...).
-    pub method: String,
+    pub method: &'a str,
     /// Path and query as sent (`/v1/chat?stream=true`).
-    pub target: String,
+    pub target: &'a str,
     /// The `Host` header (or the absolute-form authority): it names the agent.
-    pub host: Option<String>,
+    pub host: Option<&'a str>,
     /// Header names as sent; the engine lowercases what it forwards.
-    pub headers: Vec<(String, String)>,
+    pub headers: Fields<'a>,
     /// TCP peer address.
     pub peer: IpAddr,
     /// Declared `Content-Length`, if any (lets 413 fire before any body byte).
@@ -33,6 +35,46 @@ pub struct RequestHead {
     pub websocket: bool,
     /// Whether another relay instance forwarded it.
     pub hop: Hop,
+}
+
+/// A [`RequestHead`] that owns its text, for tests and drivers that keep heads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnedHead {
+    /// See [`RequestHead::method`].
+    pub method: String,
+    /// See [`RequestHead::target`].
+    pub target: String,
+    /// See [`RequestHead::host`].
+    pub host: Option<String>,
+    /// See [`RequestHead::headers`].
+    pub headers: Vec<(String, String)>,
+    /// See [`RequestHead::peer`].
+    pub peer: IpAddr,
+    /// See [`RequestHead::content_length`].
+    pub content_length: Option<u64>,
+    /// See [`RequestHead::body_follows`].
+    pub body_follows: bool,
+    /// See [`RequestHead::websocket`].
+    pub websocket: bool,
+    /// See [`RequestHead::hop`].
+    pub hop: Hop,
+}
+
+impl OwnedHead {
+    /// The head, borrowed.
+    pub fn view(&self) -> RequestHead<'_> {
+        RequestHead {
+            method: &self.method,
+            target: &self.target,
+            host: self.host.as_deref(),
+            headers: Fields::Pairs(&self.headers),
+            peer: self.peer,
+            content_length: self.content_length,
+            body_follows: self.body_follows,
+            websocket: self.websocket,
+            hop: self.hop,
+        }
+    }
 }
 
 /// Why a forwarded call's owner gave no complete answer.
@@ -54,7 +96,7 @@ pub enum Input<'a> {
         /// A fresh id for this exchange.
         call: CallId,
         /// The parsed head.
-        head: RequestHead,
+        head: RequestHead<'a>,
     },
     /// Request body bytes, decoded from their framing.
     CallBody {

@@ -20,15 +20,15 @@
 //! a 502), never a panic.
 //!
 //! ```
-//! use osaurus_relay_engine::{CallId, Config, Input, Now, Output, Relay, RequestHead, SeededRng};
+//! use osaurus_relay_engine::{CallId, Config, Fields, Input, Now, Output, Relay, RequestHead, SeededRng};
 //!
 //! let mut now = Now::new(0, 1_709_136_000);
 //! let mut relay = Relay::new(Config::default(), SeededRng::new(1), now);
 //! let head = RequestHead {
-//!     method: "GET".into(),
-//!     target: "/health".into(),
-//!     host: Some("agent.osaurus.ai".into()),
-//!     headers: vec![],
+//!     method: "GET",
+//!     target: "/health",
+//!     host: Some("agent.osaurus.ai"),
+//!     headers: Fields::EMPTY,
 //!     peer: "127.0.0.1".parse().unwrap(),
 //!     content_length: None,
 //!     body_follows: false,
@@ -62,6 +62,7 @@ pub mod cluster;
 pub mod config;
 mod diag;
 pub mod error;
+pub mod fields;
 mod forward;
 pub mod frame;
 mod held;
@@ -83,7 +84,8 @@ pub mod wire;
 pub use cluster::{ClaimOutcome, ClusterConfig, Hop, Located, RemoteRoute};
 pub use config::{BinaryBodies, ClientIpSource, Config, DuplicatePolicy};
 pub use error::{AuthError, CallError};
-pub use input::{CallId, Input, OwnerFault, RequestHead, TunnelId};
+pub use fields::Fields;
+pub use input::{CallId, Input, OwnedHead, OwnerFault, RequestHead, TunnelId};
 pub use output::{Event, Output};
 pub use relay::{Relay, Sizes};
 pub use time::{Entropy, Now, SeededRng};

@@ -78,7 +78,7 @@ impl<E: Entropy> Relay<E> {
         {
             return self.refuse(call, CallError::RateLimited);
         }
-        let Ok(asked) = addresses(&head.target) else {
+        let Ok(asked) = addresses(head.target) else {
             return self.respond(call, http::error(400, "invalid_addresses"));
         };
         let unix = self.now.unix_secs;

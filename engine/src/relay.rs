@@ -317,15 +317,17 @@ impl<E: Entropy> Relay<E> {
         let ip = match head.hop {
             // Another instance already chose the caller's IP and sent it this way.
             crate::Hop::Trusted => http::client_ip(
-                &head.headers,
+                head.headers,
                 head.peer,
                 &crate::ClientIpSource::Header("x-forwarded-for".into()),
             ),
-            _ => http::client_ip(&head.headers, head.peer, &self.cfg.client_ip),
+            _ => http::client_ip(head.headers, head.peer, &self.cfg.client_ip),
         };
         // An agent host belongs to the agent: every path goes to its tunnel,
         // `/health` included (the app probes it to prove the public route).
-        let agent = (head.host.as_deref()).and_then(|h| agent_from_host(h, &self.cfg.base_domain));
+        let agent = head
+            .host
+            .and_then(|h| agent_from_host(h, &self.cfg.base_domain));
         if let Some(agent) = agent {
             return self.agent_call(call, head, agent, ip);
         }

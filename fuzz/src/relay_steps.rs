@@ -5,7 +5,7 @@
 use osaurus_relay_engine::auth::{to_checksum, to_lower, tunnel_message, SecretKey};
 use osaurus_relay_engine::frame::{AgentSig, ClientFrame, ServerFrame};
 use osaurus_relay_engine::{
-    CallId, Config, Input, Now, Output, Relay, RequestHead, SeededRng, TunnelId,
+    CallId, Config, Input, Now, Output, OwnedHead, Relay, SeededRng, TunnelId,
 };
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -104,15 +104,8 @@ impl World {
         }
     }
 
-    fn head(
-        &self,
-        method: &str,
-        target: &str,
-        host: String,
-        websocket: bool,
-        ip: u8,
-    ) -> RequestHead {
-        RequestHead {
+    fn head(&self, method: &str, target: &str, host: String, websocket: bool, ip: u8) -> OwnedHead {
+        OwnedHead {
             method: method.into(),
             target: target.into(),
             host: Some(host),
@@ -257,8 +250,13 @@ impl World {
                     b.next()? % 3,
                 );
                 let c = self.new_call();
-                self.relay
-                    .handle(self.now, Input::CallHead { call: c, head });
+                self.relay.handle(
+                    self.now,
+                    Input::CallHead {
+                        call: c,
+                        head: head.view(),
+                    },
+                );
             }
             1 => {
                 let t = b.pick(&tunnels)?;
@@ -278,8 +276,13 @@ impl World {
                     head.content_length = (body % 2 == 0).then_some(body as u64);
                     self.receiving.push(c);
                 }
-                self.relay
-                    .handle(self.now, Input::CallHead { call: c, head });
+                self.relay.handle(
+                    self.now,
+                    Input::CallHead {
+                        call: c,
+                        head: head.view(),
+                    },
+                );
             }
             3 => {
                 let c = b.pick(&self.receiving)?;

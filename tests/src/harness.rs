@@ -3,7 +3,7 @@
 use osaurus_relay_engine::auth::{tunnel_message, SecretKey};
 use osaurus_relay_engine::frame::{AgentSig, ClientFrame, Headers, ServerFrame};
 use osaurus_relay_engine::{
-    CallId, Config, Input, Now, Output, Relay, RequestHead, SeededRng, TunnelId,
+    CallId, Config, Input, Now, Output, OwnedHead, Relay, SeededRng, TunnelId,
 };
 use std::net::IpAddr;
 use std::time::Duration;
@@ -130,8 +130,8 @@ impl Harness {
         CallId(self.next_call)
     }
 
-    pub fn head(method: &str, target: &str, host: &str) -> RequestHead {
-        RequestHead {
+    pub fn head(method: &str, target: &str, host: &str) -> OwnedHead {
+        OwnedHead {
             method: method.into(),
             target: target.into(),
             host: Some(host.into()),
@@ -145,7 +145,7 @@ impl Harness {
     }
 
     /// A WebSocket upgrade request for `/tunnel/connect` from `peer`.
-    pub fn connect_head(peer: &str) -> RequestHead {
+    pub fn connect_head(peer: &str) -> OwnedHead {
         let mut head = Harness::head("GET", "/tunnel/connect", DOMAIN);
         head.websocket = true;
         head.peer = ip(peer);
@@ -167,13 +167,16 @@ impl Harness {
     }
 
     /// Sends a complete request; returns its id and the outputs.
-    pub fn request(&mut self, mut head: RequestHead, body: &[u8]) -> (CallId, Vec<Output>) {
+    pub fn request(&mut self, mut head: OwnedHead, body: &[u8]) -> (CallId, Vec<Output>) {
         let call = self.new_call();
         if !body.is_empty() {
             head.content_length = Some(body.len() as u64);
             head.body_follows = true;
         }
-        let mut out = self.step(Input::CallHead { call, head });
+        let mut out = self.step(Input::CallHead {
+            call,
+            head: head.view(),
+        });
         if !body.is_empty() {
             out.extend(self.step(Input::CallBody { call, chunk: body }));
             out.extend(self.step(Input::CallBodyEnd { call }));

@@ -77,9 +77,10 @@ impl Origin {
 async fn serve(mut s: TcpStream, c: std::sync::Arc<Chans>) {
     let mut buf = Vec::new();
     loop {
-        let (head, n) = loop {
-            if let Ok(Some(h)) = parse_head(&buf, &HeadLimits::default()) {
-                break h;
+        // The head borrows `buf`: keep what is needed of it.
+        let (target, framing, n) = loop {
+            if let Ok(Some((h, n))) = parse_head(&buf, &HeadLimits::default()) {
+                break (h.target.into_owned(), h.body, n);
             }
             let mut tmp = [0u8; 8192];
             match s.read(&mut tmp).await {
@@ -88,7 +89,7 @@ async fn serve(mut s: TcpStream, c: std::sync::Arc<Chans>) {
             }
         };
         buf.drain(..n);
-        let len = match head.body {
+        let len = match framing {
             BodyFraming::Length(l) => l as usize,
             _ => 0,
         };
@@ -109,13 +110,13 @@ async fn serve(mut s: TcpStream, c: std::sync::Arc<Chans>) {
             r.extend_from_slice(body);
             r
         };
-        if let Some((n, seed, chunked)) = bytes_route(&head.target) {
+        if let Some((n, seed, chunked)) = bytes_route(&target) {
             if send_noise(&mut s, n, seed, chunked).await.is_err() {
                 return;
             }
             continue;
         }
-        match head.target.as_str() {
+        match target.as_str() {
             "/hello" => {
                 let _ = s
                     .write_all(&reply(

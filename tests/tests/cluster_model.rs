@@ -254,7 +254,10 @@ impl Run {
                 let call = self.call_id();
                 let head = Harness::connect_head("192.0.2.1");
                 self.d.ledger.head_in(call);
-                self.input(Input::CallHead { call, head })?;
+                self.input(Input::CallHead {
+                    call,
+                    head: head.view(),
+                })?;
                 let t = *self.tunnels.last().unwrap();
                 let nonce = self.nonces[&t].clone();
                 let keys: Vec<&SecretKey> = ks.iter().map(|k| &self.keys[*k]).collect();
@@ -330,7 +333,10 @@ impl Run {
                 let mut head = Harness::head("GET", "/", &host_of(&self.keys[*k]));
                 head.hop = *hop;
                 self.calls.push(call);
-                self.input(Input::CallHead { call, head })
+                self.input(Input::CallHead {
+                    call,
+                    head: head.view(),
+                })
             }
             Op::Reply(i) => {
                 let Some((t, id)) = self.requests.iter().rev().nth(*i).cloned() else {

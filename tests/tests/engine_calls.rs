@@ -1,7 +1,7 @@
 //! Public calls through the engine: routing, errors, relay, streams, timeouts.
 
-use osaurus_relay_engine::frame::{Body, ClientFrame, ServerFrame};
-use osaurus_relay_engine::{BinaryBodies, Config, Input, Output};
+use osaurus_relay_engine::frame::{Body, ClientFrame, Headers, ServerFrame};
+use osaurus_relay_engine::{BinaryBodies, Config, Input, Output, TunnelId};
 use osaurus_relay_tests::harness::*;
 
 #[test]
@@ -83,6 +83,59 @@ fn buffered_relay_round_trip() {
     assert_eq!(h.relay.stats().counters.total_requests_relayed, 1);
     // A late duplicate answer is ignored.
     assert!(h.reply(t, id, 200, "again").is_empty());
+}
+
+/// The headers of the one request frame in `out`.
+fn frame_headers(out: &[Output], t: TunnelId) -> Headers {
+    match frames(out, t).as_slice() {
+        [ServerFrame::Request { headers, .. }] => headers.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A call without a body goes out from its head as it arrived, one with a
+/// body (or repeated names) from the copy the engine keeps: the tunnel sees
+/// the same headers either way.
+#[test]
+fn every_request_path_forwards_the_same_headers() {
+    let mut h = Harness::default();
+    let a = key(1);
+    let t = h.connect(&[&a]);
+    let sent = [
+        ("Content-Type", "application/json"),
+        ("X-Custom", "a"),
+        ("COOKIE", "secret"),
+        ("X-Relay-Hop", "forged"),
+        ("Fly-Region", "ams"),
+        ("Proxy-Authorization", "Basic x"),
+        ("X-Forwarded-For", "203.0.113.1"),
+        ("X-Very-Long-Header-Name-Beyond-Any-Stripped-One", "kept"),
+        (
+            "X-Relay-Very-Long-Header-Name-Beyond-Any-Stripped",
+            "dropped",
+        ),
+    ];
+    let want = |custom: &str| {
+        hv(&[
+            ("content-type", "application/json"),
+            ("x-custom", custom),
+            ("x-very-long-header-name-beyond-any-stripped-one", "kept"),
+            ("x-agent-address", &lower(&a)),
+            ("x-forwarded-for", "198.51.100.9"),
+        ])
+    };
+    let mut head = Harness::head("GET", "/x", &host_of(&a));
+    head.headers.extend(hv(&sent).0);
+    let (_, plain) = h.request(head.clone(), b"");
+    assert_eq!(frame_headers(&plain, t), want("a"));
+    head.method = "POST".into();
+    let (_, parked) = h.request(head.clone(), b"{}");
+    assert_eq!(frame_headers(&parked, t), want("a"));
+    // A repeated name (any case) is joined, as the copy joins it.
+    head.method = "GET".into();
+    head.headers.push(("x-CUSTOM".into(), "b".into()));
+    let (_, joined) = h.request(head, b"");
+    assert_eq!(frame_headers(&joined, t), want("a, b"));
 }
 
 #[test]
@@ -231,7 +284,10 @@ fn body_limit_is_exact_for_streamed_bodies() {
         let call = h.new_call();
         let mut head = Harness::head("POST", "/", &host_of(&a));
         head.body_follows = true;
-        let mut out = h.step(Input::CallHead { call, head });
+        let mut out = h.step(Input::CallHead {
+            call,
+            head: head.view(),
+        });
         for _ in 0..10 {
             out.extend(h.step(Input::CallBody {
                 call,

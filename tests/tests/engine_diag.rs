@@ -58,7 +58,10 @@ fn answers_say_where_and_how_long_on_the_engine_clock() {
     let call = h.new_call();
     let mut head = Harness::head("POST", "/x", &host_of(&a));
     (head.content_length, head.body_follows) = (Some(2), true);
-    h.step(Input::CallHead { call, head });
+    h.step(Input::CallHead {
+        call,
+        head: head.view(),
+    });
     h.advance(3);
     h.step(Input::CallBody { call, chunk: b"hi" });
     let out = h.step(Input::CallBodyEnd { call });

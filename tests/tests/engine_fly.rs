@@ -67,7 +67,10 @@ fn bodies_fly_cannot_replay_are_forwarded_machine_to_machine() {
     let mut head = Harness::head("POST", "/", &host_of(&a));
     head.body_follows = true;
     // The owner is known: forwarded at head time, the body following.
-    let out = h.step(Input::CallHead { call, head });
+    let out = h.step(Input::CallHead {
+        call,
+        head: head.view(),
+    });
     assert!(forwarded(&out), "chunked: {out:?}");
     let out = h.step(Input::CallBody {
         call,

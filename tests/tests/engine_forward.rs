@@ -258,7 +258,7 @@ fn a_drain_waits_for_forwarded_calls() {
     assert!(out.contains(&Output::ShutdownComplete), "{out:?}");
 }
 
-fn upload_head(declared: Option<u64>) -> osaurus_relay_engine::RequestHead {
+fn upload_head(declared: Option<u64>) -> osaurus_relay_engine::OwnedHead {
     let mut head = Harness::head("POST", "/up", &host_of(&key(1)));
     head.content_length = declared;
     head.body_follows = true;
@@ -282,7 +282,7 @@ fn a_body_for_another_machine_streams_there_as_it_arrives() {
         // The owner is looked up at head time, not once the body is in.
         let out = h.step(Input::CallHead {
             call: c,
-            head: upload_head(declared),
+            head: upload_head(declared).view(),
         });
         assert!(matches!(out.as_slice(), [Output::Lookup { .. }]), "{out:?}");
         assert!(h
@@ -338,7 +338,7 @@ fn a_streamed_body_over_the_limit_is_a_413_and_the_owner_dropped() {
     let c = h.new_call();
     h.step(Input::CallHead {
         call: c,
-        head: upload_head(None),
+        head: upload_head(None).view(),
     });
     h.located(&key(1), Located::Owner("inst-b".into()));
     assert_eq!(
@@ -369,7 +369,7 @@ fn an_owner_that_answers_before_the_body_ends_is_relayed_and_the_rest_dropped() 
     let c = h.new_call();
     h.step(Input::CallHead {
         call: c,
-        head: upload_head(Some(100)),
+        head: upload_head(Some(100)).view(),
     });
     h.located(&key(1), Located::Owner("inst-b".into()));
     h.step(Input::CallBody {
@@ -391,7 +391,7 @@ fn an_owner_that_answers_before_the_body_ends_is_relayed_and_the_rest_dropped() 
     let c = h.new_call();
     h.step(Input::CallHead {
         call: c,
-        head: upload_head(None),
+        head: upload_head(None).view(),
     });
     h.step(Input::CallBody {
         call: c,

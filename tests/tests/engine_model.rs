@@ -279,7 +279,10 @@ impl Run {
                     self.expect_frame(n, format!("upgrade c{c}"));
                     self.expect_frame(n, "challenge");
                 }
-                self.handle(Input::CallHead { call, head })?;
+                self.handle(Input::CallHead {
+                    call,
+                    head: head.view(),
+                })?;
                 match auth {
                     Some((keys, how)) if self.tuns.len() > n => {
                         self.tunnel(n, TunnelOp::Auth(keys, how))
@@ -310,7 +313,10 @@ impl Run {
                         self.dispatch(c);
                     }
                 }
-                self.handle(Input::CallHead { call, head })
+                self.handle(Input::CallHead {
+                    call,
+                    head: head.view(),
+                })
             }
             Op::OnCall(i, op, stray) => {
                 let aim = |c: &u64| match op {

@@ -1,6 +1,6 @@
 //! `GET /presence`: every refusal, local answers, directory answers.
 
-use osaurus_relay_engine::{ClusterConfig, Config, Input, Output, RemoteRoute, RequestHead};
+use osaurus_relay_engine::{ClusterConfig, Config, Input, Output, OwnedHead, RemoteRoute};
 use osaurus_relay_tests::harness::*;
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
@@ -13,7 +13,7 @@ fn config(token: Option<&str>) -> Config {
     }
 }
 
-fn query(method: &str, addresses: &str, auth: Option<&str>) -> RequestHead {
+fn query(method: &str, addresses: &str, auth: Option<&str>) -> OwnedHead {
     let mut h = Harness::head(method, &format!("/presence?addresses={addresses}"), DOMAIN);
     if let Some(a) = auth {
         h.headers.push(("Authorization".into(), a.into()));

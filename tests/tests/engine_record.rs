@@ -45,7 +45,10 @@ fn a_call_ends_with_one_record_of_its_times_and_bytes() {
     let call = h.new_call();
     let mut head = Harness::head("POST", "/v1/chat?token=secret", &host_of(&a));
     (head.content_length, head.body_follows) = (Some(4), true);
-    h.step(Input::CallHead { call, head });
+    h.step(Input::CallHead {
+        call,
+        head: head.view(),
+    });
     h.advance(3);
     h.step(Input::CallBody {
         call,

@@ -135,14 +135,20 @@ fn run(ops: Vec<Op>) {
                 let mut head = Harness::head(method, &format!("/c{}", call.0), &host_of(&a));
                 let mut out = if post {
                     (head.content_length, head.body_follows) = (Some(4), true);
-                    let mut out = h.step(Input::CallHead { call, head });
+                    let mut out = h.step(Input::CallHead {
+                        call,
+                        head: head.view(),
+                    });
                     out.extend(h.step(Input::CallBody {
                         call,
                         chunk: b"body",
                     }));
                     out
                 } else {
-                    h.step(Input::CallHead { call, head })
+                    h.step(Input::CallHead {
+                        call,
+                        head: head.view(),
+                    })
                 };
                 if post {
                     out.extend(h.step(Input::CallBodyEnd { call }));

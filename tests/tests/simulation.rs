@@ -298,7 +298,10 @@ impl<'a> Sim<'a> {
         let call = CallId(CONNECT + self.conns.len() as u64);
         let mut head = Harness::head("GET", "/tunnel/connect", DOMAIN);
         (head.websocket, head.peer) = (true, [10, 0, (c / 250) as u8, (c % 250) as u8].into());
-        self.input(Input::CallHead { call, head });
+        self.input(Input::CallHead {
+            call,
+            head: head.view(),
+        });
         ensure!(self, self.connecting.is_none(), "client {c}: no upgrade");
     }
 
@@ -414,7 +417,10 @@ impl<'a> Sim<'a> {
             (head.content_length, head.body_follows) = (Some(b.len() as u64), true);
         }
         (self.calls[c].sent, self.calls[c].expect) = (now, expect);
-        self.input(Input::CallHead { call: id, head });
+        self.input(Input::CallHead {
+            call: id,
+            head: head.view(),
+        });
         if let Some(b) = body {
             for chunk in b.chunks(97) {
                 self.input(Input::CallBody { call: id, chunk });

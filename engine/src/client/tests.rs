@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::frame::Headers;
-use crate::input::{CallId, Input, RequestHead, TunnelId};
+use crate::input::{CallId, Input, OwnedHead, TunnelId};
 use crate::output::Output;
 use crate::time::SeededRng;
 use crate::{Config, Relay};
@@ -66,7 +66,7 @@ impl Pair {
                 match o {
                     ClientOutput::Connect => {
                         let call = self.call_id();
-                        let head = RequestHead {
+                        let head = OwnedHead {
                             method: "GET".into(),
                             target: "/tunnel/connect".into(),
                             host: Some("relay.test".into()),
@@ -77,7 +77,13 @@ impl Pair {
                             websocket: true,
                             hop: Default::default(),
                         };
-                        self.relay.handle(self.now, Input::CallHead { call, head });
+                        self.relay.handle(
+                            self.now,
+                            Input::CallHead {
+                                call,
+                                head: head.view(),
+                            },
+                        );
                     }
                     ClientOutput::Send(text) => {
                         self.sent.push(text.clone());
@@ -170,7 +176,7 @@ impl Pair {
 
     fn get(&mut self, k: &SecretKey, path: &str) -> CallId {
         let call = self.call_id();
-        let head = RequestHead {
+        let head = OwnedHead {
             method: "GET".into(),
             target: path.into(),
             host: Some(format!("{}.relay.test", to_lower(&k.address()))),
@@ -181,7 +187,13 @@ impl Pair {
             websocket: false,
             hop: Default::default(),
         };
-        self.relay.handle(self.now, Input::CallHead { call, head });
+        self.relay.handle(
+            self.now,
+            Input::CallHead {
+                call,
+                head: head.view(),
+            },
+        );
         self.run();
         call
     }
@@ -443,7 +455,7 @@ fn superseded_agents_are_dropped_and_an_empty_client_stops() {
         p.now,
     );
     let call = p.call_id();
-    let head = RequestHead {
+    let head = OwnedHead {
         method: "GET".into(),
         target: "/tunnel/connect".into(),
         host: None,
@@ -455,7 +467,13 @@ fn superseded_agents_are_dropped_and_an_empty_client_stops() {
         hop: Default::default(),
     };
     assert_eq!(other.poll_output(), Some(ClientOutput::Connect));
-    p.relay.handle(p.now, Input::CallHead { call, head });
+    p.relay.handle(
+        p.now,
+        Input::CallHead {
+            call,
+            head: head.view(),
+        },
+    );
     let mut t2 = None;
     let mut to_other = Vec::new();
     while let Some(o) = p.relay.poll_output() {

@@ -67,14 +67,23 @@ fn client_ip_sources() {
         ("fly-client-ip", "203.0.113.7"),
         ("x-forwarded-for", "1.1.1.1, 198.51.100.2"),
     ]);
-    assert_eq!(client_ip(&h, peer, &ClientIpSource::Peer), peer);
+    assert_eq!(
+        client_ip(Fields::Pairs(&h), peer, &ClientIpSource::Peer),
+        peer
+    );
     let fly = ClientIpSource::Header("fly-client-ip".into());
-    assert_eq!(client_ip(&h, peer, &fly).to_string(), "203.0.113.7");
+    assert_eq!(
+        client_ip(Fields::Pairs(&h), peer, &fly).to_string(),
+        "203.0.113.7"
+    );
     let xff = ClientIpSource::Header("x-forwarded-for".into());
-    assert_eq!(client_ip(&h, peer, &xff).to_string(), "198.51.100.2");
+    assert_eq!(
+        client_ip(Fields::Pairs(&h), peer, &xff).to_string(),
+        "198.51.100.2"
+    );
     let junk = hv(&[("fly-client-ip", "not-an-ip")]);
-    assert_eq!(client_ip(&junk, peer, &fly), peer);
-    assert_eq!(client_ip(&[], peer, &fly), peer);
+    assert_eq!(client_ip(Fields::Pairs(&junk), peer, &fly), peer);
+    assert_eq!(client_ip(Fields::EMPTY, peer, &fly), peer);
 }
 
 #[test]
@@ -98,7 +107,7 @@ fn request_headers_are_sanitised() {
         ("accept", "b"),
     ]);
     let agent = crate::auth::parse_address(A).unwrap();
-    let out = forward_headers(h, &agent, "203.0.113.1".parse().unwrap());
+    let out = forward_headers(Fields::Pairs(&h), &agent, "203.0.113.1".parse().unwrap());
     assert_eq!(
         out.0,
         hv(&[
@@ -166,13 +175,16 @@ fn errors_and_preflight_carry_cors() {
     assert_eq!(e.status, 504);
     assert_eq!(e.body, br#"{"error":"gateway_timeout"}"#);
     assert!(e.headers.contains(&(ACAO.into(), "*".into())));
-    let p = preflight(&[]);
+    let p = preflight(Fields::EMPTY);
     assert_eq!(p.status, 204);
     assert!(p.body.is_empty());
     assert!(p
         .headers
         .contains(&("access-control-max-age".into(), "86400".into())));
-    let asked = preflight(&hv(&[("Access-Control-Request-Headers", "mcp-session-id")]));
+    let asked = preflight(Fields::Pairs(&hv(&[(
+        "Access-Control-Request-Headers",
+        "mcp-session-id",
+    )])));
     let allow = &asked
         .headers
         .iter()
@@ -180,7 +192,10 @@ fn errors_and_preflight_carry_cors() {
         .unwrap()
         .1;
     assert!(allow.ends_with("mcp-session-id"));
-    let evil = preflight(&hv(&[("access-control-request-headers", "a b")]));
+    let evil = preflight(Fields::Pairs(&hv(&[(
+        "access-control-request-headers",
+        "a b",
+    )])));
     let allow = &evil
         .headers
         .iter()
@@ -188,10 +203,10 @@ fn errors_and_preflight_carry_cors() {
         .unwrap()
         .1;
     assert_eq!(allow, "content-type, authorization, x-request-id");
-    let again = preflight(&hv(&[(
+    let again = preflight(Fields::Pairs(&hv(&[(
         "access-control-request-headers",
         "Content-Type, Authorization, MCP-Session-Id, mcp-session-id",
-    )]));
+    )])));
     let allow = &again
         .headers
         .iter()

@@ -40,14 +40,22 @@ const SEPARATE_BODY: usize = 4096;
 /// Queued stream chunks written to a caller in one write, at most (roughly).
 const COALESCE_BYTES: usize = 64 * 1024;
 
-enum HeadRead {
-    Head(http1::RequestHead, usize),
+enum HeadRead<T> {
+    Head(T, usize),
     /// Closed, or idle too long between requests: close quietly.
     Gone,
     Reject(CallError),
 }
 
-async fn read_head(s: &Stream, buf: &mut Vec<u8>, o: &ConnOpts, first: bool) -> HeadRead {
+/// Reads until a whole head is in `buf`, then hands it to `on_head` (the
+/// head borrows `buf`, so the call starts before the bytes are dropped).
+async fn read_head<T>(
+    s: &Stream,
+    buf: &mut Vec<u8>,
+    o: &ConnOpts,
+    first: bool,
+    on_head: impl FnOnce(http1::RequestHead<'_>) -> T,
+) -> HeadRead<T> {
     let started = !buf.is_empty();
     let mut deadline = Instant::now()
         + if started {
@@ -63,7 +71,7 @@ async fn read_head(s: &Stream, buf: &mut Vec<u8>, o: &ConnOpts, first: bool) -> 
                 deadline = Instant::now() + o.header_timeout;
             }
             match http1::parse_head(buf, &o.head) {
-                Ok(Some((h, n))) => return HeadRead::Head(h, n),
+                Ok(Some((h, n))) => return HeadRead::Head(on_head(h), n),
                 Ok(None) => {}
                 Err(e) => return HeadRead::Reject(e.call_error()),
             }
@@ -76,6 +84,61 @@ async fn read_head(s: &Stream, buf: &mut Vec<u8>, o: &ConnOpts, first: bool) -> 
             None if started => return HeadRead::Reject(CallError::RequestTimeout),
             None => return HeadRead::Gone,
         }
+    }
+}
+
+/// What an exchange needs of its head once the engine has it.
+struct Started {
+    call: CallId,
+    rx: Rc<CallBox>,
+    body: BodyFraming,
+    keep_alive: bool,
+    minor: u8,
+    expect_continue: bool,
+    is_head: bool,
+    ws_key: Option<String>,
+}
+
+/// A new call for head `h`: the engine reads the head where it lies.
+fn start(
+    (core, s, peer): (&Shared, &Sock, SocketAddr),
+    h: http1::RequestHead<'_>,
+    reuse: Option<Rc<CallBox>>,
+) -> Started {
+    let (call, rx) = core.borrow_mut().new_call(s, reuse);
+    let body_follows = match h.body {
+        BodyFraming::None | BodyFraming::Length(0) => false,
+        BodyFraming::Length(_) | BodyFraming::Chunked => true,
+    };
+    let hop = core.borrow().hop(h.headers);
+    let head = RequestHead {
+        method: h.method,
+        target: &h.target,
+        host: h.host,
+        headers: h.headers,
+        peer: peer.ip(),
+        content_length: match h.body {
+            BodyFraming::Length(n) => Some(n),
+            _ => None,
+        },
+        body_follows,
+        websocket: h.websocket_key.is_some(),
+        hop,
+    };
+    core.borrow_mut().handle(Input::CallHead { call, head });
+    Started {
+        call,
+        rx,
+        body: if body_follows {
+            h.body
+        } else {
+            BodyFraming::None
+        },
+        keep_alive: h.keep_alive,
+        minor: h.minor_version,
+        expect_continue: h.expect_continue,
+        is_head: h.method == "HEAD",
+        ws_key: h.websocket_key.map(str::to_owned),
     }
 }
 
@@ -118,24 +181,30 @@ pub(crate) async fn serve(core: Shared, s: Sock, peer: SocketAddr, o: Rc<ConnOpt
     // The last call's mailbox: a keep-alive caller's next call reuses it.
     let mut last: Option<Rc<CallBox>> = None;
     loop {
-        let (h, n) = match read_head(&s, &mut buf, &o, first).await {
-            HeadRead::Head(h, n) => (h, n),
-            HeadRead::Gone => return,
-            HeadRead::Reject(why) => return reject(&s, why, o.reject_linger).await,
-        };
-        buf.drain(..n);
-        first = false;
-        let (call, rx) = core.borrow_mut().new_call(&s, last.take());
         let conn = Conn {
             core: &core,
             s: &s,
-            peer,
             o: &o,
         };
+        let reuse = last.take();
+        let started = match read_head(&s, &mut buf, &o, first, |h| {
+            start((&core, &s, peer), h, reuse)
+        })
+        .await
+        {
+            HeadRead::Head(started, n) => {
+                buf.drain(..n);
+                started
+            }
+            HeadRead::Gone => return,
+            HeadRead::Reject(why) => return reject(&s, why, o.reject_linger).await,
+        };
+        first = false;
+        let (call, rx) = (started.call, started.rx.clone());
         // Boxed: a connection waiting for its next request (a keep-alive
         // caller, a tunnel's upgrade still arriving) holds only this loop's
         // state, not the exchange's writers and timers.
-        let next = Box::pin(exchange(conn, &mut buf, h, call, &rx)).await;
+        let next = Box::pin(exchange(conn, &mut buf, started)).await;
         core.borrow_mut().end_call(call);
         match next {
             // Only this task holds it now (the hub let go in `end_call`).
@@ -182,41 +251,16 @@ enum BodyEnd {
 struct Conn<'a> {
     core: &'a Shared,
     s: &'a Stream,
-    peer: SocketAddr,
     o: &'a ConnOpts,
 }
 
-async fn exchange(
-    conn: Conn<'_>,
-    buf: &mut Vec<u8>,
-    h: http1::RequestHead,
-    call: CallId,
-    rx: &CallBox,
-) -> Next {
-    let Conn { core, s, peer, o } = conn;
-    let body_follows = match h.body {
-        BodyFraming::None | BodyFraming::Length(0) => false,
-        BodyFraming::Length(_) | BodyFraming::Chunked => true,
-    };
-    let is_head = h.method == "HEAD";
-    let (keep_alive, minor) = (h.keep_alive, h.minor_version);
-    let ws_key = h.websocket_key.clone();
-    let hop = core.borrow().hop(&h.headers);
-    let head = RequestHead {
-        method: h.method,
-        target: h.target,
-        host: h.host,
-        headers: h.headers,
-        peer: peer.ip(),
-        content_length: match h.body {
-            BodyFraming::Length(n) => Some(n),
-            _ => None,
-        },
-        body_follows,
-        websocket: ws_key.is_some(),
-        hop,
-    };
-    core.borrow_mut().handle(Input::CallHead { call, head });
+async fn exchange(conn: Conn<'_>, buf: &mut Vec<u8>, h: Started) -> Next {
+    let Conn { core, s, o, .. } = conn;
+    let (call, rx) = (h.call, &*h.rx);
+    let body_follows = h.body != BodyFraming::None;
+    let is_head = h.is_head;
+    let (keep_alive, minor) = (h.keep_alive, h.minor);
+    let ws_key = h.ws_key;
     let mut answered_early = false;
     if body_follows {
         if h.expect_continue && rx.mail.is_empty() {

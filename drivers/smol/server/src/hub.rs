@@ -7,7 +7,9 @@ use crate::msg::{CallBox, CallMsg, DirOp, Outbox, TunnelMsg, Upload};
 mod direct;
 use crate::stream::Sock;
 use osaurus_relay_engine::map::{map, Map};
-use osaurus_relay_engine::{CallId, Entropy, Event, Hop, Input, Now, Output, Relay, TunnelId};
+use osaurus_relay_engine::{
+    CallId, Entropy, Event, Fields, Hop, Input, Now, Output, Relay, TunnelId,
+};
 use osaurus_relay_rt::clock::Clock;
 use osaurus_relay_rt::entropy::OsEntropy;
 use smol::channel::{Receiver, Sender};
@@ -89,7 +91,7 @@ impl Core {
     }
 
     /// How the call with these headers reached this instance.
-    pub fn hop(&self, headers: &[(String, String)]) -> Hop {
+    pub fn hop(&self, headers: Fields<'_>) -> Hop {
         hop::hop(self.dir.as_ref().map(|(d, _)| &**d), headers)
     }
 

@@ -6,7 +6,9 @@
 //! equals the Host header (if there is no Host header, HTTP/1.0 only, the
 //! authority becomes `host`). Authority-form and anything else is rejected.
 
+use crate::fields::Fields;
 use crate::http::is_token;
+use std::borrow::Cow;
 use std::fmt;
 use std::mem::MaybeUninit;
 
@@ -42,17 +44,18 @@ pub enum BodyFraming {
     Chunked,
 }
 
-/// A request head that passed every check.
+/// A request head that passed every check, borrowed from the bytes it was
+/// read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestHead {
+pub struct RequestHead<'a> {
     /// Request method, as sent (at most [`MAX_METHOD_LEN`] bytes).
-    pub method: String,
+    pub method: &'a str,
     /// Path and query (absolute-form reduced to them), or `*` for OPTIONS.
-    pub target: String,
+    pub target: Cow<'a, str>,
     /// `1` for HTTP/1.1, `0` for HTTP/1.0.
     pub minor_version: u8,
-    /// Every header in order: lowercase names, values trimmed of spaces and tabs.
-    pub headers: Vec<(String, String)>,
+    /// Every header in order: names as sent, values trimmed of spaces and tabs.
+    pub headers: Fields<'a>,
     /// How the body after the head is delimited.
     pub body: BodyFraming,
     /// The connection may carry another request after this one.
@@ -60,9 +63,9 @@ pub struct RequestHead {
     /// HTTP/1.1 `expect: 100-continue`: the client waits for 100 before the body.
     pub expect_continue: bool,
     /// `sec-websocket-key` of a well-formed WebSocket upgrade; `None` otherwise.
-    pub websocket_key: Option<String>,
+    pub websocket_key: Option<&'a str>,
     /// The `Host` header, or the absolute-form authority when there is none (HTTP/1.0).
-    pub host: Option<String>,
+    pub host: Option<&'a str>,
 }
 
 /// Why a request head was refused, with the status to answer.
@@ -119,17 +122,14 @@ impl std::error::Error for HeadError {}
 
 use HeadError::{BadRequest, HeadTooLarge, NotImplemented, VersionNotSupported};
 
-type ParseResult = Result<Option<(RequestHead, usize)>, HeadError>;
+type ParseResult<'a> = Result<Option<(RequestHead<'a>, usize)>, HeadError>;
 
 /// Header slots kept on the stack; larger configured limits use the heap.
 const STACK_SLOTS: usize = 128;
 
 /// Parses one request head from the start of `buf`; `Ok(None)`: need more bytes.
 /// On success also returns the head's length; the body (if any) follows it.
-pub fn parse_head(
-    buf: &[u8],
-    limits: &HeadLimits,
-) -> Result<Option<(RequestHead, usize)>, HeadError> {
+pub fn parse_head<'a>(buf: &'a [u8], limits: &HeadLimits) -> ParseResult<'a> {
     let over_limit = buf.len() > limits.max_head_bytes;
     // Parsing only up to the limit bounds the work per call.
     let window = buf.get(..limits.max_head_bytes).unwrap_or(buf);
@@ -173,19 +173,24 @@ pub fn parse_head(
     if method.len() > MAX_METHOD_LEN {
         return Err(NotImplemented("method too long"));
     }
-    let mut fields = Vec::with_capacity(req.headers.len());
-    for h in req.headers.iter() {
-        let value = std::str::from_utf8(h.value)
-            .map_err(|_| BadRequest("header value is not UTF-8"))?
-            .trim_matches(|c| c == ' ' || c == '\t');
-        fields.push((h.name.to_ascii_lowercase(), value.to_owned()));
-    }
-    let head = build(method, target, minor_version, fields)?;
+    // The whole head as text once: only header values can hold other bytes.
+    let text = std::str::from_utf8(head).map_err(|_| BadRequest("header value is not UTF-8"))?;
+    // The header lines, from the first name to the end of the last value.
+    let at = |p: *const u8| (p as usize).wrapping_sub(head.as_ptr() as usize);
+    let block = match (req.headers.first(), req.headers.last()) {
+        (Some(first), Some(last)) => {
+            let end = at(last.value.as_ptr()) + last.value.len();
+            let block = text.get(at(first.name.as_ptr())..end);
+            block.ok_or(BadRequest("invalid header block"))?
+        }
+        _ => "",
+    };
+    let head = build(method, target, minor_version, Fields::Block(block))?;
     Ok(Some((head, len)))
 }
 
 /// httparse reports `HTTP/2.0` and `HTTP/1.2` like garbage; tell them apart.
-fn version_error(window: &[u8], over_limit: bool) -> ParseResult {
+fn version_error(window: &[u8], over_limit: bool) -> ParseResult<'static> {
     let start = window.iter().position(|&b| b != b'\r' && b != b'\n');
     let rest = start.and_then(|s| window.get(s..)).unwrap_or(&[]);
     let end = rest.iter().position(|&b| b == b'\r' || b == b'\n');
@@ -203,26 +208,62 @@ fn version_error(window: &[u8], over_limit: bool) -> ParseResult {
     }
 }
 
-fn build(
-    method: &str,
-    target: &str,
-    minor_version: u8,
-    headers: Vec<(String, String)>,
-) -> Result<RequestHead, HeadError> {
-    let find = |name: &'static str| {
-        headers
-            .iter()
-            .filter(move |(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let any_token = |name: &'static str, token: &str| find(name).any(|v| has_token(v, token));
+/// The headers `build` reads, found in one pass: (first value, more than one).
+#[derive(Default)]
+struct Known<'a> {
+    content_length: (Option<&'a str>, bool),
+    transfer_encoding: (Option<&'a str>, bool),
+    host: (Option<&'a str>, bool),
+    ws_version: (Option<&'a str>, bool),
+    ws_key: (Option<&'a str>, bool),
+    close: bool,
+    keep_alive: bool,
+    connection_upgrade: bool,
+    expect_continue: bool,
+    upgrade_websocket: bool,
+}
 
-    // The first value and whether there are more: no list is built per request.
-    let one = |name: &'static str| {
-        let mut values = find(name);
-        (values.next(), values.next().is_some())
-    };
-    let body = match (one("content-length"), one("transfer-encoding")) {
+fn note<'a>(slot: &mut (Option<&'a str>, bool), v: &'a str) {
+    match slot.0 {
+        None => slot.0 = Some(v),
+        Some(_) => slot.1 = true,
+    }
+}
+
+impl<'a> Known<'a> {
+    fn read(fields: Fields<'a>) -> Self {
+        let mut k = Known::default();
+        for (name, v) in fields.iter() {
+            // Lengths first: most names are none of these.
+            let is = |n: &str| name.eq_ignore_ascii_case(n);
+            match name.len() {
+                4 if is("host") => note(&mut k.host, v),
+                6 if is("expect") => k.expect_continue |= v.eq_ignore_ascii_case("100-continue"),
+                7 if is("upgrade") => k.upgrade_websocket |= has_token(v, "websocket"),
+                10 if is("connection") => {
+                    k.close |= has_token(v, "close");
+                    k.keep_alive |= has_token(v, "keep-alive");
+                    k.connection_upgrade |= has_token(v, "upgrade");
+                }
+                14 if is("content-length") => note(&mut k.content_length, v),
+                17 if is("transfer-encoding") => note(&mut k.transfer_encoding, v),
+                17 if is("sec-websocket-key") => note(&mut k.ws_key, v),
+                21 if is("sec-websocket-version") => note(&mut k.ws_version, v),
+                _ => {}
+            }
+        }
+        k
+    }
+}
+
+fn build<'a>(
+    method: &'a str,
+    target: &'a str,
+    minor_version: u8,
+    headers: Fields<'a>,
+) -> Result<RequestHead<'a>, HeadError> {
+    let k = Known::read(headers);
+    let body = match (k.content_length, k.transfer_encoding) {
         (_, (Some(_), _)) if minor_version == 0 => {
             return Err(BadRequest("transfer-encoding in HTTP/1.0"))
         }
@@ -238,40 +279,37 @@ fn build(
         }
     };
 
-    let mut host = match one("host") {
+    let mut host = match k.host {
         (None, _) if minor_version == 1 => return Err(BadRequest("missing host header")),
         (None, _) => None,
-        (Some(h), false) if valid_authority(h) => Some(h.to_string()),
+        (Some(h), false) if valid_authority(h) => Some(h),
         (Some(_), false) => return Err(BadRequest("invalid host header")),
         (Some(_), true) => return Err(BadRequest("multiple host headers")),
     };
     let target = normalize_target(method, target, &mut host)?;
 
-    let close = any_token("connection", "close");
     let keep_alive = match minor_version {
-        1 => !close,
-        _ => !close && any_token("connection", "keep-alive"),
+        1 => !k.close,
+        _ => !k.close && k.keep_alive,
     };
-    let expect_continue =
-        minor_version == 1 && find("expect").any(|v| v.eq_ignore_ascii_case("100-continue"));
-    let upgrade_requested = any_token("upgrade", "websocket");
-    let websocket_key = match (one("sec-websocket-version"), one("sec-websocket-key")) {
+    let expect_continue = minor_version == 1 && k.expect_continue;
+    let websocket_key = match (k.ws_version, k.ws_key) {
         ((Some("13"), false), (Some(key), false))
-            if upgrade_requested
+            if k.upgrade_websocket
                 && method == "GET"
                 && minor_version == 1
-                && any_token("connection", "upgrade")
+                && k.connection_upgrade
                 // A body on an upgrade request would desync the tunnel.
                 && matches!(body, BodyFraming::None | BodyFraming::Length(0))
                 && valid_websocket_key(key) =>
         {
-            Some(key.to_string())
+            Some(key)
         }
         _ => None,
     };
 
     Ok(RequestHead {
-        method: method.to_owned(),
+        method,
         target,
         minor_version,
         headers,
@@ -308,21 +346,21 @@ fn transfer_coding(v: &str) -> Result<BodyFraming, HeadError> {
     }
 }
 
-fn normalize_target(
+fn normalize_target<'a>(
     method: &str,
-    target: &str,
-    host: &mut Option<String>,
-) -> Result<String, HeadError> {
+    target: &'a str,
+    host: &mut Option<&'a str>,
+) -> Result<Cow<'a, str>, HeadError> {
     // Fragments never belong in a request; non-ASCII must be percent-encoded.
     if !target.is_ascii() || target.contains('#') {
         return Err(BadRequest("invalid request target"));
     }
     if target.starts_with('/') {
-        return Ok(target.to_owned());
+        return Ok(Cow::Borrowed(target));
     }
     if target == "*" {
         return match method {
-            "OPTIONS" => Ok(target.to_owned()),
+            "OPTIONS" => Ok(Cow::Borrowed(target)),
             _ => Err(BadRequest("asterisk-form only allowed for OPTIONS")),
         };
     }
@@ -344,12 +382,12 @@ fn normalize_target(
             return Err(BadRequest("host header does not match request target"))
         }
         Some(_) => {}
-        None => *host = Some(authority.to_owned()),
+        None => *host = Some(authority),
     }
     Ok(match path.as_bytes().first() {
-        None => "/".to_owned(),
-        Some(b'?') => format!("/{path}"),
-        Some(_) => path.to_owned(),
+        None => Cow::Borrowed("/"),
+        Some(b'?') => Cow::Owned(format!("/{path}")),
+        Some(_) => Cow::Borrowed(path),
     })
 }
 

@@ -2,21 +2,18 @@
 //! instances share a secret through the directory and send it in a header.
 
 use super::directory::Directory;
-use osaurus_relay_engine::Hop;
+use osaurus_relay_engine::{Fields, Hop};
 
 /// The header that carries the shared secret between instances.
 pub const HOP_HEADER: &str = "x-relay-hop";
 
 /// Whether a call came from another instance (see [`Hop`]).
-pub(crate) fn hop(dir: Option<&Directory>, headers: &[(String, String)]) -> Hop {
+pub(crate) fn hop(dir: Option<&Directory>, headers: Fields<'_>) -> Hop {
     // One instance never forwards: no need to look.
     let Some(dir) = dir else {
         return Hop::Direct;
     };
-    let Some((_, v)) = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(HOP_HEADER))
-    else {
+    let Some(v) = headers.get(HOP_HEADER) else {
         return Hop::Direct;
     };
     match dir.secret() {
@@ -45,7 +42,7 @@ mod tests {
     #[test]
     fn one_instance_never_sees_a_hop() {
         let h = vec![(HOP_HEADER.to_string(), "x".to_string())];
-        assert_eq!(hop(None, &h), Hop::Direct);
+        assert_eq!(hop(None, Fields::Pairs(&h)), Hop::Direct);
         let c = osaurus_relay_engine::ClusterConfig {
             directory_timeout: Duration::from_millis(10),
             ..osaurus_relay_engine::ClusterConfig::new(
@@ -54,7 +51,11 @@ mod tests {
             )
         };
         let d = Directory::new("redis://127.0.0.1:1", None, &c).expect("a valid url");
-        assert_eq!(hop(Some(&d), &h), Hop::Untrusted, "no secret known yet");
-        assert_eq!(hop(Some(&d), &[]), Hop::Direct);
+        assert_eq!(
+            hop(Some(&d), Fields::Pairs(&h)),
+            Hop::Untrusted,
+            "no secret known yet"
+        );
+        assert_eq!(hop(Some(&d), Fields::EMPTY), Hop::Direct);
     }
 }
