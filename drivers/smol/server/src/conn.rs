@@ -3,7 +3,7 @@
 use crate::hub::Shared;
 use crate::msg::{CallBox, CallMsg, Direct};
 use crate::stream::{read_more, write_all, write_all_vectored, Sock, Stream};
-use osaurus_relay_engine::http::{status_has_body, Response};
+use osaurus_relay_engine::http::Response;
 use osaurus_relay_engine::wire::http1::{
     self, BodyFraming, ChunkedDecoder, Decoded, HeadLimits, ResponseFraming,
 };
@@ -374,13 +374,7 @@ impl Writer {
     /// The head, with the body appended unless it is large enough to go
     /// out by itself in the same vectored write (then `true`).
     fn full(&self, r: &Response) -> (Vec<u8>, bool) {
-        let has_body = status_has_body(r.status);
-        // Only 1xx, 204 and 304 end at the blank line; a 205 needs its zero length.
-        let framing = match r.status {
-            204 | 304 => ResponseFraming::NoBody,
-            _ => ResponseFraming::Length(if has_body { r.body.len() as u64 } else { 0 }),
-        };
-        let send_body = has_body && !self.is_head;
+        let (framing, send_body) = http1::complete_framing(r.status, r.body.len(), self.is_head);
         let apart = send_body && r.body.len() >= SEPARATE_BODY;
         let inline = if send_body && !apart { r.body.len() } else { 0 };
         let mut out = Vec::with_capacity(256 + inline);

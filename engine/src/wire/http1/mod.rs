@@ -9,7 +9,10 @@ pub use answer::{parse_answer, Answer, AnswerError, AnswerFraming, AnswerHead, A
 pub use chunked::{ChunkError, ChunkedDecoder, Decoded};
 pub use head::{parse_head, BodyFraming, HeadError, HeadLimits, RequestHead};
 pub(crate) use response::digits;
-pub use response::{reason_phrase, write_chunk, write_head, ResponseFraming, LAST_CHUNK};
+pub use response::{
+    complete_framing, reason_phrase, write_chunk, write_field, write_head, write_head_end,
+    write_status_line, ResponseFraming, LAST_CHUNK,
+};
 
 /// `http://host[:port][/...]` → `host:port` (port 80 when none is given),
 /// as an HTTP/1.1 client connects to it; `None` for anything else.

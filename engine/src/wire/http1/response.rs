@@ -1,7 +1,7 @@
 //! Writing response heads and chunks. `write_head` owns the framing and
 //! connection headers so a handler can never produce an ambiguous message.
 
-use crate::http::{is_field_value, is_token};
+use crate::http::{is_field_value, is_token, status_has_body};
 
 /// Terminates a chunked body that has no trailers.
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
@@ -36,16 +36,7 @@ pub fn write_head<K: AsRef<str>, V: AsRef<str>>(
     keep_alive: bool,
     minor_version: u8,
 ) {
-    let status = if (100..=999).contains(&status) {
-        status
-    } else {
-        500
-    };
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_decimal(out, u64::from(status));
-    out.push(b' ');
-    out.extend_from_slice(reason_phrase(status).as_bytes());
-    out.extend_from_slice(b"\r\n");
+    let status = write_status_line(out, status);
     for (name, value) in headers {
         let (name, value) = (name.as_ref(), value.as_ref());
         // Lengths first: nearly every name is none of the three.
@@ -58,10 +49,44 @@ pub fn write_head<K: AsRef<str>, V: AsRef<str>>(
         if owned || !is_token(name) || !is_field_value(value) {
             continue;
         }
-        for part in [name.as_bytes(), b": ", value.as_bytes(), b"\r\n"] {
-            out.extend_from_slice(part);
-        }
+        write_field(out, name.as_bytes(), value.as_bytes());
     }
+    write_head_end(out, status, framing, keep_alive, minor_version);
+}
+
+/// `HTTP/1.1 <status> <reason>` and its CRLF; the status as written
+/// (outside 100..=999: 500).
+pub fn write_status_line(out: &mut Vec<u8>, status: u16) -> u16 {
+    let status = if (100..=999).contains(&status) {
+        status
+    } else {
+        500
+    };
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(reason_phrase(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    status
+}
+
+/// One `name: value` line, as given (the caller checked both).
+pub fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.reserve(name.len() + value.len() + 4);
+    for part in [name, b": ", value, b"\r\n"] {
+        out.extend_from_slice(part);
+    }
+}
+
+/// The framing and connection headers for `status` (as
+/// [`write_status_line`] wrote it), then the blank line.
+pub fn write_head_end(
+    out: &mut Vec<u8>,
+    status: u16,
+    framing: ResponseFraming,
+    keep_alive: bool,
+    minor_version: u8,
+) {
     // RFC 9110 section 8.6: no Content-Length in 1xx or 204 responses.
     let framing = match status {
         100..=199 | 204 => ResponseFraming::NoBody,
@@ -87,6 +112,22 @@ pub fn write_head<K: AsRef<str>, V: AsRef<str>>(
     };
     out.extend_from_slice(connection);
     out.extend_from_slice(b"\r\n");
+}
+
+/// How a complete answer of `status` with `body_len` bytes is framed, and
+/// whether its body is sent (a HEAD request gets the head alone).
+pub fn complete_framing(
+    status: u16,
+    body_len: usize,
+    head_request: bool,
+) -> (ResponseFraming, bool) {
+    let has_body = status_has_body(status);
+    // Only 1xx, 204 and 304 end at the blank line; a 205 needs its zero length.
+    let framing = match status {
+        204 | 304 => ResponseFraming::NoBody,
+        _ => ResponseFraming::Length(if has_body { body_len as u64 } else { 0 }),
+    };
+    (framing, has_body && !head_request)
 }
 
 /// `n`'s digits in base `RADIX` (10 or 16, lowercase), without `fmt`: the
