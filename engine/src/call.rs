@@ -7,7 +7,7 @@ use crate::error::CallError;
 use crate::fields::Fields;
 use crate::frame::{encode_request, Body, Headers, Names, RequestText, ServerFrame};
 use crate::http::{self, status_has_body, Response, ResponseHead};
-use crate::input::{CallId, RequestHead, TunnelId};
+use crate::input::{CallId, Http1Answer, RequestHead, TunnelId};
 use crate::output::{Event, Output};
 use crate::registry::calls::{Call, CallState, Forwarded, Parked};
 use crate::relay::Relay;
@@ -72,7 +72,7 @@ impl<E: Entropy> Relay<E> {
                     head.hop != Hop::Direct,
                     tunnel,
                     req,
-                    Some(ip),
+                    (Some(ip), head.http1),
                     body,
                 );
             }
@@ -95,6 +95,7 @@ impl<E: Entropy> Relay<E> {
             declared: head.content_length,
             body_done: !head.body_follows,
             replay_cache_hit,
+            http1: head.http1,
         });
         self.calls.insert(
             call,
@@ -185,6 +186,7 @@ impl<E: Entropy> Relay<E> {
             headers,
             forwarding,
             body,
+            http1,
             ..
         } = req;
         let body = match Body::from_bytes(body) {
@@ -200,7 +202,7 @@ impl<E: Entropy> Relay<E> {
             headers_size: Fields::Pairs(&headers.0).size_hint(),
             names: Names::AsGiven,
         };
-        self.send_request(call, agent, relayed, tunnel, req, forwarding, body);
+        self.send_request(call, agent, relayed, tunnel, req, (forwarding, http1), body);
     }
 
     /// The tunnel that serves `agent` here, if it takes new calls.
@@ -212,7 +214,7 @@ impl<E: Entropy> Relay<E> {
 
     /// Writes the request frame to `tunnel` and waits for its answer.
     /// `forwarding`: the caller's IP, when the frame still needs the relay's
-    /// two headers.
+    /// two headers; `http1`: how the caller takes an answer the engine writes.
     #[allow(clippy::too_many_arguments)]
     fn send_request<'h>(
         &mut self,
@@ -221,7 +223,7 @@ impl<E: Entropy> Relay<E> {
         relayed: bool,
         tunnel: TunnelId,
         req: RequestText<'_, impl Iterator<Item = (&'h str, &'h str)>>,
-        forwarding: Option<IpAddr>,
+        (forwarding, http1): (Option<IpAddr>, Option<Http1Answer>),
         body: Body,
     ) {
         let queued = self.tunnels.get(&tunnel).map_or(0, |t| t.queued);
@@ -262,7 +264,11 @@ impl<E: Entropy> Relay<E> {
             agent,
             relayed,
             at,
-            CallState::Waiting { tunnel, req: id },
+            CallState::Waiting {
+                tunnel,
+                req: id,
+                http1,
+            },
         );
     }
 
@@ -398,7 +404,7 @@ impl<E: Entropy> Relay<E> {
                 c.deadline = Some(at);
                 self.timers.set(at, TimerKey::Call(call.0));
             }
-            CallState::Streaming { tunnel, req, .. } | CallState::Waiting { tunnel, req } => {
+            CallState::Streaming { tunnel, req, .. } | CallState::Waiting { tunnel, req, .. } => {
                 let (tunnel, req) = (*tunnel, req.clone());
                 let code = if matches!(c.state, CallState::Waiting { .. }) {
                     self.counters.gateway_timeouts += 1;
@@ -420,7 +426,7 @@ impl<E: Entropy> Relay<E> {
     }
 
     /// The call `req` names, if it is live on `tunnel`; else counts the frame.
-    fn owned_call(&mut self, tunnel: TunnelId, req: &str) -> Option<CallId> {
+    pub(crate) fn owned_call(&mut self, tunnel: TunnelId, req: &str) -> Option<CallId> {
         let found = self.calls.by_req(req).filter(|c| {
             self.calls
                 .get(c)
@@ -433,7 +439,7 @@ impl<E: Entropy> Relay<E> {
         found
     }
 
-    fn is_waiting(&self, call: CallId) -> bool {
+    pub(crate) fn is_waiting(&self, call: CallId) -> bool {
         matches!(
             self.calls.get(&call),
             Some(Call {
@@ -453,44 +459,6 @@ impl<E: Entropy> Relay<E> {
         self.event(Event::BadHostResponse { tunnel, why });
         self.fail_call(call, CallError::BadHostResponse);
         self.cancel_upstream(tunnel, req.to_string());
-    }
-
-    pub(crate) fn on_response(
-        &mut self,
-        tunnel: TunnelId,
-        req: &str,
-        status: u16,
-        headers: Headers,
-        body: Body,
-    ) {
-        let Some(call) = self.owned_call(tunnel, req) else {
-            return;
-        };
-        if !self.is_waiting(call) {
-            return self.on_bad_reply(tunnel, req, "response after stream_start");
-        }
-        let max_body = self.cfg.max_response_body_bytes;
-        if max_body != 0 && body.len() as u64 > max_body {
-            return self.on_bad_reply(tunnel, req, "body over the size limit");
-        }
-        let headers = match http::response_headers(headers) {
-            Ok(h) => h,
-            Err(why) => return self.on_bad_reply(tunnel, req, why),
-        };
-        self.forget(call);
-        let body = if status_has_body(status) {
-            body.into_bytes()
-        } else {
-            Vec::new()
-        };
-        self.respond(
-            call,
-            Response {
-                status,
-                headers,
-                body,
-            },
-        );
     }
 
     pub(crate) fn on_stream_start(

@@ -13,60 +13,111 @@ pub(crate) fn is_owner_diag(name: &str) -> bool {
     name.eq_ignore_ascii_case("x-relay-region") || name.eq_ignore_ascii_case("x-relay-machine")
 }
 
-impl<E: Entropy> Relay<E> {
-    /// The call's first answer head goes out now: its diagnostic headers.
-    pub(crate) fn diagnose(
-        &mut self,
-        call: CallId,
-        status: u16,
-        headers: &mut Vec<crate::http::Header>,
+/// A call's diagnostic headers, once measured: written as header pairs or
+/// straight into an answer's head.
+pub(crate) struct Diag {
+    lookup_ms: Option<u64>,
+    /// Forwarded: only `x-relay-via` (the owner sent the rest).
+    forwarded: bool,
+    host_ms: Option<u64>,
+    relay_ms: u64,
+}
+
+impl Diag {
+    /// Each header, in order, with `server-timing` written into `timing`.
+    fn each(
+        &self,
+        cfg: &crate::Config,
+        timing: &mut [u8; 96],
+        mut f: impl FnMut(&'static str, &str),
     ) {
-        let now = self.now.mono_ms;
-        let Some(t) = self.records.get_mut(&call) else {
-            return;
+        if self.forwarded {
+            f("x-relay-via", &cfg.machine);
+        } else {
+            f("x-relay-region", &cfg.region);
+            f("x-relay-machine", &cfg.machine);
+        }
+        let mut n = 0;
+        let mut part = |name: &str, ms: u64| {
+            let (d, i) = crate::wire::http1::digits::<10>(ms);
+            let sep: &[u8] = if n == 0 { b"" } else { b", " };
+            for piece in [sep, name.as_bytes(), b";dur=", &d[i..]] {
+                timing[n..n + piece.len()].copy_from_slice(piece);
+                n += piece.len();
+            }
         };
+        if let Some(ms) = self.lookup_ms {
+            part("lookup", ms);
+        }
+        if !self.forwarded {
+            if let Some(ms) = self.host_ms {
+                part("host", ms);
+            }
+            part("relay", self.relay_ms);
+        }
+        if n > 0 {
+            // Names and digits only: always text.
+            f(
+                "server-timing",
+                std::str::from_utf8(&timing[..n]).unwrap_or_default(),
+            );
+        }
+    }
+
+    /// Appends the headers as pairs.
+    pub(crate) fn push(&self, cfg: &crate::Config, headers: &mut Vec<crate::http::Header>) {
+        headers.reserve(3);
+        let mut timing = [0; 96];
+        self.each(cfg, &mut timing, |k, v| {
+            let v = match k {
+                "x-relay-via" | "x-relay-machine" => cfg.machine.clone(),
+                "x-relay-region" => cfg.region.clone(),
+                _ => v.to_owned().into(),
+            };
+            headers.push((std::borrow::Cow::Borrowed(k), v));
+        });
+    }
+
+    /// Writes the header lines.
+    pub(crate) fn write(&self, cfg: &crate::Config, out: &mut Vec<u8>) {
+        let mut timing = [0; 96];
+        self.each(cfg, &mut timing, |k, v| {
+            crate::wire::http1::write_field(out, k.as_bytes(), v.as_bytes())
+        });
+    }
+}
+
+impl<E: Entropy> Relay<E> {
+    /// The call's first answer head goes out now: its diagnostic headers
+    /// (none for a call without a record, or a second head).
+    pub(crate) fn diag(&mut self, call: CallId, status: u16) -> Option<Diag> {
+        let now = self.now.mono_ms;
+        let t = self.records.get_mut(&call)?;
         if t.head_at.is_some() {
-            return;
+            return None;
         }
         t.head_at = Some(now);
         t.status = Some(status);
         if !t.forwarded {
             t.host_ms = t.sent.map(|sent| now.saturating_sub(sent));
         }
-        let (lookup_ms, forwarded, host_ms, start) = (t.lookup_ms, t.forwarded, t.host_ms, t.start);
-        // One string, numbers written without `fmt`: this runs on every call.
-        let mut timing = String::with_capacity(48);
-        let mut part = |name: &str, ms: u64| {
-            if !timing.is_empty() {
-                timing.push_str(", ");
-            }
-            timing.push_str(name);
-            timing.push_str(";dur=");
-            push_u64(&mut timing, ms);
-        };
-        if let Some(ms) = lookup_ms {
-            part("lookup", ms);
-        }
-        headers.reserve(3);
-        if forwarded {
-            // The owner's region, machine and timings came with its answer.
-            headers.push(("x-relay-via".into(), self.cfg.machine.clone()));
-        } else {
-            if let Some(ms) = host_ms {
-                part("host", ms);
-            }
-            part("relay", now.saturating_sub(start));
-            headers.push(("x-relay-region".into(), self.cfg.region.clone()));
-            headers.push(("x-relay-machine".into(), self.cfg.machine.clone()));
-        }
-        if !timing.is_empty() {
-            headers.push(("server-timing".into(), timing.into()));
+        Some(Diag {
+            lookup_ms: t.lookup_ms,
+            forwarded: t.forwarded,
+            host_ms: t.host_ms,
+            relay_ms: now.saturating_sub(t.start),
+        })
+    }
+
+    /// [`Relay::diag`], appended to `headers`.
+    pub(crate) fn diagnose(
+        &mut self,
+        call: CallId,
+        status: u16,
+        headers: &mut Vec<crate::http::Header>,
+    ) {
+        if let Some(d) = self.diag(call, status) {
+            d.push(&self.cfg, headers);
         }
     }
-}
-
-/// Appends `n` in decimal.
-fn push_u64(out: &mut String, n: u64) {
-    let (d, i) = crate::wire::http1::digits::<10>(n);
-    out.extend(d[i..].iter().map(|&c| c as char));
 }

@@ -307,6 +307,7 @@ impl<E: Entropy> Relay<E> {
             unknown_length: false,
             body_done: true,
             replay_cache_hit: false,
+            http1: None,
         };
         if self.try_hold(call, c.agent, c.relayed, req).is_err() {
             self.refuse(call, CallError::AgentUnreachable);

@@ -327,41 +327,85 @@ pub const MAX_HEADER_NAME_BYTES: usize = 256;
 /// Longest header value in an answer, in bytes.
 pub const MAX_HEADER_VALUE_BYTES: usize = 16 * 1024;
 
+/// One header of a tunnel's answer against the limits; its name lowercased
+/// into `lower`, or `None` if it is one the relay never passes on.
+fn answer_header<'b>(
+    k: &str,
+    v: &str,
+    lower: &'b mut [u8; MAX_HEADER_NAME_BYTES],
+) -> Result<Option<&'b str>, &'static str> {
+    if !is_token(k) {
+        return Err("invalid header name");
+    }
+    if k.len() > MAX_HEADER_NAME_BYTES {
+        return Err("header name over 256 bytes");
+    }
+    if !is_field_value(v) {
+        return Err("invalid header value");
+    }
+    if v.len() > MAX_HEADER_VALUE_BYTES {
+        return Err("header value over 16 KiB");
+    }
+    let lower = &mut lower[..k.len()];
+    lower.copy_from_slice(k.as_bytes());
+    lower.make_ascii_lowercase();
+    // A token is ASCII.
+    let lower = std::str::from_utf8(lower).map_err(|_| "invalid header name")?;
+    Ok((!strip_response_header(lower)).then_some(lower))
+}
+
+const EXPOSE: &str = "access-control-expose-headers";
+
 /// Validates and sanitises a tunnel's response headers, adding CORS.
 pub fn response_headers(h: Headers) -> Result<Vec<Header>, &'static str> {
     if h.0.len() > MAX_ANSWER_HEADERS {
         return Err("more than 128 headers");
     }
     // Room for CORS and the diagnostic headers added later.
-    let mut out = Vec::with_capacity(h.0.len() + 6);
-    for (mut k, v) in h.0 {
-        if !is_token(&k) {
-            return Err("invalid header name");
-        }
-        if k.len() > MAX_HEADER_NAME_BYTES {
-            return Err("header name over 256 bytes");
-        }
-        if !is_field_value(&v) {
-            return Err("invalid header value");
-        }
-        if v.len() > MAX_HEADER_VALUE_BYTES {
-            return Err("header value over 16 KiB");
-        }
-        k.make_ascii_lowercase();
-        if !strip_response_header(&k) {
-            out.push((k.into(), v.into()));
+    let mut out: Vec<Header> = Vec::with_capacity(h.0.len() + 6);
+    let mut lower = [0; MAX_HEADER_NAME_BYTES];
+    for (k, v) in h.0 {
+        if let Some(l) = answer_header(&k, &v, &mut lower)? {
+            out.push((l.to_owned().into(), v.into()));
         }
     }
     if !out.iter().any(|(k, _)| k == ACAO) {
         out.push((ACAO.into(), "*".into()));
     }
-    if !out
-        .iter()
-        .any(|(k, _)| k == "access-control-expose-headers")
-    {
-        out.push(("access-control-expose-headers".into(), "*".into()));
+    if !out.iter().any(|(k, _)| k == EXPOSE) {
+        out.push((EXPOSE.into(), "*".into()));
     }
     Ok(out)
+}
+
+/// [`response_headers`] written as header lines straight from the frame.
+pub(crate) fn write_response_headers(
+    out: &mut Vec<u8>,
+    h: crate::frame::fast::RawHeaders<'_>,
+) -> Result<(), &'static str> {
+    use crate::frame::fast::unescape;
+    if h.iter().count() > MAX_ANSWER_HEADERS {
+        return Err("more than 128 headers");
+    }
+    let (mut acao, mut expose) = (false, false);
+    let mut lower = [0; MAX_HEADER_NAME_BYTES];
+    for (k, v) in h.iter() {
+        let (k, v) = (
+            unescape(k).unwrap_or_default(),
+            unescape(v).unwrap_or_default(),
+        );
+        if let Some(l) = answer_header(&k, &v, &mut lower)? {
+            acao |= l == ACAO;
+            expose |= l == EXPOSE;
+            crate::wire::http1::write_field(out, l.as_bytes(), v.as_bytes());
+        }
+    }
+    for (name, seen) in [(ACAO, acao), (EXPOSE, expose)] {
+        if !seen {
+            crate::wire::http1::write_field(out, name.as_bytes(), b"*");
+        }
+    }
+    Ok(())
 }
 
 /// 204, 205 and 304 carry no body bytes whatever the tunnel sent.

@@ -35,6 +35,20 @@ pub struct RequestHead<'a> {
     pub websocket: bool,
     /// Whether another relay instance forwarded it.
     pub hop: Hop,
+    /// Set by a driver that serves HTTP/1.x: a tunnel's complete answer
+    /// then comes as the bytes to write ([`Output::Answer`](crate::Output::Answer)).
+    pub http1: Option<Http1Answer>,
+}
+
+/// How the caller's HTTP/1.x connection takes a complete answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Http1Answer {
+    /// `0` for HTTP/1.0, `1` for HTTP/1.1.
+    pub minor_version: u8,
+    /// The connection stays open after the answer.
+    pub keep_alive: bool,
+    /// A HEAD request: the answer's head alone.
+    pub head_request: bool,
 }
 
 /// A [`RequestHead`] that owns its text, for tests and drivers that keep heads.
@@ -58,6 +72,8 @@ pub struct OwnedHead {
     pub websocket: bool,
     /// See [`RequestHead::hop`].
     pub hop: Hop,
+    /// See [`RequestHead::http1`].
+    pub http1: Option<Http1Answer>,
 }
 
 impl OwnedHead {
@@ -73,6 +89,7 @@ impl OwnedHead {
             body_follows: self.body_follows,
             websocket: self.websocket,
             hop: self.hop,
+            http1: self.http1,
         }
     }
 }

@@ -34,6 +34,7 @@
 //!     body_follows: false,
 //!     websocket: false,
 //!     hop: Default::default(),
+//!     http1: None,
 //! };
 //! relay.handle(now, Input::CallHead { call: CallId(1), head });
 //! while let Some(output) = relay.poll_output() {
@@ -75,6 +76,7 @@ mod presence;
 pub mod record;
 mod registry;
 mod relay;
+mod reply;
 pub mod stats;
 pub mod time;
 mod timer;
@@ -85,7 +87,7 @@ pub use cluster::{ClaimOutcome, ClusterConfig, Hop, Located, RemoteRoute};
 pub use config::{BinaryBodies, ClientIpSource, Config, DuplicatePolicy};
 pub use error::{AuthError, CallError};
 pub use fields::Fields;
-pub use input::{CallId, Input, OwnedHead, OwnerFault, RequestHead, TunnelId};
+pub use input::{CallId, Http1Answer, Input, OwnedHead, OwnerFault, RequestHead, TunnelId};
 pub use output::{Event, Output};
 pub use relay::{Relay, Sizes};
 pub use time::{Entropy, Now, SeededRng};

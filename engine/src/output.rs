@@ -15,6 +15,18 @@ pub enum Output {
         /// Status, headers and body to write.
         response: Response,
     },
+    /// Write these bytes, a complete HTTP/1.x answer framed as the call's
+    /// [`Http1Answer`](crate::Http1Answer) asked; the call is over.
+    Answer {
+        /// The call to answer.
+        call: CallId,
+        /// Head and body, ready to write.
+        bytes: Vec<u8>,
+        /// The body's length (for a HEAD request, the one it would have had).
+        body_len: usize,
+        /// Whether the head lets the connection stay open.
+        keep_alive: bool,
+    },
     /// Send the head of a streamed response (chunked); chunks follow.
     StartStream {
         /// The call to answer.

@@ -135,6 +135,7 @@ impl<E: Entropy> Relay<E> {
         let (call, bytes, ends) = match o {
             Output::WriteChunk { call, data } => (call, data.len(), false),
             Output::Respond { call, response } => (call, response.body.len(), true),
+            Output::Answer { call, body_len, .. } => (call, *body_len, true),
             Output::EndStream { call } | Output::AbortStream { call } => (call, 0, true),
             _ => return None,
         };

@@ -280,6 +280,7 @@ impl<E: Entropy> Relay<E> {
             o,
             Output::WriteChunk { .. }
                 | Output::Respond { .. }
+                | Output::Answer { .. }
                 | Output::EndStream { .. }
                 | Output::AbortStream { .. }
         );

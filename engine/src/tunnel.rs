@@ -182,7 +182,7 @@ impl<E: Entropy> Relay<E> {
                     status,
                     headers,
                     body,
-                }) => return self.on_response(id, req, status, headers, body),
+                }) => return self.on_raw_response(id, req, status, headers, body),
                 Some(Fast::Start {
                     id: req,
                     status,

@@ -5,7 +5,7 @@
 use osaurus_relay_engine::auth::{to_checksum, to_lower, tunnel_message, SecretKey};
 use osaurus_relay_engine::frame::{AgentSig, ClientFrame, ServerFrame};
 use osaurus_relay_engine::{
-    CallId, Config, Input, Now, Output, OwnedHead, Relay, SeededRng, TunnelId,
+    CallId, Config, Http1Answer, Input, Now, Output, OwnedHead, Relay, SeededRng, TunnelId,
 };
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -115,6 +115,12 @@ impl World {
             body_follows: false,
             websocket,
             hop: Default::default(),
+            // Half the callers take answers the engine writes as bytes.
+            http1: (ip % 2 == 0).then_some(Http1Answer {
+                minor_version: ip % 4 / 2,
+                keep_alive: true,
+                head_request: method == "HEAD",
+            }),
         }
     }
 
@@ -129,6 +135,13 @@ impl World {
         while let Some(o) = self.relay.poll_output() {
             match o {
                 Output::Respond { call, .. } => self.end(call, true),
+                Output::Answer { call, bytes, .. } => {
+                    assert!(
+                        bytes.starts_with(b"HTTP/1.1 ")
+                            && bytes.windows(4).any(|w| w == b"\r\n\r\n")
+                    );
+                    self.end(call, true)
+                }
                 Output::StartStream { call, .. } => {
                     let c = self.calls.get_mut(&call).expect("a known call");
                     assert!(

@@ -40,6 +40,7 @@ impl Describer {
                 let (status, body) = (response.status, text(&response.body));
                 (call(c), format!("{status} {body}"))
             }
+            Output::Answer { call: c, bytes, .. } => (call(c), format!("answer {}", text(bytes))),
             Output::StartStream { call: c, head } => (call(c), format!("start {}", head.status)),
             Output::WriteChunk { call: c, data } => (call(c), format!("chunk {}", text(data))),
             Output::EndStream { call: c } => (call(c), "end".into()),

@@ -141,6 +141,7 @@ impl Harness {
             body_follows: false,
             websocket: false,
             hop: Default::default(),
+            http1: None,
         }
     }
 

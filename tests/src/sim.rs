@@ -183,7 +183,9 @@ impl Ledger {
             Ok(())
         };
         let r = match o {
-            Output::Respond { call, .. } => call_rule(self.entry(*call), true, false, true),
+            Output::Respond { call, .. } | Output::Answer { call, .. } => {
+                call_rule(self.entry(*call), true, false, true)
+            }
             Output::StartStream { call, .. } => {
                 let r = call_rule(self.entry(*call), true, false, false);
                 self.entry(*call).streaming = true;

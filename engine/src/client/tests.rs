@@ -76,6 +76,7 @@ impl Pair {
                             body_follows: false,
                             websocket: true,
                             hop: Default::default(),
+                            http1: None,
                         };
                         self.relay.handle(
                             self.now,
@@ -186,6 +187,7 @@ impl Pair {
             body_follows: false,
             websocket: false,
             hop: Default::default(),
+            http1: None,
         };
         self.relay.handle(
             self.now,
@@ -465,6 +467,7 @@ fn superseded_agents_are_dropped_and_an_empty_client_stops() {
         body_follows: false,
         websocket: true,
         hop: Default::default(),
+        http1: None,
     };
     assert_eq!(other.poll_output(), Some(ClientOutput::Connect));
     p.relay.handle(

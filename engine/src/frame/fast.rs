@@ -24,8 +24,8 @@ pub(crate) enum Fast<'a> {
     Response {
         id: &'a str,
         status: u16,
-        headers: Headers,
-        body: Body,
+        headers: RawHeaders<'a>,
+        body: RawBody<'a>,
     },
     Start {
         id: &'a str,
@@ -50,8 +50,8 @@ impl Fast<'_> {
             } => ClientFrame::Response {
                 id: id.to_string(),
                 status,
-                headers,
-                body,
+                headers: headers.to_headers(),
+                body: body.into_body(),
             },
             Fast::Start {
                 id,
@@ -200,21 +200,126 @@ fn status_at(s: &str) -> Option<(u16, &str)> {
     }
 }
 
-/// A flat object of string values at the start of `s`, and what follows it.
-fn headers_at(s: &str) -> Option<(Headers, &str)> {
+/// A `response` frame's headers as written: a flat object of strings,
+/// checked when the frame was read, unescaped only when looked at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RawHeaders<'a>(&'a str);
+
+impl<'a> RawHeaders<'a> {
+    /// Each name and value, as written (quoted, escapes kept).
+    pub(crate) fn iter(self) -> RawPairs<'a> {
+        RawPairs(&self.0[1..])
+    }
+
+    /// The object's text, braces included.
+    pub(crate) fn text(self) -> &'a str {
+        self.0
+    }
+
+    pub(crate) fn to_headers(self) -> Headers {
+        let text = |raw| unescape(raw).map(String::from).unwrap_or_default();
+        Headers(self.iter().map(|(k, v)| (text(k), text(v))).collect())
+    }
+}
+
+/// Iterator over [`RawHeaders`].
+pub(crate) struct RawPairs<'a>(&'a str);
+
+impl<'a> Iterator for RawPairs<'a> {
+    type Item = (&'a str, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (k, after) = raw_at(self.0)?;
+        let (v, after) = raw_at(after.strip_prefix(':')?)?;
+        // Past a comma the next pair; at the closing brace, nothing more.
+        self.0 = after.strip_prefix(',').unwrap_or(after);
+        Some((k, v))
+    }
+}
+
+/// A quoted JSON string (checked) as text: borrowed when it has no escape.
+pub(crate) fn unescape(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
+    let inner = raw.get(1..raw.len().checked_sub(1)?)?;
+    if !inner.contains('\\') {
+        return Some(inner.into());
+    }
+    unescaped_at(raw, String::new()).map(|(s, _)| s.into())
+}
+
+/// Calls `f` with each piece of a quoted JSON string (checked) unescaped:
+/// the runs between escapes, and each escaped character.
+fn each_piece(raw: &str, mut f: impl FnMut(&str)) {
+    let (b, end) = (raw.as_bytes(), raw.len().saturating_sub(1));
+    let mut i = 1;
+    while let Some(at) = next_special(b, i).filter(|&at| at < end) {
+        f(&raw[i..at]);
+        let Some((c, used)) = escape(&b[at + 1..]) else {
+            return;
+        };
+        f(c.encode_utf8(&mut [0; 4]));
+        i = at + used;
+    }
+    f(raw.get(i..end).unwrap_or(""));
+}
+
+/// A `response` frame's body as read: text still escaped as written, or
+/// base64 already decoded (checking it needs decoding it).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum RawBody<'a> {
+    Empty,
+    /// A quoted JSON string, checked.
+    Text(&'a str),
+    Binary(Vec<u8>),
+}
+
+impl RawBody<'_> {
+    /// The body's length, unescaped or decoded.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            RawBody::Empty => 0,
+            RawBody::Text(raw) => {
+                let mut n = 0;
+                each_piece(raw, |p| n += p.len());
+                n
+            }
+            RawBody::Binary(b) => b.len(),
+        }
+    }
+
+    /// Appends the body's bytes.
+    pub(crate) fn write_into(&self, out: &mut Vec<u8>) {
+        match self {
+            RawBody::Empty => {}
+            RawBody::Text(raw) => each_piece(raw, |p| out.extend_from_slice(p.as_bytes())),
+            RawBody::Binary(b) => out.extend_from_slice(b),
+        }
+    }
+
+    pub(crate) fn into_body(self) -> Body {
+        match self {
+            RawBody::Empty => Body::default(),
+            RawBody::Text(raw) => Body::Text(unescape(raw).map(String::from).unwrap_or_default()),
+            RawBody::Binary(b) => Body::Binary(b),
+        }
+    }
+}
+
+/// A flat object of string values at the start of `s`, checked and kept as
+/// written, and what follows it.
+fn raw_headers_at(s: &str) -> Option<(RawHeaders<'_>, &str)> {
     let mut rest = s.strip_prefix('{')?;
-    let mut out = Vec::new();
     if let Some(after) = rest.strip_prefix('}') {
-        return Some((Headers(out), after));
+        return Some((RawHeaders(&s[..2]), after));
     }
     loop {
-        let (k, after) = unescaped_at(rest, String::new())?;
-        let after = after.strip_prefix(':')?;
-        let (v, after) = unescaped_at(after, String::new())?;
-        out.push((k, v));
+        let (_, after) = raw_at(rest)?;
+        let (_, after) = raw_at(after.strip_prefix(':')?)?;
         match after.as_bytes().first()? {
             b',' => rest = &after[1..],
-            b'}' => return Some((Headers(out), &after[1..])),
+            b'}' => {
+                let end = s.len() - after.len() + 1;
+                return Some((RawHeaders(&s[..end]), &after[1..]));
+            }
             _ => return None,
         }
     }
@@ -240,9 +345,9 @@ pub(crate) fn parse_in(text: &str, buf: String) -> Option<Fast<'_>> {
     let mut buf = Some(buf);
     let mut rest = text.strip_prefix('{')?;
     let (mut ty, mut id, mut data, mut status, mut headers) = (None, None, None, None, None);
-    // A body is unescaped as text when it is read; `raw` decodes it at the
-    // end if `bodyEncoding` says base64.
-    let (mut body, mut raw, mut base64) = (None, None, None);
+    // A body is kept as written: text, or base64 decoded at the end if
+    // `bodyEncoding` says so.
+    let (mut raw, mut base64) = (None, None);
     loop {
         // Keys compared as literals: a key with an escape is not plain.
         let key = rest.as_bytes().get(1..3)?;
@@ -277,13 +382,16 @@ pub(crate) fn parse_in(text: &str, buf: String) -> Option<Fast<'_>> {
                 a
             }
             3 if status.is_none() => status_at(after).map(|(v, a)| (status = Some(v), a))?.1,
-            4 if headers.is_none() => headers_at(after).map(|(v, a)| (headers = Some(v), a))?.1,
+            4 if headers.is_none() => {
+                raw_headers_at(after)
+                    .map(|(v, a)| (headers = Some(v), a))?
+                    .1
+            }
             5 if raw.is_none() => match after.strip_prefix("null") {
                 Some(a) => (raw = Some(None), a).1,
                 None => {
-                    let (text, a) = unescaped_at(after, String::new())?;
-                    raw = Some(Some(&after[..after.len() - a.len()]));
-                    body = Some(text);
+                    let (text, a) = raw_at(after)?;
+                    raw = Some(Some(text));
                     a
                 }
             },
@@ -314,14 +422,14 @@ pub(crate) fn parse_in(text: &str, buf: String) -> Option<Fast<'_>> {
             Some(Fast::Start {
                 id,
                 status: status?,
-                headers: headers?,
+                headers: headers?.to_headers(),
             })
         }
         Ty::Response if !fields.0 => {
             let body = match (raw.flatten(), base64 == Some(r#""base64""#)) {
-                (None, _) => Body::default(),
-                (Some(raw), true) => Body::Binary(base64_from_json(raw)?),
-                (Some(_), false) => Body::Text(body?),
+                (None, _) => RawBody::Empty,
+                (Some(raw), true) => RawBody::Binary(base64_from_json(raw)?),
+                (Some(raw), false) => RawBody::Text(raw),
             };
             Some(Fast::Response {
                 id,

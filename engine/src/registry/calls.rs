@@ -4,7 +4,7 @@
 use crate::auth::Address;
 use crate::frame::Headers;
 use crate::http::ResponseHead;
-use crate::input::{CallId, TunnelId};
+use crate::input::{CallId, Http1Answer, TunnelId};
 use crate::map::{map, Map};
 use core::net::IpAddr;
 
@@ -35,6 +35,8 @@ pub(crate) struct Parked {
     pub body_done: bool,
     /// Fly's proxy replayed this call from its cache (`fly-replay-cache-status: hit`).
     pub replay_cache_hit: bool,
+    /// How the caller's connection takes the answer, if the engine writes it.
+    pub http1: Option<Http1Answer>,
 }
 
 pub(crate) enum CallState {
@@ -45,7 +47,11 @@ pub(crate) enum CallState {
     /// Its agent was online moments ago: waiting for it to come back.
     Held(Parked),
     /// The request frame went to the tunnel; no answer yet.
-    Waiting { tunnel: TunnelId, req: String },
+    Waiting {
+        tunnel: TunnelId,
+        req: String,
+        http1: Option<Http1Answer>,
+    },
     /// Handed to the instance that owns the agent.
     Forwarded {
         head_request: bool,
@@ -95,7 +101,7 @@ impl CallState {
     /// The tunnel and request id of a call sent to a tunnel.
     pub fn tunnel_req(&self) -> Option<(TunnelId, &str)> {
         match self {
-            CallState::Waiting { tunnel, req } | CallState::Streaming { tunnel, req, .. } => {
+            CallState::Waiting { tunnel, req, .. } | CallState::Streaming { tunnel, req, .. } => {
                 Some((*tunnel, req))
             }
             CallState::Receiving(_)

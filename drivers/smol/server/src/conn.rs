@@ -7,7 +7,7 @@ use osaurus_relay_engine::http::Response;
 use osaurus_relay_engine::wire::http1::{
     self, BodyFraming, ChunkedDecoder, Decoded, HeadLimits, ResponseFraming,
 };
-use osaurus_relay_engine::{CallError, CallId, Input, RequestHead};
+use osaurus_relay_engine::{CallError, CallId, Http1Answer, Input, RequestHead};
 use osaurus_relay_rt::mailbox::Mailbox;
 use osaurus_relay_rt::wheel::until;
 use smol::future::FutureExt;
@@ -124,6 +124,12 @@ fn start(
         body_follows,
         websocket: h.websocket_key.is_some(),
         hop,
+        // The engine writes a tunnel's complete answers itself.
+        http1: Some(Http1Answer {
+            minor_version: h.minor_version,
+            keep_alive: h.keep_alive,
+            head_request: h.method == "HEAD",
+        }),
     };
     core.borrow_mut().handle(Input::CallHead { call, head });
     Started {
@@ -462,6 +468,12 @@ async fn answer(
         };
         let deadline = Instant::now() + o.io_timeout;
         let ok = match msg {
+            CallMsg::Answer(bytes, keep_alive) => {
+                return match until(deadline, write_all(s, &bytes)).await {
+                    Some(Ok(())) if keep_alive && w.keep_alive => Next::KeepAlive,
+                    _ => Next::Close,
+                };
+            }
             CallMsg::Respond(r) => {
                 let (head, apart) = w.full(&r);
                 let mut both = [IoSlice::new(&head), IoSlice::new(&r.body)];

@@ -243,6 +243,12 @@ impl Core {
     fn dispatch(&mut self, o: Output) {
         match o {
             Output::Respond { call, response } => self.send_call(call, CallMsg::Respond(response)),
+            Output::Answer {
+                call,
+                bytes,
+                keep_alive,
+                ..
+            } => self.send_call(call, CallMsg::Answer(bytes, keep_alive)),
             Output::StartStream { call, head } => self.send_call(call, CallMsg::Start(head)),
             Output::WriteChunk { call, data } => self.write_chunk(call, data),
             Output::EndStream { call } => self.send_call(call, CallMsg::End),

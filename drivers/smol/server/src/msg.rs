@@ -13,6 +13,9 @@ use std::rc::Rc;
 /// What a call's connection task must do next.
 pub(crate) enum CallMsg {
     Respond(Response),
+    /// A complete answer the engine framed, and whether it keeps the
+    /// connection open.
+    Answer(Vec<u8>, bool),
     Start(ResponseHead),
     Chunk(Vec<u8>),
     /// The rest of a chunk the hub began to write itself: bytes already

@@ -164,3 +164,24 @@ fn the_app_s_answers_take_the_fast_path() {
     assert!(parse(bad).is_none());
     assert!(matches!(Inbound::parse(bad), Inbound::BadReply { .. }));
 }
+
+proptest! {
+    /// A body kept as written unescapes to the text that was encoded, and
+    /// says its length before it is written.
+    #[test]
+    fn raw_bodies_unescape_to_what_was_encoded(text in any::<String>(), swift in any::<bool>()) {
+        let mut json = serde_json::to_string(&text).unwrap();
+        if swift {
+            json = json.replace('/', "\\/");
+        }
+        let (raw, rest) = raw_at(&json).expect("a string");
+        prop_assert_eq!(rest, "");
+        let body = RawBody::Text(raw);
+        let mut out = Vec::new();
+        body.write_into(&mut out);
+        prop_assert_eq!(body.len(), text.len());
+        prop_assert_eq!(out, text.as_bytes());
+        let plain = unescape(raw);
+        prop_assert_eq!(plain.as_deref(), Some(text.as_str()));
+    }
+}
