@@ -29,13 +29,13 @@ impl Diag {
         &self,
         cfg: &crate::Config,
         timing: &mut [u8; 96],
-        mut f: impl FnMut(&'static str, &str),
+        mut f: impl FnMut(&'static str, &[u8]),
     ) {
         if self.forwarded {
-            f("x-relay-via", &cfg.machine);
+            f("x-relay-via", cfg.machine.as_bytes());
         } else {
-            f("x-relay-region", &cfg.region);
-            f("x-relay-machine", &cfg.machine);
+            f("x-relay-region", cfg.region.as_bytes());
+            f("x-relay-machine", cfg.machine.as_bytes());
         }
         let mut n = 0;
         let mut part = |name: &str, ms: u64| {
@@ -56,11 +56,7 @@ impl Diag {
             part("relay", self.relay_ms);
         }
         if n > 0 {
-            // Names and digits only: always text.
-            f(
-                "server-timing",
-                std::str::from_utf8(&timing[..n]).unwrap_or_default(),
-            );
+            f("server-timing", &timing[..n]);
         }
     }
 
@@ -72,7 +68,8 @@ impl Diag {
             let v = match k {
                 "x-relay-via" | "x-relay-machine" => cfg.machine.clone(),
                 "x-relay-region" => cfg.region.clone(),
-                _ => v.to_owned().into(),
+                // Names and digits only: always text.
+                _ => String::from_utf8_lossy(v).into_owned().into(),
             };
             headers.push((std::borrow::Cow::Borrowed(k), v));
         });
@@ -82,7 +79,7 @@ impl Diag {
     pub(crate) fn write(&self, cfg: &crate::Config, out: &mut Vec<u8>) {
         let mut timing = [0; 96];
         self.each(cfg, &mut timing, |k, v| {
-            crate::wire::http1::write_field(out, k.as_bytes(), v.as_bytes())
+            crate::wire::http1::write_field(out, k.as_bytes(), v)
         });
     }
 }

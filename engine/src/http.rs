@@ -303,21 +303,22 @@ pub fn is_field_value(value: impl AsRef<[u8]>) -> bool {
         .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
-/// Never relayed back to callers: hop-by-hop and framing (the relay frames).
-fn strip_response_header(name: &str) -> bool {
+/// Never relayed back to callers (a lowercase name): hop-by-hop and
+/// framing (the relay frames).
+fn strip_response_header(name: &[u8]) -> bool {
     matches!(
         name,
-        "transfer-encoding"
-            | "connection"
-            | "keep-alive"
-            | "upgrade"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "content-length"
-    ) || name.starts_with("x-relay-")
+        b"transfer-encoding"
+            | b"connection"
+            | b"keep-alive"
+            | b"upgrade"
+            | b"proxy-authenticate"
+            | b"proxy-authorization"
+            | b"proxy-connection"
+            | b"te"
+            | b"trailer"
+            | b"content-length"
+    ) || name.starts_with(b"x-relay-")
 }
 
 /// Most headers an answer may carry (as the reference relay).
@@ -327,13 +328,8 @@ pub const MAX_HEADER_NAME_BYTES: usize = 256;
 /// Longest header value in an answer, in bytes.
 pub const MAX_HEADER_VALUE_BYTES: usize = 16 * 1024;
 
-/// One header of a tunnel's answer against the limits; its name lowercased
-/// into `lower`, or `None` if it is one the relay never passes on.
-fn answer_header<'b>(
-    k: &str,
-    v: &str,
-    lower: &'b mut [u8; MAX_HEADER_NAME_BYTES],
-) -> Result<Option<&'b str>, &'static str> {
+/// One header of a tunnel's answer against the limits.
+fn check_answer_header(k: &str, v: &str) -> Result<(), &'static str> {
     if !is_token(k) {
         return Err("invalid header name");
     }
@@ -346,12 +342,7 @@ fn answer_header<'b>(
     if v.len() > MAX_HEADER_VALUE_BYTES {
         return Err("header value over 16 KiB");
     }
-    let lower = &mut lower[..k.len()];
-    lower.copy_from_slice(k.as_bytes());
-    lower.make_ascii_lowercase();
-    // A token is ASCII.
-    let lower = std::str::from_utf8(lower).map_err(|_| "invalid header name")?;
-    Ok((!strip_response_header(lower)).then_some(lower))
+    Ok(())
 }
 
 const EXPOSE: &str = "access-control-expose-headers";
@@ -363,10 +354,11 @@ pub fn response_headers(h: Headers) -> Result<Vec<Header>, &'static str> {
     }
     // Room for CORS and the diagnostic headers added later.
     let mut out: Vec<Header> = Vec::with_capacity(h.0.len() + 6);
-    let mut lower = [0; MAX_HEADER_NAME_BYTES];
-    for (k, v) in h.0 {
-        if let Some(l) = answer_header(&k, &v, &mut lower)? {
-            out.push((l.to_owned().into(), v.into()));
+    for (mut k, v) in h.0 {
+        check_answer_header(&k, &v)?;
+        k.make_ascii_lowercase();
+        if !strip_response_header(k.as_bytes()) {
+            out.push((k.into(), v.into()));
         }
     }
     if !out.iter().any(|(k, _)| k == ACAO) {
@@ -384,7 +376,7 @@ pub(crate) fn write_response_headers(
     h: crate::frame::fast::RawHeaders<'_>,
 ) -> Result<(), &'static str> {
     use crate::frame::fast::unescape;
-    if h.iter().count() > MAX_ANSWER_HEADERS {
+    if h.len() > MAX_ANSWER_HEADERS {
         return Err("more than 128 headers");
     }
     let (mut acao, mut expose) = (false, false);
@@ -394,10 +386,14 @@ pub(crate) fn write_response_headers(
             unescape(k).unwrap_or_default(),
             unescape(v).unwrap_or_default(),
         );
-        if let Some(l) = answer_header(&k, &v, &mut lower)? {
-            acao |= l == ACAO;
-            expose |= l == EXPOSE;
-            crate::wire::http1::write_field(out, l.as_bytes(), v.as_bytes());
+        check_answer_header(&k, &v)?;
+        let l = &mut lower[..k.len()];
+        l.copy_from_slice(k.as_bytes());
+        l.make_ascii_lowercase();
+        if !strip_response_header(l) {
+            acao |= l == ACAO.as_bytes();
+            expose |= l == EXPOSE.as_bytes();
+            crate::wire::http1::write_field(out, l, v.as_bytes());
         }
     }
     for (name, seen) in [(ACAO, acao), (EXPOSE, expose)] {

@@ -170,16 +170,21 @@ fn unescaped_at(s: &str, mut out: String) -> Option<(String, &str)> {
 /// The JSON string at the start of `s` as written, quotes included, and
 /// what follows it; its escapes are checked, not undone.
 fn raw_at(s: &str) -> Option<(&str, &str)> {
+    raw_plain_at(s).map(|(raw, rest, _)| (raw, rest))
+}
+
+/// [`raw_at`], and whether the string has no escape.
+fn raw_plain_at(s: &str) -> Option<(&str, &str, bool)> {
     let b = s.as_bytes();
     if b.first() != Some(&b'"') {
         return None;
     }
-    let mut i = 1;
+    let (mut i, mut plain) = (1, true);
     loop {
         let at = next_special(b, i)?;
         match b[at] {
-            b'"' => return Some((&s[..at + 1], &s[at + 1..])),
-            b'\\' => i = at + escape(&b[at + 1..])?.1,
+            b'"' => return Some((&s[..at + 1], &s[at + 1..], plain)),
+            b'\\' => (i, plain) = (at + escape(&b[at + 1..])?.1, false),
             _ => return None,
         }
     }
@@ -203,17 +208,26 @@ fn status_at(s: &str) -> Option<(u16, &str)> {
 /// A `response` frame's headers as written: a flat object of strings,
 /// checked when the frame was read, unescaped only when looked at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct RawHeaders<'a>(&'a str);
+pub(crate) struct RawHeaders<'a> {
+    /// The object, braces included.
+    text: &'a str,
+    len: usize,
+}
 
 impl<'a> RawHeaders<'a> {
     /// Each name and value, as written (quoted, escapes kept).
     pub(crate) fn iter(self) -> RawPairs<'a> {
-        RawPairs(&self.0[1..])
+        RawPairs(&self.text[1..])
     }
 
     /// The object's text, braces included.
     pub(crate) fn text(self) -> &'a str {
-        self.0
+        self.text
+    }
+
+    /// How many pairs there are.
+    pub(crate) fn len(self) -> usize {
+        self.len
     }
 
     pub(crate) fn to_headers(self) -> Headers {
@@ -267,8 +281,11 @@ fn each_piece(raw: &str, mut f: impl FnMut(&str)) {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum RawBody<'a> {
     Empty,
-    /// A quoted JSON string, checked.
-    Text(&'a str),
+    /// A quoted JSON string, checked; `plain`: it has no escape.
+    Text {
+        raw: &'a str,
+        plain: bool,
+    },
     Binary(Vec<u8>),
 }
 
@@ -277,7 +294,8 @@ impl RawBody<'_> {
     pub(crate) fn len(&self) -> usize {
         match self {
             RawBody::Empty => 0,
-            RawBody::Text(raw) => {
+            RawBody::Text { raw, plain: true } => raw.len() - 2,
+            RawBody::Text { raw, .. } => {
                 let mut n = 0;
                 each_piece(raw, |p| n += p.len());
                 n
@@ -290,7 +308,10 @@ impl RawBody<'_> {
     pub(crate) fn write_into(&self, out: &mut Vec<u8>) {
         match self {
             RawBody::Empty => {}
-            RawBody::Text(raw) => each_piece(raw, |p| out.extend_from_slice(p.as_bytes())),
+            RawBody::Text { raw, plain: true } => {
+                out.extend_from_slice(&raw.as_bytes()[1..raw.len() - 1])
+            }
+            RawBody::Text { raw, .. } => each_piece(raw, |p| out.extend_from_slice(p.as_bytes())),
             RawBody::Binary(b) => out.extend_from_slice(b),
         }
     }
@@ -298,7 +319,9 @@ impl RawBody<'_> {
     pub(crate) fn into_body(self) -> Body {
         match self {
             RawBody::Empty => Body::default(),
-            RawBody::Text(raw) => Body::Text(unescape(raw).map(String::from).unwrap_or_default()),
+            RawBody::Text { raw, .. } => {
+                Body::Text(unescape(raw).map(String::from).unwrap_or_default())
+            }
             RawBody::Binary(b) => Body::Binary(b),
         }
     }
@@ -309,16 +332,24 @@ impl RawBody<'_> {
 fn raw_headers_at(s: &str) -> Option<(RawHeaders<'_>, &str)> {
     let mut rest = s.strip_prefix('{')?;
     if let Some(after) = rest.strip_prefix('}') {
-        return Some((RawHeaders(&s[..2]), after));
+        return Some((
+            RawHeaders {
+                text: &s[..2],
+                len: 0,
+            },
+            after,
+        ));
     }
+    let mut len = 0;
     loop {
         let (_, after) = raw_at(rest)?;
         let (_, after) = raw_at(after.strip_prefix(':')?)?;
+        len += 1;
         match after.as_bytes().first()? {
             b',' => rest = &after[1..],
             b'}' => {
-                let end = s.len() - after.len() + 1;
-                return Some((RawHeaders(&s[..end]), &after[1..]));
+                let text = &s[..s.len() - after.len() + 1];
+                return Some((RawHeaders { text, len }, &after[1..]));
             }
             _ => return None,
         }
@@ -390,8 +421,8 @@ pub(crate) fn parse_in(text: &str, buf: String) -> Option<Fast<'_>> {
             5 if raw.is_none() => match after.strip_prefix("null") {
                 Some(a) => (raw = Some(None), a).1,
                 None => {
-                    let (text, a) = raw_at(after)?;
-                    raw = Some(Some(text));
+                    let (text, a, plain) = raw_plain_at(after)?;
+                    raw = Some(Some((text, plain)));
                     a
                 }
             },
@@ -428,8 +459,8 @@ pub(crate) fn parse_in(text: &str, buf: String) -> Option<Fast<'_>> {
         Ty::Response if !fields.0 => {
             let body = match (raw.flatten(), base64 == Some(r#""base64""#)) {
                 (None, _) => RawBody::Empty,
-                (Some(raw), true) => RawBody::Binary(base64_from_json(raw)?),
-                (Some(raw), false) => RawBody::Text(raw),
+                (Some((raw, _)), true) => RawBody::Binary(base64_from_json(raw)?),
+                (Some((raw, plain)), false) => RawBody::Text { raw, plain },
             };
             Some(Fast::Response {
                 id,

@@ -174,9 +174,16 @@ proptest! {
         if swift {
             json = json.replace('/', "\\/");
         }
-        let (raw, rest) = raw_at(&json).expect("a string");
+        let (raw, rest, plain) = raw_plain_at(&json).expect("a string");
         prop_assert_eq!(rest, "");
-        let body = RawBody::Text(raw);
+        prop_assert_eq!(plain, !json.contains('\\'));
+        // Either way of reading it gives the same.
+        let body = RawBody::Text { raw, plain };
+        let slow = RawBody::Text { raw, plain: false };
+        prop_assert_eq!(slow.len(), text.len());
+        let mut out = Vec::new();
+        slow.write_into(&mut out);
+        prop_assert_eq!(&out, text.as_bytes());
         let mut out = Vec::new();
         body.write_into(&mut out);
         prop_assert_eq!(body.len(), text.len());

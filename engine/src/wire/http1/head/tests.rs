@@ -300,3 +300,11 @@ proptest::proptest! {
         proptest::prop_assert_eq!(head.headers.to_pairs(), expected);
     }
 }
+
+#[test]
+fn authority_table_holds_the_uri_host_characters() {
+    for b in 0..=255u8 {
+        let want = b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b);
+        assert_eq!(AUTHORITY[usize::from(b)], want, "{b}");
+    }
+}
