@@ -209,7 +209,8 @@ pub(crate) async fn serve(core: Shared, s: Sock, peer: SocketAddr, o: Rc<ConnOpt
         let (call, rx) = (started.call, started.rx.clone());
         // Boxed: a connection waiting for its next request (a keep-alive
         // caller, a tunnel's upgrade still arriving) holds only this loop's
-        // state, not the exchange's writers and timers.
+        // state, not the exchange's writers and timers. Under 1 KiB (976
+        // bytes), the allocator's per-thread cache serves it.
         let next = Box::pin(exchange(conn, &mut buf, started)).await;
         core.borrow_mut().end_call(call);
         match next {
@@ -403,6 +404,17 @@ impl Writer {
     }
 }
 
+/// Writes a complete response the driver frames.
+async fn respond(s: &Stream, w: &Writer, r: Response, deadline: Instant) -> Next {
+    let (head, apart) = w.full(&r);
+    let mut both = [IoSlice::new(&head), IoSlice::new(&r.body)];
+    let parts = if apart { &mut both[..] } else { &mut both[..1] };
+    match until(deadline, write_all_vectored(s, parts)).await {
+        Some(Ok(())) if w.keep_alive => Next::KeepAlive,
+        _ => Next::Close,
+    }
+}
+
 /// While a caller's task waits mid-stream, the hub may write its chunks;
 /// never once it stops waiting (however it stops).
 struct Idle<'a>(&'a Cell<Direct>);
@@ -474,15 +486,9 @@ async fn answer(
                     _ => Next::Close,
                 };
             }
-            CallMsg::Respond(r) => {
-                let (head, apart) = w.full(&r);
-                let mut both = [IoSlice::new(&head), IoSlice::new(&r.body)];
-                let parts = if apart { &mut both[..] } else { &mut both[..1] };
-                return match until(deadline, write_all_vectored(s, parts)).await {
-                    Some(Ok(())) if w.keep_alive => Next::KeepAlive,
-                    _ => Next::Close,
-                };
-            }
+            // Boxed: the relay's own answers are the rare ones, and their
+            // writer would make every exchange larger.
+            CallMsg::Respond(r) => return Box::pin(respond(s, w, r, deadline)).await,
             CallMsg::Start(head) => {
                 let framing = if w.chunked() {
                     ResponseFraming::Chunked
