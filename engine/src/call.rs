@@ -5,7 +5,7 @@ use crate::cluster::Hop;
 use crate::config::BinaryBodies;
 use crate::error::CallError;
 use crate::fields::Fields;
-use crate::frame::{encode_request, Body, Headers, Names, RequestText, ServerFrame};
+use crate::frame::{encode_request, Body, Headers, Names, RelayHeaders, RequestText, ServerFrame};
 use crate::http::{self, status_has_body, Response, ResponseHead};
 use crate::input::{CallId, Http1Answer, RequestHead, TunnelId};
 use crate::output::{Event, Output};
@@ -239,11 +239,8 @@ impl<E: Entropy> Relay<E> {
                 break id;
             }
         };
-        let encode = |extra: &[(&str, &str)]| encode_request(&id, req, extra, &body);
-        let frame = match forwarding {
-            Some(ip) => http::with_relay_headers(&agent, ip, encode),
-            None => encode(&[]),
-        };
+        let relay = forwarding.map(|ip| RelayHeaders { agent: &agent, ip });
+        let frame = encode_request(&id, req, relay, &body);
         let max_frame = self.cfg.max_request_frame_bytes;
         if max_frame != 0 && frame.len() as u64 > max_frame {
             // Better than a frame that makes the app drop the whole tunnel.

@@ -11,8 +11,11 @@ use std::fmt;
 mod body;
 mod escape;
 pub(crate) mod fast;
+mod request;
 pub use body::{base64_from_json, push_base64, Body, ChunkData, BASE64};
 pub use escape::escape_into;
+pub(crate) use request::push_ip;
+pub use request::{encode_request, Names, RelayHeaders, RequestText};
 
 /// What this relay understands beyond the contract, listed in `auth_ok` and
 /// `agent_added` so a client knows it may send base64 bodies and chunks.
@@ -190,7 +193,7 @@ impl ServerFrame {
                     headers_size: Fields::Pairs(&headers.0).size_hint(),
                     names: Names::AsGiven,
                 },
-                &[],
+                None,
                 body,
             ),
             _ => {
@@ -207,96 +210,6 @@ impl ServerFrame {
     /// Client side: `None` for non-JSON or frame types this version does not know.
     pub fn parse(text: &str) -> Option<ServerFrame> {
         serde_json::from_str(text).ok()
-    }
-}
-
-/// How [`encode_request`] writes header names.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Names {
-    /// As given.
-    AsGiven,
-    /// In lowercase (a caller's names, as sent).
-    Lower,
-}
-
-/// What a `request` frame says of its request, as [`encode_request`] takes it.
-pub struct RequestText<'a, I> {
-    /// The method.
-    pub method: &'a str,
-    /// Path and query.
-    pub path: &'a str,
-    /// The headers to send, in order.
-    pub headers: I,
-    /// About how many bytes `headers` take (a capacity hint).
-    pub headers_size: usize,
-    /// How to write the names.
-    pub names: Names,
-}
-
-/// A `request` frame, `extra` headers (the relay's own, which need no
-/// escaping) after `r.headers`: written directly, byte for byte what serde
-/// writes for [`ServerFrame::Request`] (property-tested); requests are most
-/// of what the relay writes.
-pub fn encode_request<'h>(
-    id: &str,
-    r: RequestText<'_, impl Iterator<Item = (&'h str, &'h str)>>,
-    extra: &[(&str, &str)],
-    body: &Body,
-) -> String {
-    let size = |(k, v): &(&str, &str)| k.len() + v.len() + 6;
-    let h = r.headers_size + extra.iter().map(size).sum::<usize>();
-    let b = body.wire_len();
-    let hint = 128 + r.path.len() + h + b + if body.is_binary() { 0 } else { b / 8 };
-    let mut out = String::with_capacity(hint);
-    out.push_str(r#"{"type":"request","id":""#);
-    escape_into(&mut out, id);
-    out.push_str(r#"","method":""#);
-    escape_into(&mut out, r.method);
-    out.push_str(r#"","path":""#);
-    escape_into(&mut out, r.path);
-    out.push_str(r#"","headers":{"#);
-    let mut first = true;
-    for (k, v) in r.headers {
-        out.push_str(if first { "\"" } else { ",\"" });
-        first = false;
-        match r.names {
-            Names::Lower if k.bytes().any(|b| b.is_ascii_uppercase()) => push_lower(&mut out, k),
-            _ => escape_into(&mut out, k),
-        }
-        out.push_str("\":\"");
-        escape_into(&mut out, v);
-        out.push('"');
-    }
-    // The relay's own (an address, an IP): nothing in them needs escaping.
-    for (k, v) in extra {
-        debug_assert!(!(k.bytes().chain(v.bytes())).any(|c| c < 0x20 || c == b'"' || c == b'\\'));
-        out.push_str(if first { "\"" } else { ",\"" });
-        first = false;
-        for part in [*k, "\":\"", *v, "\""] {
-            out.push_str(part);
-        }
-    }
-    out.push_str(r#"},"body":""#);
-    match body {
-        Body::Text(t) => {
-            escape_into(&mut out, t);
-            out.push_str("\"}");
-        }
-        Body::Binary(b) => {
-            push_base64(&mut out, b);
-            out.push_str(r#"","bodyEncoding":"base64"}"#);
-        }
-    }
-    out
-}
-
-/// `name` lowercased and escaped; a token (every name a parser accepts)
-/// needs no escaping and no copy first.
-fn push_lower(out: &mut String, name: &str) {
-    if crate::http::is_token(name) {
-        out.extend(name.bytes().map(|b| char::from(b.to_ascii_lowercase())));
-    } else {
-        escape_into(out, &name.to_ascii_lowercase());
     }
 }
 

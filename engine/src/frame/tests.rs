@@ -1,4 +1,5 @@
 use super::*;
+use core::net::IpAddr;
 use proptest::prelude::*;
 
 fn text() -> impl Strategy<Value = String> {
@@ -329,6 +330,30 @@ proptest! {
     ) {
         let f = ServerFrame::Request { id, method, path, headers: Headers(headers), body };
         prop_assert_eq!(f.encode(), serde_json::to_string(&f).unwrap());
+    }
+
+    /// The relay's own two headers, written as characters, read back as
+    /// the serde frame that lists them last.
+    #[test]
+    fn relay_headers_encode_as_serde_does(
+        agent in any::<[u8; 20]>(), v4 in any::<u32>(), v6 in any::<u128>(), six in any::<bool>(),
+        headers in proptest::collection::vec((any_text(), any_text()), 0..3),
+    ) {
+        let agent = crate::auth::Address(agent);
+        let ip = if six { IpAddr::from(core::net::Ipv6Addr::from(v6)) } else { IpAddr::from(core::net::Ipv4Addr::from(v4)) };
+        let text = RequestText {
+            method: "GET",
+            path: "/",
+            headers: headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            headers_size: 0,
+            names: Names::AsGiven,
+        };
+        let got = encode_request("req_1", text, Some(RelayHeaders { agent: &agent, ip }), &Body::default());
+        let mut all = headers.clone();
+        all.push(("x-agent-address".into(), crate::auth::to_lower(&agent)));
+        all.push(("x-forwarded-for".into(), ip.to_string()));
+        let f = ServerFrame::Request { id: "req_1".into(), method: "GET".into(), path: "/".into(), headers: Headers(all), body: Body::default() };
+        prop_assert_eq!(got, serde_json::to_string(&f).unwrap());
     }
 }
 
