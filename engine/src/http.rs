@@ -38,9 +38,15 @@ pub fn agent_from_host(host: &str, base_domain: &str) -> Option<Address> {
     // The label is exactly `0x` and 40 hex digits, so its dot is byte 42:
     // every call's host is read here, without searching it twice.
     let (label, rest) = (host.get(..42)?, host.get(42..)?.strip_prefix('.')?);
-    let domain = match rest.rsplit_once(':') {
-        Some((d, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => d,
-        Some(_) => return None,
+    // The last colon, by a plain loop: the rest is a short domain.
+    let domain = match rest.bytes().rposition(|b| b == b':') {
+        Some(i) => {
+            let port = &rest.as_bytes()[i + 1..];
+            if port.is_empty() || !port.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            &rest[..i]
+        }
         None => rest,
     };
     let domain = domain.strip_suffix('.').unwrap_or(domain);
