@@ -79,12 +79,16 @@ pub fn random_hex<E: Entropy + ?Sized>(rng: &mut E, n: usize) -> String {
 
 /// Appends `n` random bytes as lowercase hex, without allocating on the way.
 pub(crate) fn push_random_hex<E: Entropy + ?Sized>(rng: &mut E, n: usize, out: &mut String) {
-    let (mut left, mut bytes, mut text) = (n, [0u8; 32], [0u8; 64]);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let (mut left, mut bytes) = (n, [0u8; 32]);
+    out.reserve(2 * n);
     while left > 0 {
         let k = left.min(32);
         rng.fill(&mut bytes[..k]);
-        if hex::encode_to_slice(&bytes[..k], &mut text[..2 * k]).is_ok() {
-            out.push_str(std::str::from_utf8(&text[..2 * k]).unwrap_or_default());
+        // As characters: every call's id is made here.
+        for &b in &bytes[..k] {
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
         }
         left -= k;
     }
@@ -140,5 +144,16 @@ mod tests {
         assert_eq!(x, y);
         assert_ne!(x, [0u8; 13]);
         assert_eq!(random_hex(&mut SeededRng::new(1), 32).len(), 64);
+    }
+
+    #[test]
+    fn random_hex_is_the_bytes_in_lowercase_hex() {
+        for n in [0, 1, 8, 32, 33, 70] {
+            let mut bytes = vec![0; n];
+            SeededRng::new(3).fill(&mut bytes);
+            let mut out = String::from("req_");
+            push_random_hex(&mut SeededRng::new(3), n, &mut out);
+            assert_eq!(out, format!("req_{}", hex::encode(&bytes)), "{n}");
+        }
     }
 }

@@ -160,10 +160,8 @@ pub fn parse_head<'a>(buf: &'a [u8], limits: &HeadLimits) -> ParseResult<'a> {
     };
     // httparse accepts bare LF line endings; a proxy must not (smuggling).
     let head = window.get(..len).unwrap_or(window);
-    let bare_lf = head
-        .iter()
-        .enumerate()
-        .any(|(i, &b)| b == b'\n' && i.checked_sub(1).and_then(|j| head.get(j)) != Some(&b'\r'));
+    // Only the line ends are looked at, found a word at a time.
+    let bare_lf = memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r');
     if bare_lf {
         return Err(BadRequest("bare LF line ending"));
     }
