@@ -37,7 +37,8 @@ impl<E: Entropy> Relay<E> {
             return self.respond(call, http::preflight(head.headers));
         }
         // Draining, calls are still served: only new tunnels are refused.
-        let here = self.tunnels.serving(&agent).is_some();
+        let serving = self.tunnels.serving(&agent);
+        let here = serving.is_some();
         let elsewhere = self.cfg.cluster.is_some() && head.hop == Hop::Direct;
         if !here && !elsewhere && !self.recently_left(&agent) {
             return self.refuse(call, CallError::AgentOffline);
@@ -57,7 +58,7 @@ impl<E: Entropy> Relay<E> {
         // Nothing to wait for: the frame is written from the head where it
         // arrived, with nothing copied or kept.
         if !head.body_follows && http::plain_fields(head.headers) {
-            if let Some(tunnel) = here.then(|| self.ready_tunnel(&agent)).flatten() {
+            if let Some(tunnel) = serving.filter(|t| self.takes_calls(*t)) {
                 let req = RequestText {
                     method: head.method,
                     path: head.target,
@@ -205,11 +206,10 @@ impl<E: Entropy> Relay<E> {
         self.send_request(call, agent, relayed, tunnel, req, (forwarding, http1), body);
     }
 
-    /// The tunnel that serves `agent` here, if it takes new calls.
-    fn ready_tunnel(&self, agent: &Address) -> Option<TunnelId> {
-        let t = self.tunnels.serving(agent)?;
+    /// Whether `tunnel` takes new calls.
+    fn takes_calls(&self, tunnel: TunnelId) -> bool {
         // Draining: the agent is about to move; its calls wait for it.
-        (!self.tunnels.get(&t).is_some_and(|t| t.closing)).then_some(t)
+        !self.tunnels.get(&tunnel).is_some_and(|t| t.closing)
     }
 
     /// Writes the request frame to `tunnel` and waits for its answer.

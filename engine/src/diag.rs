@@ -24,25 +24,14 @@ pub(crate) struct Diag {
 }
 
 impl Diag {
-    /// Each header, in order, with `server-timing` written into `timing`.
-    fn each(
-        &self,
-        cfg: &crate::Config,
-        timing: &mut [u8; 96],
-        mut f: impl FnMut(&'static str, &[u8]),
-    ) {
-        if self.forwarded {
-            f("x-relay-via", cfg.machine.as_bytes());
-        } else {
-            f("x-relay-region", cfg.region.as_bytes());
-            f("x-relay-machine", cfg.machine.as_bytes());
-        }
+    /// The `server-timing` value, written into `buf` (empty: none).
+    fn timing<'b>(&self, buf: &'b mut [u8; 96]) -> &'b [u8] {
         let mut n = 0;
         let mut part = |name: &str, ms: u64| {
             let (d, i) = crate::wire::http1::digits::<10>(ms);
             let sep: &[u8] = if n == 0 { b"" } else { b", " };
             for piece in [sep, name.as_bytes(), b";dur=", &d[i..]] {
-                timing[n..n + piece.len()].copy_from_slice(piece);
+                buf[n..n + piece.len()].copy_from_slice(piece);
                 n += piece.len();
             }
         };
@@ -55,32 +44,67 @@ impl Diag {
             }
             part("relay", self.relay_ms);
         }
-        if n > 0 {
-            f("server-timing", &timing[..n]);
-        }
+        &buf[..n]
     }
 
     /// Appends the headers as pairs.
     pub(crate) fn push(&self, cfg: &crate::Config, headers: &mut Vec<crate::http::Header>) {
         headers.reserve(3);
-        let mut timing = [0; 96];
-        self.each(cfg, &mut timing, |k, v| {
-            let v = match k {
-                "x-relay-via" | "x-relay-machine" => cfg.machine.clone(),
-                "x-relay-region" => cfg.region.clone(),
-                // Names and digits only: always text.
-                _ => String::from_utf8_lossy(v).into_owned().into(),
-            };
-            headers.push((std::borrow::Cow::Borrowed(k), v));
-        });
+        if self.forwarded {
+            headers.push(("x-relay-via".into(), cfg.machine.clone()));
+        } else {
+            headers.push(("x-relay-region".into(), cfg.region.clone()));
+            headers.push(("x-relay-machine".into(), cfg.machine.clone()));
+        }
+        let timing = self.timing(&mut [0; 96]).to_vec();
+        if !timing.is_empty() {
+            // Names and digits only: always text.
+            let text = String::from_utf8(timing).unwrap_or_default();
+            headers.push(("server-timing".into(), text.into()));
+        }
     }
 
-    /// Writes the header lines.
-    pub(crate) fn write(&self, cfg: &crate::Config, out: &mut Vec<u8>) {
-        let mut timing = [0; 96];
-        self.each(cfg, &mut timing, |k, v| {
-            crate::wire::http1::write_field(out, k.as_bytes(), v)
+    /// Writes the header lines: where the call was served as `lines` has
+    /// them, then the timings.
+    pub(crate) fn write(&self, lines: &DiagLines, out: &mut Vec<u8>) {
+        out.extend_from_slice(if self.forwarded {
+            &lines.via
+        } else {
+            &lines.here
         });
+        let mut buf = [0; 96];
+        let timing = self.timing(&mut buf);
+        if !timing.is_empty() {
+            crate::wire::http1::write_field(out, b"server-timing", timing);
+        }
+    }
+}
+
+/// This instance's own diagnostic lines, written once: every answer of an
+/// agent host carries them.
+pub(crate) struct DiagLines {
+    /// `x-relay-region` and `x-relay-machine`.
+    here: Box<[u8]>,
+    /// `x-relay-via`.
+    via: Box<[u8]>,
+}
+
+impl DiagLines {
+    pub(crate) fn new(cfg: &crate::Config) -> Self {
+        // A value a header cannot carry is left out, as `write_head` leaves it.
+        let line = |out: &mut Vec<u8>, k: &str, v: &str| {
+            if crate::http::is_field_value(v) {
+                crate::wire::http1::write_field(out, k.as_bytes(), v.as_bytes());
+            }
+        };
+        let (mut here, mut via) = (Vec::new(), Vec::new());
+        line(&mut here, "x-relay-region", &cfg.region);
+        line(&mut here, "x-relay-machine", &cfg.machine);
+        line(&mut via, "x-relay-via", &cfg.machine);
+        DiagLines {
+            here: here.into(),
+            via: via.into(),
+        }
     }
 }
 

@@ -56,6 +56,8 @@ pub struct Relay<E: Entropy> {
     pub(crate) spare: Vec<Vec<u8>>,
     /// Agent-host calls in flight: their diagnostic headers and log line.
     pub(crate) records: Map<CallId, crate::record::Record>,
+    /// This instance's diagnostic header lines, for answers the engine writes.
+    pub(crate) diag_lines: crate::diag::DiagLines,
 }
 
 /// Sizes of everything the engine holds, for invariant checks.
@@ -102,6 +104,7 @@ impl<E: Entropy> Relay<E> {
             caller_rl: RateLimiter::with_seed(cfg.caller_requests_per_min, seed),
             presence_rl: RateLimiter::with_seed(cfg.presence_requests_per_min, seed),
             presence_waiting: map(seed),
+            diag_lines: crate::diag::DiagLines::new(&cfg),
             cfg,
             rng,
             now,

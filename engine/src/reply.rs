@@ -104,7 +104,7 @@ impl<E: Entropy> Relay<E> {
         }
         self.forget(call);
         if let Some(d) = self.diag(call, status) {
-            d.write(&self.cfg, &mut out);
+            d.write(&self.diag_lines, &mut out);
         }
         let (framing, send_body) = complete_framing(status, body_len, form.head_request);
         write_head_end(

@@ -63,7 +63,18 @@ fn run(
     method: &str,
     frame: &str,
 ) -> (Vec<u8>, Vec<String>) {
-    let mut h = Harness::default();
+    run_with(test_config(), form, engine_writes, method, frame)
+}
+
+/// [`run`] with a configuration.
+fn run_with(
+    cfg: osaurus_relay_engine::Config,
+    form: Http1Answer,
+    engine_writes: bool,
+    method: &str,
+    frame: &str,
+) -> (Vec<u8>, Vec<String>) {
+    let mut h = Harness::new(cfg);
     let a = key(1);
     let t = h.connect(&[&a]);
     let mut head = Harness::head(method, "/x", &host_of(&a));
@@ -144,4 +155,26 @@ fn more_than_128_headers_are_refused_on_both_paths() {
         String::from_utf8_lossy(&bytes)
     );
     assert_eq!((bytes, events), run(form, false, "GET", &frame));
+}
+
+/// A region no header can carry is left out on both paths, never written
+/// into the head as it is.
+#[test]
+fn a_diagnostic_value_a_header_cannot_carry_is_left_out() {
+    let mut cfg = test_config();
+    cfg.region = "ams\r\nx-evil: 1".into();
+    let frame = r#"{"type":"response","id":"ID","status":200,"headers":{},"body":"b"}"#;
+    let form = Http1Answer {
+        minor_version: 1,
+        keep_alive: true,
+        head_request: false,
+    };
+    let (bytes, events) = run_with(cfg.clone(), form, true, "GET", frame);
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    assert!(
+        !text.contains("x-evil") && !text.contains("x-relay-region"),
+        "{text}"
+    );
+    assert!(text.contains("x-relay-machine: "), "{text}");
+    assert_eq!((bytes, events), run_with(cfg, form, false, "GET", frame));
 }

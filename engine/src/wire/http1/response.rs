@@ -62,6 +62,11 @@ pub fn write_status_line(out: &mut Vec<u8>, status: u16) -> u16 {
     } else {
         500
     };
+    if status == 200 {
+        // Most answers: one copy.
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        return status;
+    }
     out.extend_from_slice(b"HTTP/1.1 ");
     push_decimal(out, u64::from(status));
     out.push(b' ');
