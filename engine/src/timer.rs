@@ -1,6 +1,14 @@
 //! One ordered deadline queue for every timer of the engine.
+//!
+//! Most deadlines are set at "now plus a fixed timeout" and cancelled soon
+//! after (every relayed call arms its first-byte timeout and cancels it when
+//! the answer comes), so they arrive in order: those go to the back of a
+//! sorted run (a lane: one for tunnels, one for the rest), where setting is
+//! a push and cancelling a pop from the front, or a binary search and a mark. A deadline that would break the run's order goes to a
+//! B-tree. Both together pop in exactly the order one B-tree of `(at, key)`
+//! would (tested against one).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 
 /// What a deadline belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -15,54 +23,158 @@ pub(crate) enum TimerKey {
     Drain,
 }
 
+/// Cancelled marks the lane keeps are at most this many, or as many as its
+/// live entries, whichever is more; past that it is compacted.
+const DEAD_SLACK: usize = 64;
+
 /// Each key has at most one deadline; the caller keeps it to cancel it.
 #[derive(Debug, Default)]
 pub(crate) struct Timers {
-    queue: BTreeSet<(u64, TimerKey)>,
+    /// Calls' deadlines, and everything else's: each run in order by
+    /// itself, so a tunnel's ping or the next sweep does not sit in front
+    /// of the calls, which are mostly cancelled in the order they were set.
+    lanes: [Lane; 2],
+    /// Deadlines that did not fit their lane's order.
+    tree: BTreeSet<(u64, TimerKey)>,
+}
+
+/// A sorted run of deadlines.
+#[derive(Debug, Default)]
+struct Lane {
+    /// Sorted by `(at, key)`, cancelled entries included (`live` false);
+    /// never starts with a cancelled one.
+    q: VecDeque<Entry>,
+    /// Cancelled entries still in `q`.
+    dead: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    at: u64,
+    key: TimerKey,
+    live: bool,
+}
+
+impl Lane {
+    /// Appends `(at, key)` if it keeps the run in order.
+    fn push(&mut self, at: u64, key: TimerKey) -> bool {
+        let fits = self.q.back().is_none_or(|l| (l.at, l.key) < (at, key));
+        if fits {
+            self.q.push_back(Entry {
+                at,
+                key,
+                live: true,
+            });
+        }
+        fits
+    }
+
+    /// Cancels `(at, key)` if the run holds it.
+    fn cancel(&mut self, at: u64, key: TimerKey) -> bool {
+        // Answers mostly come in the order their calls went out.
+        if self.q.front().is_some_and(|e| (e.at, e.key) == (at, key)) {
+            self.q.pop_front();
+            self.trim_front();
+            return true;
+        }
+        let i = self.q.partition_point(|e| (e.at, e.key) < (at, key));
+        match self.q.get_mut(i) {
+            Some(e) if e.live && (e.at, e.key) == (at, key) => e.live = false,
+            _ => return false,
+        }
+        self.dead += 1;
+        if self.dead > DEAD_SLACK && self.dead > self.q.len() - self.dead {
+            self.q.retain(|e| e.live);
+            self.dead = 0;
+            // A burst's memory goes back once the run is short again.
+            if self.q.capacity() > 4 * self.q.len().max(DEAD_SLACK) {
+                self.q.shrink_to(2 * self.q.len());
+            }
+        }
+        true
+    }
+
+    /// Drops cancelled entries from the front.
+    fn trim_front(&mut self) {
+        while self.q.front().is_some_and(|e| !e.live) {
+            self.q.pop_front();
+            self.dead -= 1;
+        }
+    }
+
+    fn first(&self) -> Option<(u64, TimerKey)> {
+        self.q.front().map(|e| (e.at, e.key))
+    }
+
+    fn len(&self) -> usize {
+        self.q.len() - self.dead
+    }
+}
+
+/// Where a key's deadlines run: calls apart from the rest.
+fn lane_of(key: TimerKey) -> usize {
+    usize::from(!matches!(key, TimerKey::Call(_)))
+}
+
+/// Where the earliest deadline is.
+#[derive(Clone, Copy)]
+enum At {
+    Lane(usize),
+    Tree,
 }
 
 impl Timers {
     pub fn set(&mut self, at: u64, key: TimerKey) {
-        self.queue.insert((at, key));
+        if !self.lanes[lane_of(key)].push(at, key) {
+            self.tree.insert((at, key));
+        }
     }
 
     pub fn cancel(&mut self, at: u64, key: TimerKey) {
-        self.queue.remove(&(at, key));
+        if !self.lanes[lane_of(key)].cancel(at, key) {
+            self.tree.remove(&(at, key));
+        }
+    }
+
+    /// The earliest deadline, as `(at, key)`, and where it is.
+    fn first(&self) -> Option<((u64, TimerKey), At)> {
+        let mut best = self.tree.first().map(|&f| (f, At::Tree));
+        for (i, lane) in self.lanes.iter().enumerate() {
+            if let Some(f) = lane.first() {
+                if best.is_none_or(|(b, _)| f < b) {
+                    best = Some((f, At::Lane(i)));
+                }
+            }
+        }
+        best
     }
 
     pub fn next(&self) -> Option<u64> {
-        self.queue.first().map(|(at, _)| *at)
+        self.first().map(|((at, _), _)| at)
     }
 
     /// Removes and returns one deadline due at `now`, earliest first.
     pub fn pop_due(&mut self, now: u64) -> Option<TimerKey> {
-        match self.queue.first() {
-            Some(&(at, _)) if at <= now => self.queue.pop_first().map(|(_, k)| k),
-            _ => None,
+        let ((at, key), from) = self.first()?;
+        if at > now {
+            return None;
         }
+        match from {
+            At::Lane(i) => {
+                self.lanes[i].q.pop_front();
+                self.lanes[i].trim_front();
+            }
+            At::Tree => {
+                self.tree.pop_first();
+            }
+        }
+        Some(key)
     }
 
     pub fn len(&self) -> usize {
-        self.queue.len()
+        self.lanes[0].len() + self.lanes[1].len() + self.tree.len()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pops_in_deadline_order_and_cancels() {
-        let mut t = Timers::default();
-        t.set(30, TimerKey::Call(1));
-        t.set(10, TimerKey::Tunnel(1));
-        t.set(20, TimerKey::Call(2));
-        t.cancel(20, TimerKey::Call(2));
-        assert_eq!(t.next(), Some(10));
-        assert_eq!(t.pop_due(9), None);
-        assert_eq!(t.pop_due(30), Some(TimerKey::Tunnel(1)));
-        assert_eq!(t.pop_due(30), Some(TimerKey::Call(1)));
-        assert_eq!(t.pop_due(30), None);
-        assert_eq!(t.len(), 0);
-    }
-}
+mod tests;
