@@ -2,9 +2,9 @@
 //!
 //! Most deadlines are set at "now plus a fixed timeout" and cancelled soon
 //! after (every relayed call arms its first-byte timeout and cancels it when
-//! the answer comes), so they arrive in order: those go to the back of a
-//! sorted run (a lane: one for tunnels, one for the rest), where setting is
-//! a push and cancelling a pop from the front, or a binary search and a mark. A deadline that would break the run's order goes to a
+//! the answer comes), so they arrive in order: calls' deadlines go to the
+//! back of a sorted run (the lane), where setting is a push and cancelling
+//! a pop from the front, or a binary search and a mark. A deadline that would break the run's order goes to a
 //! B-tree. Both together pop in exactly the order one B-tree of `(at, key)`
 //! would (tested against one).
 
@@ -30,11 +30,13 @@ const DEAD_SLACK: usize = 64;
 /// Each key has at most one deadline; the caller keeps it to cancel it.
 #[derive(Debug, Default)]
 pub(crate) struct Timers {
-    /// Calls' deadlines, and everything else's: each run in order by
-    /// itself, so a tunnel's ping or the next sweep does not sit in front
-    /// of the calls, which are mostly cancelled in the order they were set.
-    lanes: [Lane; 2],
-    /// Deadlines that did not fit their lane's order.
+    /// Calls' deadlines, by themselves: a tunnel's ping or the next sweep
+    /// does not sit in front of the calls, which are mostly cancelled in
+    /// the order they were set.
+    calls: Lane,
+    /// Every other deadline, and calls' that did not fit the lane's order.
+    /// (Idle tunnels' deadlines take less memory in a B-tree than in a
+    /// run with room to grow.)
     tree: BTreeSet<(u64, TimerKey)>,
 }
 
@@ -75,6 +77,7 @@ impl Lane {
         if self.q.front().is_some_and(|e| (e.at, e.key) == (at, key)) {
             self.q.pop_front();
             self.trim_front();
+            self.shrink();
             return true;
         }
         let i = self.q.partition_point(|e| (e.at, e.key) < (at, key));
@@ -86,12 +89,16 @@ impl Lane {
         if self.dead > DEAD_SLACK && self.dead > self.q.len() - self.dead {
             self.q.retain(|e| e.live);
             self.dead = 0;
-            // A burst's memory goes back once the run is short again.
-            if self.q.capacity() > 4 * self.q.len().max(DEAD_SLACK) {
-                self.q.shrink_to(2 * self.q.len());
-            }
+            self.shrink();
         }
         true
+    }
+
+    /// A burst's memory goes back once the run is short again.
+    fn shrink(&mut self) {
+        if self.q.capacity() > 4 * self.q.len().max(DEAD_SLACK) {
+            self.q.shrink_to(2 * self.q.len());
+        }
     }
 
     /// Drops cancelled entries from the front.
@@ -111,42 +118,27 @@ impl Lane {
     }
 }
 
-/// Where a key's deadlines run: calls apart from the rest.
-fn lane_of(key: TimerKey) -> usize {
-    usize::from(!matches!(key, TimerKey::Call(_)))
-}
-
-/// Where the earliest deadline is.
-#[derive(Clone, Copy)]
-enum At {
-    Lane(usize),
-    Tree,
-}
-
 impl Timers {
     pub fn set(&mut self, at: u64, key: TimerKey) {
-        if !self.lanes[lane_of(key)].push(at, key) {
+        if !(matches!(key, TimerKey::Call(_)) && self.calls.push(at, key)) {
             self.tree.insert((at, key));
         }
     }
 
     pub fn cancel(&mut self, at: u64, key: TimerKey) {
-        if !self.lanes[lane_of(key)].cancel(at, key) {
+        if !(matches!(key, TimerKey::Call(_)) && self.calls.cancel(at, key)) {
             self.tree.remove(&(at, key));
         }
     }
 
-    /// The earliest deadline, as `(at, key)`, and where it is.
-    fn first(&self) -> Option<((u64, TimerKey), At)> {
-        let mut best = self.tree.first().map(|&f| (f, At::Tree));
-        for (i, lane) in self.lanes.iter().enumerate() {
-            if let Some(f) = lane.first() {
-                if best.is_none_or(|(b, _)| f < b) {
-                    best = Some((f, At::Lane(i)));
-                }
-            }
+    /// The earliest deadline, as `(at, key)`, and whether it is the lane's.
+    fn first(&self) -> Option<((u64, TimerKey), bool)> {
+        match (self.calls.first(), self.tree.first()) {
+            (Some(l), Some(&t)) if t < l => Some((t, false)),
+            (Some(l), _) => Some((l, true)),
+            (None, Some(&t)) => Some((t, false)),
+            (None, None) => None,
         }
-        best
     }
 
     pub fn next(&self) -> Option<u64> {
@@ -155,24 +147,22 @@ impl Timers {
 
     /// Removes and returns one deadline due at `now`, earliest first.
     pub fn pop_due(&mut self, now: u64) -> Option<TimerKey> {
-        let ((at, key), from) = self.first()?;
+        let ((at, key), in_lane) = self.first()?;
         if at > now {
             return None;
         }
-        match from {
-            At::Lane(i) => {
-                self.lanes[i].q.pop_front();
-                self.lanes[i].trim_front();
-            }
-            At::Tree => {
-                self.tree.pop_first();
-            }
+        if in_lane {
+            self.calls.q.pop_front();
+            self.calls.trim_front();
+            self.calls.shrink();
+        } else {
+            self.tree.pop_first();
         }
         Some(key)
     }
 
     pub fn len(&self) -> usize {
-        self.lanes[0].len() + self.lanes[1].len() + self.tree.len()
+        self.calls.len() + self.tree.len()
     }
 }
 

@@ -27,14 +27,10 @@ fn cancelled_marks_stay_bounded() {
     for i in 1..100_000u64 {
         t.set(1_000_000 + i, TimerKey::Call(i));
         t.cancel(1_000_000 + i, TimerKey::Call(i));
-        assert!(
-            t.lanes[1].q.len() <= 2 * DEAD_SLACK + 2,
-            "{}",
-            t.lanes[1].q.len()
-        );
+        assert!(t.calls.q.len() <= 2 * DEAD_SLACK + 2, "{}", t.calls.q.len());
     }
     assert_eq!(t.len(), 1);
-    let cap = t.lanes[1].q.capacity();
+    let cap = t.calls.q.capacity();
     assert!(cap <= 4 * DEAD_SLACK, "{cap}");
     assert_eq!(t.pop_due(u64::MAX), Some(TimerKey::Call(0)));
 }
@@ -108,9 +104,22 @@ proptest! {
             }
             prop_assert_eq!(t.next(), model.first().map(|&(at, _)| at));
             prop_assert_eq!(t.len(), model.len());
-            for lane in &t.lanes {
-                prop_assert!(lane.q.front().is_none_or(|e| e.live));
-            }
+            prop_assert!(t.calls.q.front().is_none_or(|e| e.live));
         }
     }
+}
+
+/// A burst of calls, each cancelled in turn, leaves no burst-sized lane.
+#[test]
+fn a_burst_gives_its_memory_back() {
+    let mut t = Timers::default();
+    for i in 0..10_000u64 {
+        t.set(1_000 + i, TimerKey::Call(i));
+    }
+    for i in 0..10_000u64 {
+        t.cancel(1_000 + i, TimerKey::Call(i));
+    }
+    assert_eq!(t.len(), 0);
+    let cap = t.calls.q.capacity();
+    assert!(cap <= 4 * DEAD_SLACK, "{cap}");
 }
