@@ -126,8 +126,15 @@ async fn write_batch(
     o: &WsOpts,
 ) -> Option<End> {
     let batch = Vec::from(batch);
-    // Headers and small frames are staged; each part is a staged range or a frame's text.
-    let (mut staged, mut parts) = (Vec::new(), Vec::new());
+    // Headers and small frames are staged, in one allocation; each part is
+    // a staged range or a frame's text.
+    let room = batch.iter().map(|m| match m {
+        TunnelMsg::Frame(t) if t.len() >= SEPARATE_FRAME => 14,
+        TunnelMsg::Frame(t) => 14 + t.len(),
+        TunnelMsg::Pong(p) => 14 + p.len(),
+        TunnelMsg::Close(..) => 0,
+    });
+    let (mut staged, mut parts) = (Vec::with_capacity(room.sum()), Vec::new());
     let (mut from, mut text_bytes, mut close) = (0, 0u64, None);
     for (i, m) in batch.iter().enumerate() {
         match m {
