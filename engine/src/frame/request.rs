@@ -114,19 +114,23 @@ pub(crate) fn push_ip(out: &mut String, ip: IpAddr) {
         let _ = write!(out, "{ip}");
         return;
     };
+    // Written as bytes, added as text once.
+    let (mut text, mut n) = ([0u8; 15], 0);
     for (i, o) in v4.octets().into_iter().enumerate() {
         if i > 0 {
-            out.push('.');
+            text[n] = b'.';
+            n += 1;
         }
         // At most three digits: no general number formatting.
-        let digits = [o / 100, o / 10 % 10, o % 10];
+        let digits = [b'0' + o / 100, b'0' + o / 10 % 10, b'0' + o % 10];
         let skip = match o {
             0..=9 => 2,
             10..=99 => 1,
             _ => 0,
         };
-        for d in &digits[skip..] {
-            out.push(char::from(b'0' + d));
-        }
+        let d = &digits[skip..];
+        text[n..n + d.len()].copy_from_slice(d);
+        n += d.len();
     }
+    out.push_str(std::str::from_utf8(&text[..n]).unwrap_or_default());
 }

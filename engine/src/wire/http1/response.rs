@@ -141,6 +141,11 @@ pub fn complete_framing(
 pub(crate) fn digits<const RADIX: u64>(mut n: u64) -> ([u8; 20], usize) {
     let mut d = [0u8; 20];
     let mut i = d.len();
+    if n < RADIX {
+        // Most timings and many sizes: one digit, no division.
+        d[i - 1] = b"0123456789abcdef"[n as usize];
+        return (d, i - 1);
+    }
     loop {
         i -= 1;
         d[i] = b"0123456789abcdef"[(n % RADIX) as usize];
@@ -226,6 +231,18 @@ pub fn reason_phrase(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn digits_write_what_format_writes(n in proptest::prelude::any::<u64>(), small in 0u64..300) {
+            for n in [n, small] {
+                let (d, i) = digits::<10>(n);
+                proptest::prop_assert_eq!(d[i..].to_vec(), n.to_string().into_bytes());
+                let (d, i) = digits::<16>(n);
+                proptest::prop_assert_eq!(d[i..].to_vec(), format!("{n:x}").into_bytes());
+            }
+        }
+    }
 
     fn head(
         status: u16,
