@@ -107,30 +107,39 @@ fn push_lower(out: &mut String, name: &str) {
     }
 }
 
-/// `ip` as `Display` writes it; IPv4, nearly every caller's, digit by digit.
+/// Each octet's decimal digits, first their count.
+static OCTETS: [[u8; 4]; 256] = {
+    let mut t = [[0; 4]; 256];
+    let mut i = 0;
+    while i < 256 {
+        let o = i as u8;
+        let (a, b, c) = (b'0' + o / 100, b'0' + o / 10 % 10, b'0' + o % 10);
+        t[i] = match o {
+            0..=9 => [1, c, 0, 0],
+            10..=99 => [2, b, c, 0],
+            _ => [3, a, b, c],
+        };
+        i += 1;
+    }
+    t
+};
+
+/// `ip` as `Display` writes it; IPv4, nearly every caller's, from a table.
 pub(crate) fn push_ip(out: &mut String, ip: IpAddr) {
     let IpAddr::V4(v4) = ip else {
         use std::fmt::Write;
         let _ = write!(out, "{ip}");
         return;
     };
-    // Written as bytes, added as text once.
-    let (mut text, mut n) = ([0u8; 15], 0);
-    for (i, o) in v4.octets().into_iter().enumerate() {
-        if i > 0 {
-            text[n] = b'.';
-            n += 1;
-        }
-        // At most three digits: no general number formatting.
-        let digits = [b'0' + o / 100, b'0' + o / 10 % 10, b'0' + o % 10];
-        let skip = match o {
-            0..=9 => 2,
-            10..=99 => 1,
-            _ => 0,
-        };
-        let d = &digits[skip..];
-        text[n..n + d.len()].copy_from_slice(d);
-        n += d.len();
+    // Written as bytes, added as text once; each octet's digits from a
+    // table, three bytes copied and as many kept as it has.
+    let (mut text, mut n) = ([0u8; 18], 0);
+    for o in v4.octets() {
+        let [len, digits @ ..] = OCTETS[usize::from(o)];
+        text[n..n + 3].copy_from_slice(&digits);
+        text[n + usize::from(len)] = b'.';
+        n += usize::from(len) + 1;
     }
+    let n = n - 1;
     out.push_str(std::str::from_utf8(&text[..n]).unwrap_or_default());
 }
