@@ -39,35 +39,37 @@ pub fn parse_address(s: &str) -> Option<Address> {
     if hex.len() != 40 {
         return None;
     }
-    // Every call's host names an address: a table, a quarter of the work
-    // of `hex::decode_to_slice` (the same answers, tested).
+    // Every call's host names an address: eight digits at a time.
     let mut out = [0u8; 20];
-    for (o, pair) in out.iter_mut().zip(hex.as_bytes().chunks_exact(2)) {
-        let (hi, lo) = (HEX[usize::from(pair[0])], HEX[usize::from(pair[1])]);
-        if (hi | lo) > 15 {
-            return None;
-        }
-        *o = hi << 4 | lo;
+    for (o, word) in out.chunks_exact_mut(4).zip(hex.as_bytes().chunks_exact(8)) {
+        let w = u64::from_le_bytes(word.try_into().ok()?);
+        o.copy_from_slice(&hex8(w)?.to_le_bytes());
     }
     Some(Address(out))
 }
 
-/// Each byte's value as a hex digit, or 0xff.
-static HEX: [u8; 256] = {
-    let mut t = [0xff; 256];
-    let mut i = 0;
-    while i < 256 {
-        let c = i as u8;
-        t[i] = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            b'A'..=b'F' => c - b'A' + 10,
-            _ => 0xff,
-        };
-        i += 1;
+/// Eight ASCII hex digits (the first in the lowest byte) as four bytes.
+fn hex8(w: u64) -> Option<u32> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    if w & HI != 0 {
+        return None;
     }
-    t
-};
+    // For bytes below 0x80: the high bit of each byte at least `n`.
+    let at_least = |x: u64, n: u8| x.wrapping_add(u64::from(0x80 - n) * LO) & HI;
+    let digit = at_least(w, b'0') & !at_least(w, b'9' + 1);
+    let lower = w | (0x20 * LO);
+    let letter = at_least(lower, b'a') & !at_least(lower, b'f' + 1);
+    if digit | letter != HI {
+        return None;
+    }
+    // Each byte's value: its low four bits, plus 9 for a letter.
+    let nib = (w & (0x0f * LO)) + (letter >> 7) * 9;
+    // Pairs of digits into bytes, then the even bytes together.
+    let pairs = ((nib << 4) | (nib >> 8)) & 0x00ff_00ff_00ff_00ff;
+    let quads = (pairs | pairs >> 8) & 0x0000_ffff_0000_ffff;
+    Some((quads | quads >> 16) as u32)
+}
 
 /// `0x` + lowercase hex: how the relay registers and reports addresses.
 pub fn to_lower(addr: &Address) -> String {

@@ -169,7 +169,7 @@ proptest! {
             "[0-9a-fA-F]{40}",
             "[0-9a-fA-F]{0,41}",
             // One byte that is not a hex digit, anywhere.
-            ("[0-9a-fA-F]{40}", 0..40usize, "[g-zG-Z :/]").prop_map(|(mut t, at, c)| {
+            ("[0-9a-fA-F]{40}", 0..40usize, "[g-zG-Z :/@`\\[{\\x00\\x7f]").prop_map(|(mut t, at, c)| {
                 t.replace_range(at..at + 1, &c);
                 t
             }),
