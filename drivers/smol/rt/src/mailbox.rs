@@ -6,8 +6,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::task::{Poll, Waker};
 
-/// Messages an empty queue makes room for.
-const FIRST_ROOM: usize = 16;
+/// The most messages an empty queue makes room for at once.
+const MAX_ROOM: usize = 64;
 
 pub struct Mailbox<T> {
     queue: RefCell<VecDeque<T>>,
@@ -16,6 +16,9 @@ pub struct Mailbox<T> {
     /// Keep the queue's memory between messages (a call's stream), rather
     /// than free it whenever the queue empties (an idle tunnel).
     keep: bool,
+    /// How many messages the last [`Self::take_all`] took: room an empty
+    /// queue makes at its first message.
+    room: Cell<usize>,
 }
 
 impl<T> Default for Mailbox<T> {
@@ -31,6 +34,7 @@ impl<T> Mailbox<T> {
             waker: RefCell::new(None),
             closed: Cell::new(false),
             keep: false,
+            room: Cell::new(0),
         }
     }
 
@@ -52,8 +56,9 @@ impl<T> Mailbox<T> {
         let mut q = self.queue.borrow_mut();
         if q.capacity() == 0 {
             // A busy tunnel's writer takes its whole queue each time: room
-            // for a batch at once, not grown 4, 8, 16 every time.
-            q.reserve(FIRST_ROOM);
+            // for a batch like the last at once, not grown 4, 8, 16 every
+            // time; an idle tunnel's few frames take no more than before.
+            q.reserve(self.room.get().max(1));
         }
         q.push_back(m);
         drop(q);
@@ -117,6 +122,7 @@ impl<T> Mailbox<T> {
                 *self.waker.borrow_mut() = Some(cx.waker().clone());
                 Poll::Pending
             } else {
+                self.room.set(q.len().min(MAX_ROOM));
                 Poll::Ready(std::mem::take(&mut *q))
             }
         })
