@@ -4,7 +4,8 @@
 //! after (every relayed call arms its first-byte timeout and cancels it when
 //! the answer comes), so they arrive in order: calls' deadlines go to the
 //! back of a sorted run (the lane), where setting is a push and cancelling
-//! a pop from the front, or a binary search and a mark. A deadline that would break the run's order goes to a
+//! a pop from the front, or a binary search and a mark. Every other
+//! deadline, and a call's that would break the run's order, goes to a
 //! B-tree. Both together pop in exactly the order one B-tree of `(at, key)`
 //! would (tested against one).
 

@@ -144,6 +144,27 @@ mod tests {
         }
     }
 
+    /// A batch takes its queue's memory with it; the next first message
+    /// makes room for a batch like the last, and a small batch for little.
+    #[test]
+    fn an_empty_queue_makes_room_for_a_batch_like_the_last() {
+        let waker = Waker::from(Arc::new(Count(AtomicUsize::new(0))));
+        let mut cx = Context::from_waker(&waker);
+        let mb = Mailbox::new();
+        let mut take = |mb: &Mailbox<u32>| match std::pin::pin!(mb.take_all()).poll(&mut cx) {
+            Poll::Ready(q) => q.len(),
+            Poll::Pending => 0,
+        };
+        (0..10).for_each(|i| assert!(mb.push(i)));
+        assert_eq!(take(&mb), 10);
+        assert_eq!(mb.queue.borrow().capacity(), 0, "taken: no memory held");
+        mb.push(1);
+        assert!(mb.queue.borrow().capacity() >= 10);
+        assert_eq!(take(&mb), 1);
+        mb.push(2);
+        assert!(mb.queue.borrow().capacity() < 10, "after a batch of one");
+    }
+
     #[test]
     fn wakes_the_waiting_task_and_keeps_order() {
         let woken = Arc::new(Count(AtomicUsize::new(0)));
