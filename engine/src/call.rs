@@ -5,7 +5,9 @@ use crate::cluster::Hop;
 use crate::config::BinaryBodies;
 use crate::error::CallError;
 use crate::fields::Fields;
-use crate::frame::{encode_request, Body, Headers, Names, RelayHeaders, RequestText, ServerFrame};
+use crate::frame::{
+    encode_request_into, Body, Headers, Names, RelayHeaders, RequestText, ServerFrame,
+};
 use crate::http::{self, status_has_body, Response, ResponseHead};
 use crate::input::{CallId, Http1Answer, RequestHead, TunnelId};
 use crate::output::{Event, Output};
@@ -240,7 +242,8 @@ impl<E: Entropy> Relay<E> {
             }
         };
         let relay = forwarding.map(|ip| RelayHeaders { agent: &agent, ip });
-        let frame = encode_request(&id, req, relay, &body);
+        let buf = self.spare_string();
+        let frame = encode_request_into(buf, &id, req, relay, &body);
         let max_frame = self.cfg.max_request_frame_bytes;
         if max_frame != 0 && frame.len() as u64 > max_frame {
             // Better than a frame that makes the app drop the whole tunnel.

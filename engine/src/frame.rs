@@ -15,7 +15,7 @@ mod request;
 pub use body::{base64_from_json, push_base64, Body, ChunkData, BASE64};
 pub use escape::escape_into;
 pub(crate) use request::push_ip;
-pub use request::{encode_request, Names, RelayHeaders, RequestText};
+pub use request::{encode_request, encode_request_into, Names, RelayHeaders, RequestText};
 
 /// What this relay understands beyond the contract, listed in `auth_ok` and
 /// `agent_added` so a client knows it may send base64 bodies and chunks.

@@ -21,8 +21,10 @@ use std::collections::VecDeque;
 /// How often idle rate-limit buckets are forgotten.
 const SWEEP_MS: u64 = 10_000;
 
-/// Chunk buffers kept for reuse, at most, and the largest kept.
-const SPARE_BUFFERS: usize = 16;
+/// Buffers kept for reuse (chunks' data, request frames, answers), at most,
+/// and the largest kept: enough for a busy turn's calls, whose buffers glibc
+/// would otherwise take back through its slow path.
+const SPARE_BUFFERS: usize = 64;
 const SPARE_BYTES: usize = 4096;
 
 /// The relay's complete protocol state. See the crate docs for the run loop.
@@ -124,8 +126,9 @@ impl<E: Entropy> Relay<E> {
         }
     }
 
-    /// Hands back a chunk's buffer once written (`Output::WriteChunk`): the
-    /// next token's data is unescaped into it instead of a fresh allocation.
+    /// Hands back a buffer the engine gave out once it is written (a chunk's
+    /// data, an `Output::Answer`'s bytes, an `Output::SendFrame`'s text): the
+    /// next one is written into it instead of a fresh allocation.
     pub fn recycle(&mut self, mut buf: Vec<u8>) {
         if self.spare.len() < SPARE_BUFFERS && buf.capacity() <= SPARE_BYTES {
             buf.clear();
@@ -135,10 +138,14 @@ impl<E: Entropy> Relay<E> {
 
     /// A recycled buffer, or a new empty one.
     pub(crate) fn spare_string(&mut self) -> String {
-        // Cleared when recycled: an empty vector is valid UTF-8.
-        (self.spare.pop())
-            .and_then(|v| String::from_utf8(v).ok())
-            .unwrap_or_default()
+        spare_string(&mut self.spare)
+    }
+
+    /// A recycled buffer with room for `hint` bytes, or a new one.
+    pub(crate) fn spare_bytes(&mut self, hint: usize) -> Vec<u8> {
+        let mut buf = self.spare.pop().unwrap_or_default();
+        buf.reserve(hint);
+        buf
     }
 
     /// The configuration the relay was built with.
@@ -459,4 +466,12 @@ impl<E: Entropy> Relay<E> {
         }
         self.emit(Output::ShutdownComplete);
     }
+}
+
+/// A buffer from `spare` (cleared when recycled: an empty vector is valid
+/// UTF-8), or a new empty one.
+pub(crate) fn spare_string(spare: &mut Vec<Vec<u8>>) -> String {
+    (spare.pop())
+        .and_then(|v| String::from_utf8(v).ok())
+        .unwrap_or_default()
 }

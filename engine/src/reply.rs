@@ -97,7 +97,7 @@ impl<E: Entropy> Relay<E> {
         if max_body != 0 && body_len as u64 > max_body {
             return self.on_bad_reply(tunnel, req, "body over the size limit");
         }
-        let mut out = Vec::with_capacity(256 + headers.text().len() + body_len);
+        let mut out = self.spare_bytes(256 + headers.text().len() + body_len);
         let written = write_status_line(&mut out, status);
         if let Err(why) = http::write_response_headers(&mut out, headers) {
             return self.on_bad_reply(tunnel, req, why);

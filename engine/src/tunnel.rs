@@ -171,8 +171,7 @@ impl<E: Entropy> Relay<E> {
         // Answer frames as clients write them: the id is borrowed, no owned
         // frame is built.
         if authed {
-            let buf = self.spare_string();
-            match crate::frame::fast::parse_in(text, buf) {
+            match crate::frame::fast::parse_in(text, &mut self.spare) {
                 Some(Fast::Chunk { id: req, data }) => {
                     return self.on_stream_chunk(id, req, Body::Text(data))
                 }

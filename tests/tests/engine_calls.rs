@@ -532,3 +532,58 @@ fn a_recycled_chunk_buffer_carries_the_next_token_and_only_small_ones_are_kept()
     assert_eq!(next, b"data: b\\n\n");
     assert_eq!(next.capacity(), 1000, "the recycled buffer");
 }
+
+#[test]
+fn recycled_buffers_carry_the_next_request_frame_and_answer_with_nothing_stale() {
+    let mut h = Harness::default();
+    let a = key(1);
+    let t = h.connect(&[&a]);
+    let form = osaurus_relay_engine::Http1Answer {
+        minor_version: 1,
+        keep_alive: true,
+        head_request: false,
+    };
+    // One call: its request frame's text and its answer's bytes.
+    let call = |h: &mut Harness| {
+        let mut head = Harness::head("GET", "/x?q=1", &host_of(&a));
+        head.http1 = Some(form);
+        let (c, out) = h.request(head, b"");
+        let id = request_id(&out);
+        let frame = out.into_iter().find_map(|o| match o {
+            Output::SendFrame { tunnel, text } if tunnel == t => Some(text),
+            _ => None,
+        });
+        let frame = frame.expect("a request frame");
+        let reply = format!(
+            r#"{{"type":"response","id":"{id}","status":200,"headers":{{"a":"b"}},"body":"hi"}}"#
+        );
+        let out = h.text(t, &reply);
+        let answer = out.into_iter().find_map(|o| match o {
+            Output::Answer { call, bytes, .. } if call == c => Some(bytes),
+            _ => None,
+        });
+        (
+            frame.replace(&id, "ID"),
+            frame.capacity(),
+            answer.expect("an answer"),
+        )
+    };
+    let (want_frame, _, want_answer) = call(&mut h);
+    // Two written buffers come back with their old bytes still in them.
+    let stale = |n: usize| {
+        let mut v = Vec::with_capacity(n);
+        v.extend_from_slice(&b"stale bytes "[..].repeat(n / 16));
+        v
+    };
+    h.relay.recycle(stale(3000));
+    h.relay.recycle(stale(2000));
+    let (frame, frame_room, answer) = call(&mut h);
+    assert_eq!(frame, want_frame);
+    assert_eq!(frame_room, 2000, "the frame in the last buffer handed back");
+    assert_eq!(answer.capacity(), 3000, "the answer in the one before");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    assert!(!text(&answer).contains("stale"), "{}", text(&answer));
+    assert!(text(&answer).starts_with("HTTP/1.1 200 OK\r\n"));
+    assert!(text(&answer).ends_with("\r\n\r\nhi"));
+    assert_eq!(answer.len(), want_answer.len());
+}

@@ -367,13 +367,12 @@ enum Ty {
 
 /// The frame, when `text` is a plain answer frame.
 pub(crate) fn parse(text: &str) -> Option<Fast<'_>> {
-    parse_in(text, String::new())
+    parse_in(text, &mut Vec::new())
 }
 
-/// The same, with a chunk's `data` unescaped into `buf` (a recycled
-/// buffer): no allocation when it has room.
-pub(crate) fn parse_in(text: &str, buf: String) -> Option<Fast<'_>> {
-    let mut buf = Some(buf);
+/// The same, with a chunk's `data` unescaped into a buffer from `spare`
+/// (recycled ones): no allocation when it has room. Only a chunk takes one.
+pub(crate) fn parse_in<'t>(text: &'t str, spare: &mut Vec<Vec<u8>>) -> Option<Fast<'t>> {
     let mut rest = text.strip_prefix('{')?;
     let (mut ty, mut id, mut data, mut status, mut headers) = (None, None, None, None, None);
     // A body is kept as written: text, or base64 decoded at the end if
@@ -408,7 +407,7 @@ pub(crate) fn parse_in(text: &str, buf: String) -> Option<Fast<'_>> {
             }
             1 if id.is_none() => plain_at(after).map(|(v, a)| (id = Some(v), a))?.1,
             2 if data.is_none() => {
-                let (v, a) = unescaped_at(after, buf.take()?)?;
+                let (v, a) = unescaped_at(after, crate::relay::spare_string(spare))?;
                 data = Some(v);
                 a
             }

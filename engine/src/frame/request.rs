@@ -46,10 +46,21 @@ pub fn encode_request<'h>(
     relay: Option<RelayHeaders<'_>>,
     body: &Body,
 ) -> String {
+    encode_request_into(String::new(), id, r, relay, body)
+}
+
+/// [`encode_request`] appended to `out` (a recycled buffer, usually empty).
+pub fn encode_request_into<'h>(
+    mut out: String,
+    id: &str,
+    r: RequestText<'_, impl Iterator<Item = (&'h str, &'h str)>>,
+    relay: Option<RelayHeaders<'_>>,
+    body: &Body,
+) -> String {
     let h = r.headers_size + if relay.is_some() { 128 } else { 0 };
     let b = body.wire_len();
     let hint = 128 + r.path.len() + h + b + if body.is_binary() { 0 } else { b / 8 };
-    let mut out = String::with_capacity(hint);
+    out.reserve(hint);
     out.push_str(r#"{"type":"request","id":""#);
     escape_into(&mut out, id);
     out.push_str(r#"","method":""#);

@@ -481,7 +481,9 @@ async fn answer(
         let deadline = Instant::now() + o.io_timeout;
         let ok = match msg {
             CallMsg::Answer(bytes, keep_alive) => {
-                return match until(deadline, write_all(s, &bytes)).await {
+                let wrote = until(deadline, write_all(s, &bytes)).await;
+                core.borrow_mut().recycle(bytes);
+                return match wrote {
                     Some(Ok(())) if keep_alive && w.keep_alive => Next::KeepAlive,
                     _ => Next::Close,
                 };

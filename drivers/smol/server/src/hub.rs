@@ -144,6 +144,11 @@ impl Core {
         }
     }
 
+    /// A buffer the engine gave out, written: kept for its next output.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        self.relay.recycle(buf);
+    }
+
     pub fn end_tunnel(&mut self, id: TunnelId) {
         self.tunnels.remove(&id);
     }

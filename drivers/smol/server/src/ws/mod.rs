@@ -176,8 +176,16 @@ async fn write_batch(
     ) {
         return Some(End::Gone);
     }
+    drop(slices);
+    let mut c = core.borrow_mut();
+    // The frames' buffers go back to the engine for the next frames.
+    for m in batch {
+        if let TunnelMsg::Frame(t) = m {
+            c.recycle(t.into_bytes());
+        }
+    }
     if text_bytes > 0 {
-        core.borrow_mut().handle(Input::TunnelDrained {
+        c.handle(Input::TunnelDrained {
             tunnel,
             bytes: text_bytes,
         });
