@@ -12,8 +12,10 @@ use osaurus_relay_rt::mailbox::Mailbox;
 use osaurus_relay_rt::wheel::until;
 use smol::future::FutureExt;
 use std::cell::Cell;
+use std::future::Future;
 use std::io::IoSlice;
 use std::net::{Shutdown, SocketAddr};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -186,6 +188,7 @@ pub(crate) async fn serve(core: Shared, s: Sock, peer: SocketAddr, o: Rc<ConnOpt
     let mut first = true;
     // The last call's mailbox: a keep-alive caller's next call reuses it.
     let mut last: Option<Rc<CallBox>> = None;
+    let mut slot = None;
     loop {
         let conn = Conn {
             core: &core,
@@ -207,11 +210,14 @@ pub(crate) async fn serve(core: Shared, s: Sock, peer: SocketAddr, o: Rc<ConnOpt
         };
         first = false;
         let (call, rx) = (started.call, started.rx.clone());
-        // Boxed: a connection waiting for its next request (a keep-alive
-        // caller, a tunnel's upgrade still arriving) holds only this loop's
-        // state, not the exchange's writers and timers. Under 1 KiB (976
-        // bytes), the allocator's per-thread cache serves it.
-        let next = Box::pin(exchange(conn, &mut buf, started)).await;
+        // Boxed: a connection waiting for its first request (a tunnel's
+        // upgrade still arriving) holds only this loop's state, not the
+        // exchange's writers and timers (976 bytes). A keep-alive caller's
+        // next exchange takes its last one's place: 64 callers' boxes freed
+        // and taken each turn had sent glibc through its slow path.
+        let exchanged = exchange_owned(conn, std::mem::take(&mut buf), started);
+        let (next, b) = place(&mut slot, exchanged).await;
+        buf = b;
         core.borrow_mut().end_call(call);
         match next {
             // Only this task holds it now (the hub let go in `end_call`).
@@ -220,6 +226,8 @@ pub(crate) async fn serve(core: Shared, s: Sock, peer: SocketAddr, o: Rc<ConnOpt
             Next::Linger => return linger(&s, o.reject_linger).await,
             Next::Reject(why) => return reject(&s, why, o.reject_linger).await,
             Next::Upgrade(tunnel, trx, key) => {
+                // Its box borrows what the tunnel takes over.
+                drop(slot);
                 // The read buffer lives on inside the tunnel: keep only its bytes.
                 buf.shrink_to_fit();
                 // A task of its own: this connection's HTTP state is freed, and
@@ -231,6 +239,22 @@ pub(crate) async fn serve(core: Shared, s: Sock, peer: SocketAddr, o: Rc<ConnOpt
             }
         }
     }
+}
+
+/// `fut` in `slot`'s box (the last future's place, dropped first), or a new one.
+fn place<F: Future>(slot: &mut Option<Pin<Box<F>>>, fut: F) -> Pin<&mut F> {
+    match slot {
+        Some(b) => b.set(fut),
+        None => *slot = Some(Box::pin(fut)),
+    }
+    slot.as_mut().expect("just placed").as_mut()
+}
+
+/// [`exchange`] owning the read buffer: the future's type does not borrow
+/// the loop's state, so one box holds every exchange of a connection.
+async fn exchange_owned(conn: Conn<'_>, mut buf: Vec<u8>, h: Started) -> (Next, Vec<u8>) {
+    let next = exchange(conn, &mut buf, h).await;
+    (next, buf)
 }
 
 enum Next {
