@@ -210,8 +210,9 @@ async fn read_loop(
     start: Box<Start>,
     o: &WsOpts,
 ) -> End {
-    // Moved out of its box, which is freed here: the key goes with it.
-    let Start { mut leftover, .. } = *start;
+    // Out of a temporary box, freed with the key at the statement's end: a
+    // partial move from `start` itself would keep both until the tunnel ends.
+    let mut leftover = std::convert::identity(start).leftover;
     let mut reader = FrameReader::new(o.max_message);
     let closed_by_client = Cell::new(None);
     let mut on = |m: Msg<'_>| match m {
