@@ -1,11 +1,14 @@
 //! The benchmark peer: tunnels that answer at once, a minimal origin for the
 //! ceiling run, and a client timing streamed answers. Loopback only.
 //!
-//! bench_peer tunnels ADDR N M MODE HOSTS_FILE   MODE: fixed:SIZE | echo | stream:K:S | tokens:K:S:MS
+//! bench_peer tunnels ADDR N M MODE HOSTS_FILE   MODE: fixed:SIZE[:batched] | echo | stream:K:S | tokens:K:S:MS
 //! bench_peer origin PORT SIZE
 //! bench_peer streams ADDR HOST COUNT
 //! bench_peer tokens ADDR HOSTS_FILE COUNT [ROUNDS [SPREAD_MS]]
 //!
+//! `fixed:SIZE` writes each answer as it is made, as the app does;
+//! `fixed:SIZE:batched` writes every answer to the frames of one read in
+//! one write, as the floor relay's upstream does.
 //! `tokens:K:S:MS` answers every call with an SSE stream of K events of S
 //! bytes, one every MS ms, each carrying the wall-clock time it was written
 //! to the tunnel;
@@ -13,6 +16,7 @@
 //! latency of every event (sent by the peer → read by the caller).
 
 use async_tungstenite::tungstenite::Message;
+use futures_util::SinkExt;
 use osaurus_relay_engine::frame::{ClientFrame, Headers, ServerFrame};
 use osaurus_relay_tests::harness::{auth_text, key, lower};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,7 +26,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(Clone)]
 enum Mode {
-    Fixed(String),
+    /// The body; whether answers to one read go out in one write.
+    Fixed(String, bool),
     Echo,
     Stream(usize, String),
     /// Paced SSE events: count, size, gap.
@@ -32,7 +37,8 @@ enum Mode {
 fn parse_mode(s: &str) -> Mode {
     let parts: Vec<&str> = s.split(':').collect();
     match parts.as_slice() {
-        ["fixed", n] => Mode::Fixed("x".repeat(n.parse().expect("size"))),
+        ["fixed", n] => Mode::Fixed("x".repeat(n.parse().expect("size")), false),
+        ["fixed", n, "batched"] => Mode::Fixed("x".repeat(n.parse().expect("size")), true),
         ["echo"] => Mode::Echo,
         ["stream", k, n] => Mode::Stream(
             k.parse().expect("chunks"),
@@ -43,7 +49,7 @@ fn parse_mode(s: &str) -> Mode {
             n.parse().expect("size"),
             Duration::from_millis(ms.parse().expect("ms")),
         ),
-        _ => panic!("mode: fixed:SIZE | echo | stream:K:S | tokens:K:S:MS"),
+        _ => panic!("mode: fixed:SIZE[:batched] | echo | stream:K:S | tokens:K:S:MS"),
     }
 }
 
@@ -89,12 +95,29 @@ async fn tunnel(
     if let Mode::Tokens(k, size, gap) = mode {
         return paced(ws, k, size, gap).await;
     }
-    while let Some(Ok(m)) = ws.next().await {
+    let batched = matches!(mode, Mode::Fixed(_, true));
+    loop {
+        // Batched: answers are fed until no frame is ready, then flushed.
+        let ready = match batched {
+            true => smol::future::poll_once(ws.next()).await,
+            false => None,
+        };
+        let m = match ready {
+            Some(m) => m,
+            None if batched => {
+                if ws.flush().await.is_err() {
+                    return;
+                }
+                ws.next().await
+            }
+            None => ws.next().await,
+        };
+        let Some(Ok(m)) = m else { break };
         let Message::Text(t) = m else { continue };
         let frames = match ServerFrame::parse(t.as_str()) {
             Some(ServerFrame::Ping { ts }) => vec![ClientFrame::Pong { ts }],
             Some(ServerFrame::Request { id, body, .. }) => match &mode {
-                Mode::Fixed(b) => vec![ClientFrame::Response {
+                Mode::Fixed(b, _) => vec![ClientFrame::Response {
                     id,
                     status: 200,
                     headers: text_headers(),
@@ -134,7 +157,13 @@ async fn tunnel(
             _ => vec![],
         };
         for f in frames {
-            if ws.send(Message::text(f.encode())).await.is_err() {
+            let m = Message::text(f.encode());
+            let sent = if batched {
+                ws.feed(m).await
+            } else {
+                ws.send(m).await
+            };
+            if sent.is_err() {
                 return;
             }
         }

@@ -5,7 +5,10 @@
 //! and socket helpers as the relay. Loopback only.
 //!
 //! floor_relay relay PORT UPSTREAM_ADDR
-//! floor_relay upstream PORT SIZE
+//! floor_relay upstream PORT SIZE [single]
+//!
+//! The upstream answers one read's requests in one write, or with `single`
+//! each in a write of its own, as the app answers its tunnel.
 //!
 //! Upstream frames: u32 id, u32 length (little-endian), then the bytes.
 
@@ -157,8 +160,8 @@ async fn caller(s: Async<TcpStream>, shared: Handle) {
 }
 
 /// Answers every framed request with the same HTTP answer, in one write
-/// per read.
-fn upstream(port: u16, size: usize) {
+/// per read (or per answer, `single`).
+fn upstream(port: u16, size: usize, single: bool) {
     let body = "x".repeat(size);
     let answer = format!(
         "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
@@ -170,10 +173,20 @@ fn upstream(port: u16, size: usize) {
         let Ok((s, _)) = l.accept().await else { return };
         let _ = s.get_ref().set_nodelay(true);
         let (mut buf, mut out) = (Vec::new(), Vec::new());
+        let mut ids = Vec::new();
         while let Ok(1..) = read_more(&s, &mut buf, true).await {
-            let used = frames(&buf, |id, _| push_frame(&mut out, id, answer.as_bytes()));
+            let used = frames(&buf, |id, _| ids.push(id));
             buf.drain(..used);
-            if write_all(&s, &out).await.is_err() {
+            for id in ids.drain(..) {
+                push_frame(&mut out, id, answer.as_bytes());
+                if single {
+                    if write_all(&s, &out).await.is_err() {
+                        return;
+                    }
+                    out.clear();
+                }
+            }
+            if !single && write_all(&s, &out).await.is_err() {
                 return;
             }
             out.clear();
@@ -191,9 +204,10 @@ fn main() {
         .as_slice()
     {
         ["relay", p, up] => relay(port(p), up),
-        ["upstream", p, size] => upstream(port(p), size.parse().expect("size")),
+        ["upstream", p, size] => upstream(port(p), size.parse().expect("size"), false),
+        ["upstream", p, size, "single"] => upstream(port(p), size.parse().expect("size"), true),
         _ => {
-            eprintln!("usage: floor_relay relay PORT UPSTREAM_ADDR | upstream PORT SIZE");
+            eprintln!("usage: floor_relay relay PORT UPSTREAM_ADDR | upstream PORT SIZE [single]");
             std::process::exit(2);
         }
     }
