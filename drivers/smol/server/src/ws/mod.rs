@@ -20,9 +20,15 @@ use tracing::debug;
 /// The most one read takes from a tunnel.
 const READ_BYTES: usize = 64 * 1024;
 
+/// The largest staging buffer kept for the next batch.
+const STAGE_KEPT: usize = 64 * 1024;
+
 thread_local! {
     /// Every tunnel reads into this, one poll at a time.
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BYTES]);
+    /// A written batch's staging buffer, for the next batch of any tunnel
+    /// (a batch written meanwhile takes a new one).
+    static STAGE: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
 #[derive(Clone, Debug)]
@@ -134,7 +140,9 @@ async fn write_batch(
         TunnelMsg::Pong(p) => 14 + p.len(),
         TunnelMsg::Close(..) => 0,
     });
-    let (mut staged, mut parts) = (Vec::with_capacity(room.sum()), Vec::new());
+    let mut staged = STAGE.take();
+    staged.reserve(room.sum());
+    let mut parts = Vec::new();
     let (mut from, mut text_bytes, mut close) = (0, 0u64, None);
     for (i, m) in batch.iter().enumerate() {
         match m {
@@ -156,27 +164,33 @@ async fn write_batch(
             }
         }
     }
-    if from < staged.len() {
-        parts.push(Part::Staged(from..staged.len()));
-    }
-    let mut slices: Vec<IoSlice<'_>> = parts
-        .iter()
-        .map(|p| match p {
-            Part::Staged(r) => IoSlice::new(&staged[r.clone()]),
-            Part::Text(i) => match &batch[*i] {
-                TunnelMsg::Frame(t) => IoSlice::new(t.as_bytes()),
-                _ => IoSlice::new(&[]),
-            },
-        })
-        .collect();
     let deadline = Instant::now() + o.write_timeout;
-    if !matches!(
-        until(deadline, write_all_vectored(s, &mut slices)).await,
-        Some(Ok(()))
-    ) {
+    let wrote = if parts.is_empty() {
+        // Small frames only (the common batch): one buffer, one write.
+        until(deadline, write_all(s, &staged)).await
+    } else {
+        if from < staged.len() {
+            parts.push(Part::Staged(from..staged.len()));
+        }
+        let mut slices: Vec<IoSlice<'_>> = parts
+            .iter()
+            .map(|p| match p {
+                Part::Staged(r) => IoSlice::new(&staged[r.clone()]),
+                Part::Text(i) => match &batch[*i] {
+                    TunnelMsg::Frame(t) => IoSlice::new(t.as_bytes()),
+                    _ => IoSlice::new(&[]),
+                },
+            })
+            .collect();
+        until(deadline, write_all_vectored(s, &mut slices)).await
+    };
+    if !matches!(wrote, Some(Ok(()))) {
         return Some(End::Gone);
     }
-    drop(slices);
+    if staged.capacity() <= STAGE_KEPT {
+        staged.clear();
+        STAGE.set(staged);
+    }
     let mut c = core.borrow_mut();
     // The frames' buffers go back to the engine for the next frames.
     for m in batch {
