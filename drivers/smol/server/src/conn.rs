@@ -233,7 +233,14 @@ pub(crate) async fn serve(core: Shared, s: Sock, peer: SocketAddr, o: Rc<ConnOpt
                 // A task of its own: this connection's HTTP state is freed, and
                 // an idle tunnel holds only what the tunnel needs.
                 let start = Box::new(crate::ws::Start { leftover: buf, key });
-                let accept = crate::ws::accept(core, s, start, tunnel, trx, o.ws.clone());
+                let link = crate::ws::Link {
+                    core,
+                    s,
+                    tunnel,
+                    out: trx,
+                    o: o.ws.clone(),
+                };
+                let accept = crate::ws::accept(link, start);
                 o.ex.spawn(accept).detach();
                 return;
             }

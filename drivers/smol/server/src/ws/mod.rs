@@ -59,32 +59,35 @@ pub(crate) struct Start {
     pub key: String,
 }
 
-/// Completes the upgrade of `s` and runs the tunnel until either side closes.
-pub(crate) async fn accept(
-    core: Shared,
-    s: Sock,
-    start: Box<Start>,
-    tunnel: TunnelId,
-    out: Rc<Outbox>,
-    o: Rc<WsOpts>,
-) {
-    out.budget.set(o.pre_auth_bytes);
+/// What a tunnel's task and its two loops share: each loop's future holds
+/// one reference to it, not five (every idle tunnel's task is this small).
+pub(crate) struct Link {
+    pub core: Shared,
+    pub s: Sock,
+    pub tunnel: TunnelId,
+    pub out: Rc<Outbox>,
+    pub o: Rc<WsOpts>,
+}
+
+/// Completes the upgrade of `t.s` and runs the tunnel until either side closes.
+pub(crate) async fn accept(t: Link, start: Box<Start>) {
+    t.out.budget.set(t.o.pre_auth_bytes);
     let upgraded = {
         // Scoped: the 101 head does not stay in an idle tunnel's state.
         let head = format!(
             "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {}\r\n\r\n",
             derive_accept_key(start.key.as_bytes())
         );
-        let deadline = Instant::now() + o.write_timeout;
+        let deadline = Instant::now() + t.o.write_timeout;
         matches!(
-            Box::pin(until(deadline, write_all(&s, head.as_bytes()))).await,
+            Box::pin(until(deadline, write_all(&t.s, head.as_bytes()))).await,
             Some(Ok(()))
         )
     };
     if upgraded {
         let end = {
-            let writer = write_loop(&core, tunnel, &s, &out, &o);
-            let reader = read_loop(&core, tunnel, &s, &out, start, &o);
+            let writer = write_loop(&t);
+            let reader = read_loop(&t, start);
             smol::future::or(writer, reader).await
         };
         let close = match end {
@@ -101,22 +104,26 @@ pub(crate) async fn accept(
                 &[&code.to_be_bytes(), reason.as_bytes()],
                 2 + reason.len(),
             );
-            let _ = Box::pin(until(Instant::now() + o.write_timeout, write_all(&s, &f))).await;
+            let _ = Box::pin(until(
+                Instant::now() + t.o.write_timeout,
+                write_all(&t.s, &f),
+            ))
+            .await;
         }
     }
-    s.shutdown(std::net::Shutdown::Both);
-    let mut c = core.borrow_mut();
-    c.handle(Input::TunnelClosed { tunnel });
-    c.end_tunnel(tunnel);
+    t.s.shutdown(std::net::Shutdown::Both);
+    let mut c = t.core.borrow_mut();
+    c.handle(Input::TunnelClosed { tunnel: t.tunnel });
+    c.end_tunnel(t.tunnel);
 }
 
 /// Waits for frames to send; each batch is written by a boxed future, so a
 /// write's buffers, slices and timer exist only while it runs, not in every
 /// idle tunnel's task.
-async fn write_loop(core: &Shared, tunnel: TunnelId, s: &Sock, out: &Outbox, o: &WsOpts) -> End {
+async fn write_loop(t: &Link) -> End {
     loop {
-        let batch = out.mail.take_all().await;
-        if let Some(end) = Box::pin(write_batch(core, tunnel, s, batch, o)).await {
+        let batch = t.out.mail.take_all().await;
+        if let Some(end) = Box::pin(write_batch(t, batch)).await {
             return end;
         }
     }
@@ -124,19 +131,13 @@ async fn write_loop(core: &Shared, tunnel: TunnelId, s: &Sock, out: &Outbox, o: 
 
 /// Everything queued goes out in one vectored write: one syscall for many
 /// frames under load, and large frames are not copied next to their headers.
-async fn write_batch(
-    core: &Shared,
-    tunnel: TunnelId,
-    s: &Sock,
-    batch: std::collections::VecDeque<TunnelMsg>,
-    o: &WsOpts,
-) -> Option<End> {
+async fn write_batch(t: &Link, batch: std::collections::VecDeque<TunnelMsg>) -> Option<End> {
     let batch = Vec::from(batch);
     // Headers and small frames are staged, in one allocation; each part is
     // a staged range or a frame's text.
     let room = batch.iter().map(|m| match m {
-        TunnelMsg::Frame(t) if t.len() >= SEPARATE_FRAME => 14,
-        TunnelMsg::Frame(t) => 14 + t.len(),
+        TunnelMsg::Frame(f) if f.len() >= SEPARATE_FRAME => 14,
+        TunnelMsg::Frame(f) => 14 + f.len(),
         TunnelMsg::Pong(p) => 14 + p.len(),
         TunnelMsg::Close(..) => 0,
     });
@@ -146,16 +147,16 @@ async fn write_batch(
     let (mut from, mut text_bytes, mut close) = (0, 0u64, None);
     for (i, m) in batch.iter().enumerate() {
         match m {
-            TunnelMsg::Frame(t) if t.len() >= SEPARATE_FRAME => {
-                text_bytes += t.len() as u64;
-                frames::encode(&mut staged, OpCode::Text, &[], t.len());
+            TunnelMsg::Frame(f) if f.len() >= SEPARATE_FRAME => {
+                text_bytes += f.len() as u64;
+                frames::encode(&mut staged, OpCode::Text, &[], f.len());
                 parts.push(Part::Staged(from..staged.len()));
                 parts.push(Part::Text(i));
                 from = staged.len();
             }
-            TunnelMsg::Frame(t) => {
-                text_bytes += t.len() as u64;
-                frames::encode(&mut staged, OpCode::Text, &[t.as_bytes()], t.len());
+            TunnelMsg::Frame(f) => {
+                text_bytes += f.len() as u64;
+                frames::encode(&mut staged, OpCode::Text, &[f.as_bytes()], f.len());
             }
             TunnelMsg::Pong(p) => frames::encode(&mut staged, OpCode::Pong, &[p], p.len()),
             TunnelMsg::Close(code, reason) => {
@@ -164,10 +165,10 @@ async fn write_batch(
             }
         }
     }
-    let deadline = Instant::now() + o.write_timeout;
+    let deadline = Instant::now() + t.o.write_timeout;
     let wrote = if parts.is_empty() {
         // Small frames only (the common batch): one buffer, one write.
-        until(deadline, write_all(s, &staged)).await
+        until(deadline, write_all(&t.s, &staged)).await
     } else {
         if from < staged.len() {
             parts.push(Part::Staged(from..staged.len()));
@@ -177,12 +178,12 @@ async fn write_batch(
             .map(|p| match p {
                 Part::Staged(r) => IoSlice::new(&staged[r.clone()]),
                 Part::Text(i) => match &batch[*i] {
-                    TunnelMsg::Frame(t) => IoSlice::new(t.as_bytes()),
+                    TunnelMsg::Frame(f) => IoSlice::new(f.as_bytes()),
                     _ => IoSlice::new(&[]),
                 },
             })
             .collect();
-        until(deadline, write_all_vectored(s, &mut slices)).await
+        until(deadline, write_all_vectored(&t.s, &mut slices)).await
     };
     if !matches!(wrote, Some(Ok(()))) {
         return Some(End::Gone);
@@ -191,16 +192,16 @@ async fn write_batch(
         staged.clear();
         STAGE.set(staged);
     }
-    let mut c = core.borrow_mut();
+    let mut c = t.core.borrow_mut();
     // The frames' buffers go back to the engine for the next frames.
     for m in batch {
-        if let TunnelMsg::Frame(t) = m {
-            c.recycle(t.into_bytes());
+        if let TunnelMsg::Frame(f) = m {
+            c.recycle(f.into_bytes());
         }
     }
     if text_bytes > 0 {
         c.handle(Input::TunnelDrained {
-            tunnel,
+            tunnel: t.tunnel,
             bytes: text_bytes,
         });
     }
@@ -216,27 +217,23 @@ enum Part {
     Text(usize),
 }
 
-async fn read_loop(
-    core: &Shared,
-    tunnel: TunnelId,
-    s: &Sock,
-    out: &Outbox,
-    start: Box<Start>,
-    o: &WsOpts,
-) -> End {
+async fn read_loop(t: &Link, start: Box<Start>) -> End {
     // Out of a temporary box, freed with the key at the statement's end: a
     // partial move from `start` itself would keep both until the tunnel ends.
     let mut leftover = std::convert::identity(start).leftover;
-    let mut reader = FrameReader::new(o.max_message);
+    let mut reader = FrameReader::new(t.o.max_message);
     let closed_by_client = Cell::new(None);
     let mut on = |m: Msg<'_>| match m {
-        Msg::Text(text) => core.borrow_mut().handle(Input::TunnelText { tunnel, text }),
-        Msg::Binary => core.borrow_mut().handle(Input::TunnelBinary { tunnel }),
-        Msg::Ping(p) => out.push(TunnelMsg::Pong(p.to_vec())),
+        Msg::Text(text) => (t.core.borrow_mut()).handle(Input::TunnelText {
+            tunnel: t.tunnel,
+            text,
+        }),
+        Msg::Binary => (t.core.borrow_mut()).handle(Input::TunnelBinary { tunnel: t.tunnel }),
+        Msg::Ping(p) => t.out.push(TunnelMsg::Pong(p.to_vec())),
         Msg::Close(code) => closed_by_client.set(Some(code)),
     };
     if !leftover.is_empty() {
-        if let Err(end) = spend(out, leftover.len()) {
+        if let Err(end) = spend(&t.out, leftover.len()) {
             return end;
         }
         match reader.feed(&mut leftover, &mut on) {
@@ -252,23 +249,23 @@ async fn read_loop(
     loop {
         let step = std::future::poll_fn(|cx| loop {
             if wait {
-                if let Err(e) = ready!(s.poll_readable(cx)) {
-                    debug!(tunnel = tunnel.0, error = %e, "tunnel poll failed");
+                if let Err(e) = ready!(t.s.poll_readable(cx)) {
+                    debug!(tunnel = t.tunnel.0, error = %e, "tunnel poll failed");
                     return Poll::Ready(Err(End::Gone));
                 }
                 wait = false;
             }
             let r = SCRATCH.with(|scratch| {
                 let mut scratch = scratch.borrow_mut();
-                match s.try_read(&mut scratch[..]) {
+                match t.s.try_read(&mut scratch[..]) {
                     Ok(0) => Some(Err(End::Gone)),
-                    Ok(n) => Some(match spend(out, n) {
+                    Ok(n) => Some(match spend(&t.out, n) {
                         Err(end) => Err(end),
                         Ok(()) => {
                             // The read's chunks for one caller leave in one write.
-                            core.borrow_mut().begin_batch();
+                            t.core.borrow_mut().begin_batch();
                             let fed = reader.feed(&mut scratch[..n], &mut on);
-                            core.borrow_mut().end_batch();
+                            t.core.borrow_mut().end_batch();
                             match fed {
                                 Ok(true) => Err(End::Answer(None)),
                                 Ok(false) => Ok(n),
@@ -279,7 +276,7 @@ async fn read_loop(
                     Err(e) if e.kind() == ErrorKind::WouldBlock => None,
                     Err(e) if e.kind() == ErrorKind::Interrupted => Some(Ok(0)),
                     Err(e) => {
-                        debug!(tunnel = tunnel.0, error = %e, "tunnel read failed");
+                        debug!(tunnel = t.tunnel.0, error = %e, "tunnel read failed");
                         Some(Err(End::Gone))
                     }
                 }
@@ -294,12 +291,12 @@ async fn read_loop(
             Err(End::Answer(_)) => return End::Answer(closed_by_client.get().flatten()),
             Err(end) => return end,
         };
-        wait = s.is_plain() && n > 0 && n < READ_BYTES;
+        wait = t.s.is_plain() && n > 0 && n < READ_BYTES;
         reads = reads.wrapping_add(1);
         // Callers this read handed chunks to get to write before the next
         // read (chunks written straight to their sockets need no turn), and
         // a busy tunnel lets other tasks run now and then.
-        if core.borrow_mut().take_fed() || reads % 16 == 0 {
+        if t.core.borrow_mut().take_fed() || reads % 16 == 0 {
             smol::future::yield_now().await;
         }
     }
