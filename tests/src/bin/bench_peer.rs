@@ -371,6 +371,34 @@ fn streams(args: &[String]) {
 
 /// Holds COUNT paced streams across the hosts at once; prints the latency
 /// of every event and how many streams completed, as JSON.
+/// Asks the kernel to stamp each segment with its arrival time.
+fn stamp_arrivals(s: &std::net::TcpStream) -> nix::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt::Timestamping, TimestampingFlag as F};
+    setsockopt(
+        s,
+        Timestamping,
+        &(F::SOF_TIMESTAMPING_RX_SOFTWARE | F::SOF_TIMESTAMPING_SOFTWARE),
+    )
+}
+
+/// One read, with the kernel's arrival time (µs since the epoch) of its
+/// last segment: when the relay's send put the bytes in this socket, not
+/// when this busy client got round to reading them.
+fn read_stamped(s: &std::net::TcpStream, buf: &mut [u8]) -> std::io::Result<(usize, Option<u64>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, Timestamps};
+    use std::os::fd::AsRawFd;
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!(Timestamps);
+    let msg = recvmsg::<()>(s.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty())?;
+    let mut at = None;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmTimestampsns(t) = c {
+            at = Some(t.system.tv_sec() as u64 * 1_000_000 + t.system.tv_nsec() as u64 / 1_000);
+        }
+    }
+    Ok((msg.bytes, at))
+}
+
 fn tokens(args: &[String]) {
     let addr = args[0].clone();
     let hosts: Vec<String> = std::fs::read_to_string(&args[1])
@@ -391,17 +419,28 @@ fn tokens(args: &[String]) {
         ));
     }
     let elapsed = start.elapsed();
-    let complete = per.iter().filter(|(_, c)| *c).count();
-    let mut lat: Vec<u64> = per.into_iter().flat_map(|(l, _)| l).collect();
+    let complete = per.iter().filter(|(.., c)| *c).count();
+    let (mut lat, mut out): (Vec<u64>, Vec<u64>) = (Vec::new(), Vec::new());
+    for (l, o, _) in per {
+        lat.extend(l);
+        out.extend(o);
+    }
     lat.sort_unstable();
-    let q = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)));
+    out.sort_unstable();
+    let q = |v: &[u64], p: f64| {
+        let at = ((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1));
+        v.get(at).copied().unwrap_or(0) as f64 / 1e3
+    };
     println!(
-        "{{\"streams\":{},\"complete\":{complete},\"tokens\":{},\"lat_p50_ms\":{:.3},\"lat_p99_ms\":{:.3},\"lat_max_ms\":{:.3},\"seconds\":{:.3}}}",
+        "{{\"streams\":{},\"complete\":{complete},\"tokens\":{},\"lat_p50_ms\":{:.3},\"lat_p99_ms\":{:.3},\"lat_max_ms\":{:.3},\"out_p50_ms\":{:.3},\"out_p99_ms\":{:.3},\"out_max_ms\":{:.3},\"seconds\":{:.3}}}",
         count * rounds,
         lat.len(),
-        q(0.5).copied().unwrap_or(0) as f64 / 1e3,
-        q(0.99).copied().unwrap_or(0) as f64 / 1e3,
-        lat.last().copied().unwrap_or(0) as f64 / 1e3,
+        q(&lat, 0.5),
+        q(&lat, 0.99),
+        q(&lat, 1.0),
+        q(&out, 0.5),
+        q(&out, 0.99),
+        q(&out, 1.0),
         elapsed.as_secs_f64()
     );
 }
@@ -413,7 +452,7 @@ async fn streams_at_once<'a>(
     hosts: &[String],
     count: usize,
     spread: Duration,
-) -> Vec<(Vec<u64>, bool)> {
+) -> Vec<(Vec<u64>, Vec<u64>, bool)> {
     {
         let tasks: Vec<_> = (0..count)
             .map(|i| {
@@ -421,18 +460,26 @@ async fn streams_at_once<'a>(
                 let after = spread.mul_f64(i as f64 / count as f64);
                 ex.spawn(async move {
                     smol::Timer::after(after).await;
-                    let mut s = TcpStream::connect(&addr).await.expect("connect");
-                    s.write_all(format!("GET /t HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+                    let addr: std::net::SocketAddr = addr.parse().expect("address");
+                    let s = smol::Async::<std::net::TcpStream>::connect(addr)
+                        .await
+                        .expect("connect");
+                    stamp_arrivals(s.get_ref()).expect("SO_TIMESTAMPING");
+                    (&s).write_all(format!("GET /t HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
                         .await
                         .expect("write");
                     let mut buf = vec![0u8; 16 * 1024];
-                    let (mut seen, mut lat) = (Vec::new(), Vec::new());
+                    let (mut seen, mut lat, mut out) = (Vec::new(), Vec::new(), Vec::new());
                     let complete = loop {
-                        let n = s.read(&mut buf).await.unwrap_or(0);
+                        let (n, arrived) = s
+                            .read_with(|t| read_stamped(t, &mut buf))
+                            .await
+                            .unwrap_or((0, None));
                         if n == 0 {
                             break false;
                         }
                         let now = wall_us();
+                        let arrived = arrived.unwrap_or(now);
                         seen.extend_from_slice(&buf[..n]);
                         // Every whole `data: <16 digits>` seen so far is one event.
                         while let Some(at) = seen.windows(6).position(|w| w == b"data: ") {
@@ -444,6 +491,7 @@ async fn streams_at_once<'a>(
                                 .and_then(|d| d.parse().ok())
                                 .expect("a timestamp");
                             lat.push(now.saturating_sub(sent));
+                            out.push(arrived.saturating_sub(sent));
                             seen.drain(..at + 22);
                         }
                         if seen.ends_with(b"\r\n0\r\n\r\n") {
@@ -452,7 +500,7 @@ async fn streams_at_once<'a>(
                         let keep = seen.len().min(32);
                         seen.drain(..seen.len() - keep);
                     };
-                    (lat, complete)
+                    (lat, out, complete)
                 })
             })
             .collect();
