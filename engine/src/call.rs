@@ -45,14 +45,10 @@ impl<E: Entropy> Relay<E> {
         if !here && !elsewhere && !self.recently_left(&agent) {
             return self.refuse(call, CallError::AgentOffline);
         }
-        // Counted where the tunnel is: a first hop or an offline agent costs nothing.
-        if here {
-            let now = self.now.mono_ms;
-            let limited = !self.agent_rl.check(&agent, now)
-                || !self.caller_rl.check(&http::limit_key(ip), now);
-            if limited {
-                return self.refuse(call, CallError::RateLimited);
-            }
+        // Counted where the tunnel is: a first hop costs nothing, and a call
+        // for an agent that just left is counted if it is delivered.
+        if here && !self.within_limits(&agent, Some(ip)) {
+            return self.refuse(call, CallError::RateLimited);
         }
         if head.content_length.is_some_and(|n| n > self.body_limit()) {
             return self.refuse(call, CallError::BodyTooLarge);
@@ -99,6 +95,7 @@ impl<E: Entropy> Relay<E> {
             body_done: !head.body_follows,
             replay_cache_hit,
             http1: head.http1,
+            counted: here,
         });
         self.calls.insert(
             call,
@@ -163,6 +160,14 @@ impl<E: Entropy> Relay<E> {
     }
 
     /// Sends the complete request to the agent's current tunnel.
+    /// Takes one call from the agent's and the caller's rate limits: false
+    /// if either is spent.
+    pub(crate) fn within_limits(&mut self, agent: &Address, ip: Option<IpAddr>) -> bool {
+        let now = self.now.mono_ms;
+        self.agent_rl.check(agent, now)
+            && ip.is_none_or(|ip| self.caller_rl.check(&http::limit_key(ip), now))
+    }
+
     pub(crate) fn dispatch(&mut self, call: CallId) {
         let Some(Call {
             agent,

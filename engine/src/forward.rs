@@ -308,6 +308,7 @@ impl<E: Entropy> Relay<E> {
             body_done: true,
             replay_cache_hit: false,
             http1: None,
+            counted: false,
         };
         if self.try_hold(call, c.agent, c.relayed, req).is_err() {
             self.refuse(call, CallError::AgentUnreachable);

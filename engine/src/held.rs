@@ -139,7 +139,16 @@ impl<E: Entropy> Relay<E> {
     /// `agent` is served by a tunnel here again: its held calls go to it.
     pub(crate) fn agent_back(&mut self, agent: Address) {
         self.held.left.remove(&agent);
-        for (call, relayed, req) in self.take_held(&agent) {
+        for (call, relayed, mut req) in self.take_held(&agent) {
+            // Held while its agent was away, it was not counted then.
+            if !req.counted {
+                let ip = self.records.get(&call).map(|r| r.ip);
+                if !self.within_limits(&agent, ip) {
+                    self.refuse(call, CallError::RateLimited);
+                    continue;
+                }
+                req.counted = true;
+            }
             let done = req.body_done;
             let c = Call {
                 agent,

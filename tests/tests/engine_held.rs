@@ -255,3 +255,62 @@ fn a_long_stream_on_a_draining_tunnel_keeps_its_agents_calls_waiting_past_the_gr
         "{out:?}"
     );
 }
+
+#[test]
+fn held_calls_are_counted_against_the_rate_limits_when_they_are_delivered() {
+    // Two calls a minute for each agent, and two for the caller.
+    let mut h = Harness::new(Config {
+        agent_requests_per_min: 2,
+        caller_requests_per_min: 2,
+        ..config()
+    });
+    let (a, b) = (key(1), key(2));
+    let t1 = h.connect(&[&a, &b]);
+    h.step(Input::TunnelClosed { tunnel: t1 });
+    // Held while the agents are away: nothing is counted yet.
+    let held_a: Vec<_> = (0..3).map(|i| h.get(&a, &format!("/a{i}")).0).collect();
+    let held_b = h.get(&b, "/b0").0;
+    let (t2, nonce) = h.open_from("192.0.2.1");
+    let auth = h.auth_frame(&[&a, &b], &nonce);
+    let out = h.text(t2, &auth);
+    // Oldest first, as far as the limits go: a's third is over its agent's
+    // two, and b's one is over the caller's two.
+    let paths: Vec<String> = requests(&out, t2).into_iter().map(|(_, p)| p).collect();
+    assert_eq!(paths, ["/a0", "/a1"]);
+    let limited = Some((429, r#"{"error":"rate_limited"}"#.into()));
+    assert_eq!(response(&out, held_a[2]), limited);
+    assert_eq!(response(&out, held_b), limited);
+    assert_eq!(h.relay.sizes().held, 0);
+    // Counted once: the delivered calls are not counted again.
+    let (c, out) = h.get(&a, "/after");
+    assert_eq!(response(&out, c), limited, "the agent's two are spent");
+}
+
+#[test]
+fn a_call_counted_when_its_head_came_is_not_counted_again_when_delivered() {
+    let mut h = Harness::new(Config {
+        agent_requests_per_min: 1,
+        ..config()
+    });
+    let a = key(1);
+    let t1 = h.connect(&[&a]);
+    // Counted as its head comes (the tunnel is here); its body is still coming.
+    let call = h.new_call();
+    let mut head = Harness::head("POST", "/upload", &host_of(&a));
+    (head.content_length, head.body_follows) = (Some(2), true);
+    let out = h.step(Input::CallHead {
+        call,
+        head: head.view(),
+    });
+    assert!(out.is_empty(), "{out:?}");
+    // The tunnel goes before the body ends: the call is held, not refused.
+    h.step(Input::TunnelClosed { tunnel: t1 });
+    h.step(Input::CallBody { call, chunk: b"hi" });
+    let out = h.step(Input::CallBodyEnd { call });
+    assert!(response(&out, call).is_none(), "{out:?}");
+    let (t2, nonce) = h.open_from("192.0.2.1");
+    let auth = h.auth_frame(&[&a], &nonce);
+    let out = h.text(t2, &auth);
+    let paths: Vec<String> = requests(&out, t2).into_iter().map(|(_, p)| p).collect();
+    assert_eq!(paths, ["/upload"], "its one call a minute, once: {out:?}");
+}

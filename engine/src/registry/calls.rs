@@ -37,6 +37,10 @@ pub(crate) struct Parked {
     pub replay_cache_hit: bool,
     /// How the caller's connection takes the answer, if the engine writes it.
     pub http1: Option<Http1Answer>,
+    /// Counted against the agent's and the caller's rate limits already (its
+    /// agent's tunnel was here when the head came); a held call is counted
+    /// when it is delivered.
+    pub counted: bool,
 }
 
 pub(crate) enum CallState {
