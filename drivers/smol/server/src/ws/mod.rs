@@ -129,12 +129,12 @@ async fn write_loop(t: &Link) -> End {
     }
 }
 
-/// Everything queued goes out in one vectored write: one syscall for many
-/// frames under load, and large frames are not copied next to their headers.
+/// Everything queued goes out in one write: one syscall for many frames
+/// under load; large frames go vectored, not copied next to their headers.
 async fn write_batch(t: &Link, batch: std::collections::VecDeque<TunnelMsg>) -> Option<End> {
     let batch = Vec::from(batch);
-    // Headers and small frames are staged, in one allocation; each part is
-    // a staged range or a frame's text.
+    // Headers and small frames are staged in the thread's staging buffer;
+    // with a large frame, each part is a staged range or a frame's text.
     let room = batch.iter().map(|m| match m {
         TunnelMsg::Frame(f) if f.len() >= SEPARATE_FRAME => 14,
         TunnelMsg::Frame(f) => 14 + f.len(),
