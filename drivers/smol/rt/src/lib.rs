@@ -1,13 +1,15 @@
 //! What the relay server and the tunnel client on smol share, each in one
 //! place: socket IO helpers and deadlines ([`io`]), OS entropy for the
 //! engine ([`entropy`]), the single-threaded [`mailbox`] tasks hand engine
-//! outputs through, and agent key files ([`keys`]).
+//! outputs through, one box for a loop's futures ([`reuse`]), and agent key
+//! files ([`keys`]).
 
 pub mod clock;
 pub mod entropy;
 pub mod io;
 pub mod keys;
 pub mod mailbox;
+pub mod reuse;
 pub mod wheel;
 
 /// A thread's executor, alive for the rest of the process: tasks spawned on

@@ -12,10 +12,8 @@ use osaurus_relay_rt::mailbox::Mailbox;
 use osaurus_relay_rt::wheel::until;
 use smol::future::FutureExt;
 use std::cell::Cell;
-use std::future::Future;
 use std::io::IoSlice;
 use std::net::{Shutdown, SocketAddr};
-use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -216,7 +214,7 @@ pub(crate) async fn serve(core: Shared, s: Sock, peer: SocketAddr, o: Rc<ConnOpt
         // next exchange takes its last one's place: 64 callers' boxes freed
         // and taken each turn had sent glibc through its slow path.
         let exchanged = exchange_owned(conn, std::mem::take(&mut buf), started);
-        let (next, b) = place(&mut slot, exchanged).await;
+        let (next, b) = osaurus_relay_rt::reuse::place(&mut slot, exchanged).await;
         buf = b;
         core.borrow_mut().end_call(call);
         match next {
@@ -246,15 +244,6 @@ pub(crate) async fn serve(core: Shared, s: Sock, peer: SocketAddr, o: Rc<ConnOpt
             }
         }
     }
-}
-
-/// `fut` in `slot`'s box (the last future's place, dropped first), or a new one.
-fn place<F: Future>(slot: &mut Option<Pin<Box<F>>>, fut: F) -> Pin<&mut F> {
-    match slot {
-        Some(b) => b.set(fut),
-        None => *slot = Some(Box::pin(fut)),
-    }
-    slot.as_mut().expect("just placed").as_mut()
 }
 
 /// [`exchange`] owning the read buffer: the future's type does not borrow
