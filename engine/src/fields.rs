@@ -10,6 +10,18 @@ pub enum Fields<'a> {
     Block(&'a str),
     /// Pairs the driver or a test made.
     Pairs(&'a [(String, String)]),
+    /// The same lines as [`Fields::Block`], each field's place found once
+    /// (by the parser): every later pass over them slices, not searches.
+    Spans(&'a str, &'a [Span]),
+}
+
+/// Where one field's name and (trimmed) value lie in a block of header lines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    /// The name's start and end.
+    pub name: [u32; 2],
+    /// The value's start and end, spaces and tabs around it left out.
+    pub value: [u32; 2],
 }
 
 impl<'a> Fields<'a> {
@@ -21,6 +33,7 @@ impl<'a> Fields<'a> {
         match self {
             Fields::Block(b) => Iter::Block(b),
             Fields::Pairs(p) => Iter::Pairs(p.iter()),
+            Fields::Spans(b, s) => Iter::Spans(b, s.iter()),
         }
     }
 
@@ -35,7 +48,7 @@ impl<'a> Fields<'a> {
     pub fn size_hint(self) -> usize {
         match self {
             // Each line's ": " and CRLF become the JSON's quotes, colon and comma.
-            Fields::Block(b) => b.len() + b.len() / 4 + 8,
+            Fields::Block(b) | Fields::Spans(b, _) => b.len() + b.len() / 4 + 8,
             Fields::Pairs(p) => p.iter().map(|(k, v)| k.len() + v.len() + 6).sum(),
         }
     }
@@ -85,6 +98,8 @@ pub enum Iter<'a> {
     Block(&'a str),
     /// The pairs still to read.
     Pairs(std::slice::Iter<'a, (String, String)>),
+    /// The block and the places still to read.
+    Spans(&'a str, std::slice::Iter<'a, Span>),
 }
 
 /// Without surrounding spaces and tabs (by byte: every value is read so).
@@ -102,6 +117,10 @@ impl<'a> Iterator for Iter<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         match self {
             Iter::Pairs(p) => p.next().map(|(k, v)| (k.as_str(), trim_ows(v))),
+            Iter::Spans(b, s) => s.next().map(|s| {
+                let at = |[from, to]: [u32; 2]| b.get(from as usize..to as usize).unwrap_or("");
+                (at(s.name), at(s.value))
+            }),
             Iter::Block(rest) => loop {
                 if rest.is_empty() {
                     return None;

@@ -3,6 +3,7 @@
 use crate::hub::Shared;
 use crate::msg::{CallBox, CallMsg, Direct};
 use crate::stream::{read_more, write_all, write_all_vectored, Sock, Stream};
+use osaurus_relay_engine::fields::Span;
 use osaurus_relay_engine::http::Response;
 use osaurus_relay_engine::wire::http1::{
     self, BodyFraming, ChunkedDecoder, Decoded, HeadLimits, ResponseFraming,
@@ -52,6 +53,7 @@ enum HeadRead<T> {
 async fn read_head<T>(
     s: &Stream,
     buf: &mut Vec<u8>,
+    spans: &mut Vec<Span>,
     o: &ConnOpts,
     first: bool,
     on_head: impl FnOnce(http1::RequestHead<'_>) -> T,
@@ -70,7 +72,7 @@ async fn read_head<T>(
                 started = true;
                 deadline = Instant::now() + o.header_timeout;
             }
-            match http1::parse_head(buf, &o.head) {
+            match http1::parse_head_in(buf, &o.head, spans) {
                 Ok(Some((h, n))) => return HeadRead::Head(on_head(h), n),
                 Ok(None) => {}
                 Err(e) => return HeadRead::Reject(e.call_error()),
@@ -187,6 +189,8 @@ pub(crate) async fn serve(core: Shared, s: Sock, peer: SocketAddr, o: Rc<ConnOpt
     // The last call's mailbox: a keep-alive caller's next call reuses it.
     let mut last: Option<Rc<CallBox>> = None;
     let mut slot = None;
+    // Where the last head's fields lay: the next head's take their place.
+    let mut spans = Vec::new();
     loop {
         let conn = Conn {
             core: &core,
@@ -194,7 +198,7 @@ pub(crate) async fn serve(core: Shared, s: Sock, peer: SocketAddr, o: Rc<ConnOpt
             o: &o,
         };
         let reuse = last.take();
-        let started = match read_head(&s, &mut buf, &o, first, |h| {
+        let started = match read_head(&s, &mut buf, &mut spans, &o, first, |h| {
             start((&core, &s, peer), h, reuse)
         })
         .await

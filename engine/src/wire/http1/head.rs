@@ -6,7 +6,7 @@
 //! equals the Host header (if there is no Host header, HTTP/1.0 only, the
 //! authority becomes `host`). Authority-form and anything else is rejected.
 
-use crate::fields::Fields;
+use crate::fields::{Fields, Span};
 use crate::http::is_token;
 use std::borrow::Cow;
 use std::fmt;
@@ -130,6 +130,25 @@ const STACK_SLOTS: usize = 128;
 /// Parses one request head from the start of `buf`; `Ok(None)`: need more bytes.
 /// On success also returns the head's length; the body (if any) follows it.
 pub fn parse_head<'a>(buf: &'a [u8], limits: &HeadLimits) -> ParseResult<'a> {
+    parse(buf, limits, None)
+}
+
+/// [`parse_head`], the fields' places kept in `spans` (a connection's, reused
+/// from head to head): the engine's passes over the fields then slice them
+/// instead of searching each line again.
+pub fn parse_head_in<'a>(
+    buf: &'a [u8],
+    limits: &HeadLimits,
+    spans: &'a mut Vec<Span>,
+) -> ParseResult<'a> {
+    parse(buf, limits, Some(spans))
+}
+
+fn parse<'a>(
+    buf: &'a [u8],
+    limits: &HeadLimits,
+    spans: Option<&'a mut Vec<Span>>,
+) -> ParseResult<'a> {
     let over_limit = buf.len() > limits.max_head_bytes;
     // Parsing only up to the limit bounds the work per call.
     let window = buf.get(..limits.max_head_bytes).unwrap_or(buf);
@@ -183,8 +202,35 @@ pub fn parse_head<'a>(buf: &'a [u8], limits: &HeadLimits) -> ParseResult<'a> {
         }
         _ => "",
     };
-    let head = build(method, target, minor_version, Fields::Block(block))?;
+    let fields = match spans {
+        // Offsets fit a u32 for any head a limit lets through.
+        Some(spans) if block.len() <= u32::MAX as usize => {
+            let from = at(block.as_ptr());
+            spans.clear();
+            spans.extend(req.headers.iter().map(|h| {
+                let name = at(h.name.as_ptr()) - from;
+                let value = at(h.value.as_ptr()) - from;
+                let v = trim_ows_bytes(h.value);
+                let start = value + (v.as_ptr() as usize - h.value.as_ptr() as usize);
+                Span {
+                    name: [name as u32, (name + h.name.len()) as u32],
+                    value: [start as u32, (start + v.len()) as u32],
+                }
+            }));
+            Fields::Spans(block, spans)
+        }
+        _ => Fields::Block(block),
+    };
+    let head = build(method, target, minor_version, fields)?;
     Ok(Some((head, len)))
+}
+
+/// `v` without surrounding spaces and tabs.
+fn trim_ows_bytes(v: &[u8]) -> &[u8] {
+    let ows = |c: &u8| *c == b' ' || *c == b'\t';
+    let start = v.iter().position(|c| !ows(c)).unwrap_or(v.len());
+    let end = v.iter().rposition(|c| !ows(c)).map_or(start, |i| i + 1);
+    &v[start..end]
 }
 
 /// httparse reports `HTTP/2.0` and `HTTP/1.2` like garbage; tell them apart.

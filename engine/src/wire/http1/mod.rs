@@ -7,7 +7,7 @@ pub mod response;
 
 pub use answer::{parse_answer, Answer, AnswerError, AnswerFraming, AnswerHead, AnswerLimits};
 pub use chunked::{ChunkError, ChunkedDecoder, Decoded};
-pub use head::{parse_head, BodyFraming, HeadError, HeadLimits, RequestHead};
+pub use head::{parse_head, parse_head_in, BodyFraming, HeadError, HeadLimits, RequestHead};
 pub(crate) use response::digits;
 pub use response::{
     complete_framing, reason_phrase, write_chunk, write_field, write_head, write_head_end,

@@ -298,6 +298,12 @@ proptest::proptest! {
         };
         let (head, _) = parse(&m).unwrap().unwrap();
         proptest::prop_assert_eq!(head.headers.to_pairs(), expected);
+        // With the places kept: the same fields, and the same head.
+        let mut spans = vec![Span::default(); 3];
+        let (kept, _) = parse_head_in(m.as_bytes(), &HeadLimits::default(), &mut spans).unwrap().unwrap();
+        proptest::prop_assert!(matches!(kept.headers, Fields::Spans(..)));
+        proptest::prop_assert_eq!(kept.headers.to_pairs(), head.headers.to_pairs());
+        proptest::prop_assert_eq!(kept, head);
     }
 }
 
