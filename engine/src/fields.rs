@@ -114,27 +114,35 @@ fn trim_ows(s: &str) -> &str {
 impl<'a> Iterator for Iter<'a> {
     type Item = (&'a str, &'a str);
 
+    // Small enough to inline into each pass: the block's search, which
+    // needs many registers, is a call of its own.
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         match self {
-            Iter::Pairs(p) => p.next().map(|(k, v)| (k.as_str(), trim_ows(v))),
             Iter::Spans(b, s) => s.next().map(|s| {
                 let at = |[from, to]: [u32; 2]| b.get(from as usize..to as usize).unwrap_or("");
                 (at(s.name), at(s.value))
             }),
-            Iter::Block(rest) => loop {
-                if rest.is_empty() {
-                    return None;
-                }
-                // In a strict head a CR only ever ends a line.
-                let end = memchr::memchr(b'\r', rest.as_bytes()).unwrap_or(rest.len());
-                let line = &rest[..end];
-                *rest = (rest.get(end + 1..)).map_or("", |r| r.strip_prefix('\n').unwrap_or(r));
-                // A strict head has a colon in every line; a line without
-                // one (never made by the parser) is skipped, not guessed at.
-                if let Some(colon) = memchr::memchr(b':', line.as_bytes()) {
-                    return Some((&line[..colon], trim_ows(&line[colon + 1..])));
-                }
-            },
+            Iter::Pairs(p) => p.next().map(|(k, v)| (k.as_str(), trim_ows(v))),
+            Iter::Block(rest) => next_line(rest),
+        }
+    }
+}
+
+/// The next field of the lines in `rest`, which then start after it.
+fn next_line<'a>(rest: &mut &'a str) -> Option<(&'a str, &'a str)> {
+    loop {
+        if rest.is_empty() {
+            return None;
+        }
+        // In a strict head a CR only ever ends a line.
+        let end = memchr::memchr(b'\r', rest.as_bytes()).unwrap_or(rest.len());
+        let line = &rest[..end];
+        *rest = (rest.get(end + 1..)).map_or("", |r| r.strip_prefix('\n').unwrap_or(r));
+        // A strict head has a colon in every line; a line without
+        // one (never made by the parser) is skipped, not guessed at.
+        if let Some(colon) = memchr::memchr(b':', line.as_bytes()) {
+            return Some((&line[..colon], trim_ows(&line[colon + 1..])));
         }
     }
 }
